@@ -1,0 +1,127 @@
+#include "cli/up.h"
+
+#include <signal.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <cstdio>
+#include <memory>
+#include <vector>
+
+#include "common/log.h"
+#include "config/manifest.h"
+#include "http/server.h"
+#include "router/route_table.h"
+#include "runtime/function_pool.h"
+#include "runtime/zygote_process.h"
+
+namespace coil::cli {
+namespace {
+
+constexpr int kConfigError = 2;
+
+void print_error(const std::string& message) { std::fprintf(stderr, "%s\n", message.c_str()); }
+
+// "HOST:PORT" or "[V6]:PORT".
+bool parse_listen(const std::string& text, std::string& host, uint16_t& port) {
+  size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon + 1 == text.size()) return false;
+  host = text.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.empty()) return false;
+  char* end = nullptr;
+  unsigned long value = std::strtoul(text.c_str() + colon + 1, &end, 10);
+  if (*end != '\0' || value > 65535) return false;
+  port = static_cast<uint16_t>(value);
+  return true;
+}
+
+}  // namespace
+
+int run_up(const UpOptions& options) {
+  // 1. Configuration, validated whole before anything starts.
+  Result<config::Manifest> manifest = options.entrypoint.empty()
+                                          ? config::load_manifest(options.dir)
+                                          : config::single_function(options.dir, options.entrypoint);
+  if (!manifest) {
+    print_error(manifest.message());
+    return kConfigError;
+  }
+  http::ServerOptions server_options;
+  if (!parse_listen(options.listen, server_options.host, server_options.port)) {
+    print_error("--listen: \"" + options.listen + "\" is not HOST:PORT");
+    return kConfigError;
+  }
+  server_options.header_timeout = std::chrono::milliseconds(options.header_timeout_ms);
+  server_options.keepalive_timeout = std::chrono::milliseconds(options.keepalive_timeout_ms);
+  server_options.shutdown_timeout = std::chrono::milliseconds(options.shutdown_timeout_ms);
+
+  router::RouteTable routes;
+  for (size_t i = 0; i < manifest->functions.size(); ++i) {
+    if (Status s = routes.add(manifest->functions[i].route, i); !s) {
+      print_error(s.message());
+      return kConfigError;
+    }
+  }
+
+  ::signal(SIGPIPE, SIG_IGN);
+  boost::asio::io_context io(1);
+
+  // 2. The zygote, while this process is still single-threaded.
+  Result<std::unique_ptr<runtime::ZygoteProcess>> zygote = runtime::ZygoteProcess::start(io);
+  if (!zygote) {
+    print_error("coil: cannot start the zygote: " + zygote.message());
+    return 1;
+  }
+
+  // 3. Every template built (every entrypoint imported) before listening.
+  std::vector<std::unique_ptr<runtime::FunctionPool>> pools;
+  size_t pending = manifest->functions.size();
+  std::vector<std::string> errors;
+  for (const config::FunctionConfig& function : manifest->functions) {
+    pools.push_back(std::make_unique<runtime::FunctionPool>(io, function, **zygote));
+  }
+  for (auto& pool : pools) {
+    pool->start([&](Status s) {
+      if (!s) errors.push_back(s.message());
+      if (--pending == 0) io.stop();
+    });
+  }
+  io.run();
+  io.restart();
+  if (!errors.empty()) {
+    log::flush();
+    for (const std::string& error : errors) print_error(error);
+    pools.clear();
+    (*zygote)->stop();
+    return kConfigError;
+  }
+
+  // 4. Serve until SIGINT/SIGTERM, then drain.
+  http::Server server(io, server_options, routes, pools);
+  if (Status s = server.listen(); !s) {
+    print_error("coil: " + s.message());
+    pools.clear();
+    (*zygote)->stop();
+    return 1;
+  }
+  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](boost::system::error_code ec, int signal) {
+    if (ec) return;
+    log::info("{} received: finishing requests in flight, then stopping", signal == SIGINT ? "SIGINT" : "SIGTERM");
+    server.shutdown([&] { io.stop(); });
+  });
+  server.start();
+  std::string host = server_options.host.find(':') != std::string::npos ? "[" + server_options.host + "]"
+                                                                         : server_options.host;
+  log::info("listening on http://{}:{}", host, server.local_port());
+  io.run();
+
+  for (auto& pool : pools) pool->stop();
+  (*zygote)->stop();
+  log::info("stopped");
+  log::flush();
+  return 0;
+}
+
+}  // namespace coil::cli

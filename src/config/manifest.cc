@@ -1,0 +1,297 @@
+#include "config/manifest.h"
+
+#include <fmt/format.h>
+#include <sys/stat.h>
+
+#include <climits>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <set>
+#include <sstream>
+#include <toml++/toml.h>
+
+namespace coil::config {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Where {
+  const std::string& path;
+  std::string error(int64_t line, std::string_view field, std::string_view what) const {
+    return fmt::format("{}:{}: {}: {}", path, line, field, what);
+  }
+};
+
+int64_t line_of(const toml::node& node) { return node.source().begin.line; }
+
+bool is_identifier(std::string_view s) {
+  if (s.empty()) return false;
+  if (!(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_')) return false;
+  for (char c : s) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_')) return false;
+  }
+  return true;
+}
+
+// Reads an integer field into `out`, checking its range.
+template <typename T>
+Status read_int(const toml::table& fn, std::string_view key, T& out, int64_t min, int64_t max,
+                const Where& where, const std::string& fn_name) {
+  const toml::node* node = fn.get(key);
+  if (node == nullptr) return Status::ok();
+  auto value = node->value<int64_t>();
+  if (!node->is_integer() || !value) {
+    return Status::error(where.error(line_of(*node), key,
+                                     fmt::format("must be an integer (function \"{}\")", fn_name)));
+  }
+  if (*value < min || *value > max) {
+    return Status::error(where.error(
+        line_of(*node), key,
+        fmt::format("must be between {} and {}, got {} (function \"{}\")", min, max, *value, fn_name)));
+  }
+  out = static_cast<T>(*value);
+  return Status::ok();
+}
+
+Status read_string(const toml::table& fn, std::string_view key, std::string& out, const Where& where,
+                   int64_t table_line, bool required, const std::string& fn_name) {
+  const toml::node* node = fn.get(key);
+  if (node == nullptr) {
+    if (!required) return Status::ok();
+    return Status::error(where.error(table_line, key,
+                                     fmt::format("missing (function \"{}\")", fn_name)));
+  }
+  if (!node->is_string()) {
+    return Status::error(
+        where.error(line_of(*node), key, fmt::format("must be a string (function \"{}\")", fn_name)));
+  }
+  out = node->value<std::string>().value_or("");
+  return Status::ok();
+}
+
+constexpr std::string_view kKnownKeys[] = {
+    "name",      "entrypoint",    "source",          "route",       "timeout_ms",
+    "min_instances", "max_instances", "idle_timeout_ms", "max_queue", "max_body_bytes",
+    "environment",
+};
+
+Result<FunctionConfig> parse_function(const toml::table& fn, const Where& where,
+                                      const fs::path& base_dir) {
+  FunctionConfig config;
+  int64_t table_line = line_of(fn);
+
+  // The name first, so that later messages can say which function they are about.
+  const toml::node* name_node = fn.get("name");
+  std::string label = "?";
+  if (name_node != nullptr && name_node->is_string()) label = name_node->value<std::string>().value_or("?");
+
+  for (const auto& [key, node] : fn) {
+    bool known = false;
+    for (auto k : kKnownKeys) known = known || k == key.str();
+    if (!known) {
+      return Status::error(where.error(line_of(node), key.str(),
+                                       fmt::format("unknown key (function \"{}\")", label)));
+    }
+  }
+
+  if (Status s = read_string(fn, "name", config.name, where, table_line, true, label); !s) return s;
+  if (!is_valid_name(config.name)) {
+    return Status::error(where.error(line_of(*name_node), "name",
+                                     fmt::format("\"{}\" must match [a-z0-9-]+", config.name)));
+  }
+  if (Status s = read_string(fn, "entrypoint", config.entrypoint, where, table_line, true, label); !s)
+    return s;
+  int64_t entry_line = line_of(*fn.get("entrypoint"));
+  if (Status s = validate_entrypoint(config.entrypoint); !s) {
+    return Status::error(where.error(entry_line, "entrypoint",
+                                     fmt::format("{} (function \"{}\")", s.message(), label)));
+  }
+  config.entrypoint_origin = fmt::format("{}:{}", where.path, entry_line);
+
+  if (Status s = read_string(fn, "route", config.route, where, table_line, true, label); !s) return s;
+  if (Status s = validate_route(config.route); !s) {
+    return Status::error(where.error(line_of(*fn.get("route")), "route",
+                                     fmt::format("{} (function \"{}\")", s.message(), label)));
+  }
+  if (config.route.size() > 1 && config.route.back() == '/') config.route.pop_back();
+
+  std::string source = ".";
+  if (Status s = read_string(fn, "source", source, where, table_line, false, label); !s) return s;
+  fs::path source_path = fs::path(source).is_absolute() ? fs::path(source) : base_dir / source;
+  std::error_code ec;
+  fs::path canonical = fs::canonical(source_path, ec);
+  if (ec || !fs::is_directory(canonical)) {
+    int64_t line = fn.get("source") ? line_of(*fn.get("source")) : table_line;
+    return Status::error(where.error(
+        line, "source", fmt::format("\"{}\" is not a directory (function \"{}\")", source, label)));
+  }
+  config.source = canonical.string();
+
+  constexpr int64_t kMaxU32 = std::numeric_limits<uint32_t>::max();
+  Status s;
+  if (!(s = read_int(fn, "timeout_ms", config.timeout_ms, 1, kMaxU32, where, label))) return s;
+  if (!(s = read_int(fn, "min_instances", config.min_instances, 0, 100000, where, label))) return s;
+  if (!(s = read_int(fn, "max_instances", config.max_instances, 1, 100000, where, label))) return s;
+  if (!(s = read_int(fn, "idle_timeout_ms", config.idle_timeout_ms, 1, kMaxU32, where, label)))
+    return s;
+  if (!(s = read_int(fn, "max_queue", config.max_queue, 0, 1000000, where, label))) return s;
+  if (!(s = read_int(fn, "max_body_bytes", config.max_body_bytes, 0, int64_t{1} << 40, where, label)))
+    return s;
+  if (config.min_instances > config.max_instances) {
+    return Status::error(where.error(
+        line_of(*fn.get("min_instances")), "min_instances",
+        fmt::format("{} is more than max_instances {} (function \"{}\")", config.min_instances,
+                    config.max_instances, label)));
+  }
+
+  if (const toml::node* env = fn.get("environment")) {
+    if (!env->is_table()) {
+      return Status::error(where.error(line_of(*env), "environment",
+                                       fmt::format("must be a table (function \"{}\")", label)));
+    }
+    for (const auto& [key, value] : *env->as_table()) {
+      std::string k(key.str());
+      if (k.empty() || k.find('=') != std::string::npos || k.find('\0') != std::string::npos) {
+        return Status::error(where.error(line_of(value), "environment",
+                                         fmt::format("invalid variable name \"{}\"", k)));
+      }
+      if (!value.is_string()) {
+        return Status::error(where.error(
+            line_of(value), "environment." + k,
+            fmt::format("must be a string (function \"{}\")", label)));
+      }
+      config.environment.emplace_back(k, value.value<std::string>().value_or(""));
+    }
+  }
+  return config;
+}
+
+}  // namespace
+
+bool is_valid_name(const std::string& name) {
+  if (name.empty() || name.size() > 63) return false;
+  for (char c : name) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
+  }
+  return true;
+}
+
+Status validate_entrypoint(const std::string& entrypoint) {
+  auto colon = entrypoint.find(':');
+  if (colon == std::string::npos) return Status::error("must be \"module:attribute\"");
+  std::string_view module(entrypoint.data(), colon);
+  std::string_view attr(entrypoint.data() + colon + 1, entrypoint.size() - colon - 1);
+  size_t start = 0;
+  while (true) {
+    size_t dot = module.find('.', start);
+    std::string_view part = module.substr(start, dot == std::string_view::npos ? dot : dot - start);
+    if (!is_identifier(part)) return Status::error(fmt::format("\"{}\" is not a module path", module));
+    if (dot == std::string_view::npos) break;
+    start = dot + 1;
+  }
+  if (!is_identifier(attr)) return Status::error(fmt::format("\"{}\" is not an attribute name", attr));
+  return Status::ok();
+}
+
+Status validate_route(const std::string& route) {
+  if (route.empty() || route[0] != '/') return Status::error("must start with '/'");
+  for (unsigned char c : route) {
+    if (c <= 0x20 || c >= 0x7f || c == '?' || c == '#' || c == '%') {
+      return Status::error(fmt::format("\"{}\" contains a character not allowed in a route", route));
+    }
+  }
+  std::string_view r(route);
+  bool wildcard = r.size() >= 4 && r.substr(r.size() - 4) == "/...";
+  std::string_view fixed = wildcard ? r.substr(0, r.size() - 4) : r;
+  if (fixed.find("...") != std::string_view::npos) {
+    return Status::error("\"...\" is only allowed as the last segment (\"/prefix/...\")");
+  }
+  if (fixed.find("//") != std::string_view::npos) return Status::error("contains an empty segment");
+  for (std::string_view seg : {std::string_view("/../"), std::string_view("/./")}) {
+    std::string padded = std::string(fixed) + "/";
+    if (padded.find(seg) != std::string::npos) return Status::error("contains a '.' or '..' segment");
+  }
+  return Status::ok();
+}
+
+Result<Manifest> parse_manifest(const std::string& text, const std::string& path) {
+  Where where{path};
+  toml::table root;
+  try {
+    root = toml::parse(text, path);
+  } catch (const toml::parse_error& e) {
+    return Status::error(fmt::format("{}:{}: toml: {}", path, e.source().begin.line, e.description()));
+  }
+
+  Manifest manifest;
+  manifest.path = path;
+  fs::path base_dir = fs::absolute(fs::path(path)).parent_path();
+
+  for (const auto& [key, node] : root) {
+    if (key.str() != "function") {
+      return Status::error(where.error(line_of(node), key.str(), "unknown key (expected [[function]])"));
+    }
+  }
+  const toml::node* functions = root.get("function");
+  if (functions == nullptr) return Status::error(where.error(1, "function", "no [[function]] declared"));
+  if (!functions->is_array_of_tables()) {
+    return Status::error(where.error(line_of(*functions), "function", "must be an array of tables ([[function]])"));
+  }
+
+  std::set<std::string> names;
+  std::set<std::string> routes;
+  for (const toml::node& node : *functions->as_array()) {
+    Result<FunctionConfig> fn = parse_function(*node.as_table(), where, base_dir);
+    if (!fn) return fn.status();
+    int64_t line = line_of(*node.as_table()->get("name"));
+    if (!names.insert(fn->name).second) {
+      return Status::error(where.error(line, "name", fmt::format("\"{}\" is declared twice", fn->name)));
+    }
+    if (!routes.insert(fn->route).second) {
+      return Status::error(where.error(line_of(*node.as_table()->get("route")), "route",
+                                       fmt::format("\"{}\" is already the route of another function",
+                                                   fn->route)));
+    }
+    manifest.functions.push_back(std::move(*fn));
+  }
+  return manifest;
+}
+
+Result<Manifest> load_manifest(const std::string& path) {
+  std::string file = path;
+  if (fs::is_directory(file)) file = (fs::path(file) / "coil.toml").string();
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return Status::error(fmt::format("{}:0: manifest: cannot read the file", file));
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_manifest(text.str(), file);
+}
+
+Result<Manifest> single_function(const std::string& dir, const std::string& entrypoint) {
+  std::error_code ec;
+  fs::path canonical = fs::canonical(dir, ec);
+  if (ec || !fs::is_directory(canonical)) {
+    return Status::error(fmt::format("{}:0: source: not a directory", dir));
+  }
+  if (Status s = validate_entrypoint(entrypoint); !s) {
+    return Status::error(fmt::format("{}:0: entrypoint: {}", dir, s.message()));
+  }
+  FunctionConfig fn;
+  std::string base = canonical.filename().string();
+  for (char& c : base) {
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))) c = '-';
+  }
+  fn.name = is_valid_name(base) ? base : "app";
+  fn.entrypoint = entrypoint;
+  fn.source = canonical.string();
+  fn.route = "/...";
+  fn.entrypoint_origin = fmt::format("{}:0", dir);
+  Manifest manifest;
+  manifest.functions.push_back(std::move(fn));
+  return manifest;
+}
+
+}  // namespace coil::config

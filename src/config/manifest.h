@@ -1,0 +1,56 @@
+// The manifest (coil.toml): the one place where the configuration schema of a
+// function lives, its defaults, and its validation.
+//
+// Contract: load_manifest() either returns a Manifest in which every function
+// is valid and the set is consistent (unique names and routes), or an error
+// whose message reads "PATH:LINE: FIELD: what is wrong". Nothing else in coil
+// validates configuration again.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+
+namespace coil::config {
+
+struct FunctionConfig {
+  std::string name;
+  std::string entrypoint;   // "module:attr"
+  std::string source;       // absolute path of the code directory
+  std::string route;        // Spin route syntax, as written (one trailing '/' stripped)
+  uint32_t timeout_ms = 30000;
+  uint32_t min_instances = 0;
+  uint32_t max_instances = 4;
+  uint32_t idle_timeout_ms = 60000;
+  uint32_t max_queue = 256;
+  uint64_t max_body_bytes = 16u << 20;
+  std::vector<std::pair<std::string, std::string>> environment;
+  // Where the function is declared, for errors found after parsing
+  // (an entrypoint that does not import): "PATH:LINE".
+  std::string entrypoint_origin;
+};
+
+struct Manifest {
+  std::string path;  // the manifest file as given, or "" when built from a command line
+  std::vector<FunctionConfig> functions;
+};
+
+// Reads and validates DIR/coil.toml (or the file itself when `path` is a file).
+Result<Manifest> load_manifest(const std::string& path);
+
+// Parses manifest text; `path` is used in messages and to resolve `source`.
+Result<Manifest> parse_manifest(const std::string& text, const std::string& path);
+
+// The manifest-less form `coil up DIR module:attr`: one function named after
+// the directory, served at "/...".
+Result<Manifest> single_function(const std::string& dir, const std::string& entrypoint);
+
+// Validation helpers shared with the command line.
+Status validate_entrypoint(const std::string& entrypoint);
+Status validate_route(const std::string& route);
+bool is_valid_name(const std::string& name);
+
+}  // namespace coil::config

@@ -1,0 +1,370 @@
+#include "http/connection.h"
+
+#include <fmt/format.h>
+
+#include <boost/asio/write.hpp>
+
+#include "common/log.h"
+#include "http/response_writer.h"
+#include "http/server.h"
+#include "router/route_table.h"
+
+namespace coil::http {
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+constexpr auto kLingerTime = std::chrono::seconds(2);
+
+std::string endpoint_string(const boost::asio::ip::tcp::endpoint& endpoint) {
+  auto address = endpoint.address();
+  if (address.is_v6()) return fmt::format("[{}]:{}", address.to_string(), endpoint.port());
+  return fmt::format("{}:{}", address.to_string(), endpoint.port());
+}
+
+bool body_forbidden(uint16_t status) { return status < 200 || status == 204 || status == 304; }
+
+}  // namespace
+
+Connection::Connection(Server& server, boost::asio::ip::tcp::socket socket)
+    : server_(server), socket_(std::move(socket)), parser_(server.options().limits) {
+  boost::system::error_code ec;
+  auto remote = socket_.remote_endpoint(ec);
+  if (!ec) client_ = endpoint_string(remote);
+  auto local = socket_.local_endpoint(ec);
+  if (!ec) local_ = endpoint_string(local);
+  socket_.set_option(boost::asio::ip::tcp::no_delay(true), ec);
+  deadline_ = SteadyClock::now() + server_.options().keepalive_timeout;
+  server_.attach(this);
+}
+
+Connection::~Connection() {
+  server_.detach(this);
+  if (invocation_) server_.pool(target_pool_).abandon(invocation_);
+}
+
+void Connection::start() { read(); }
+
+void Connection::read() {
+  if (reading_ || phase_ == Phase::kClosed) return;
+  reading_ = true;
+  socket_.async_read_some(boost::asio::buffer(read_buffer_),
+                          [self = shared_from_this()](boost::system::error_code ec, size_t n) {
+                            self->reading_ = false;
+                            if (self->phase_ == Phase::kClosed) return;
+                            if (ec) {
+                              self->close();
+                              return;
+                            }
+                            if (self->phase_ == Phase::kLingering) {
+                              self->read();  // discard
+                              return;
+                            }
+                            self->input_.append(self->read_buffer_, n);
+                            if (self->phase_ == Phase::kIdle) {
+                              self->phase_ = Phase::kHead;
+                              self->deadline_ = SteadyClock::now() + self->server_.options().header_timeout;
+                            }
+                            self->process();
+                          });
+}
+
+void Connection::process() {
+  while (phase_ == Phase::kHead || phase_ == Phase::kBody) {
+    if (input_pos_ == input_.size()) {
+      input_.clear();
+      input_pos_ = 0;
+      read();
+      return;
+    }
+    size_t consumed = 0;
+    auto outcome = parser_.feed(std::string_view(input_).substr(input_pos_), consumed);
+    input_pos_ += consumed;
+    if (phase_ == Phase::kBody && parser_.body_size() >= body_checkpoint_ + kBodyProgress) {
+      body_checkpoint_ = parser_.body_size();
+      deadline_ = SteadyClock::now() + server_.options().header_timeout;
+    }
+    switch (outcome) {
+      case RequestParser::Outcome::kNeedMore:
+        if (input_pos_ == input_.size()) {
+          input_.clear();
+          input_pos_ = 0;
+        } else if (input_pos_ > 64 * 1024) {
+          input_.erase(0, input_pos_);
+          input_pos_ = 0;
+        }
+        read();
+        return;
+      case RequestParser::Outcome::kHeadDone:
+        if (!on_head()) return;
+        break;
+      case RequestParser::Outcome::kDone:
+        on_request();
+        return;
+      case RequestParser::Outcome::kError:
+        respond_error(parser_.error_status(), parser_.error_reason(), true);
+        return;
+    }
+  }
+}
+
+bool Connection::on_head() {
+  request_started_ = SteadyClock::now();
+  head_request_ = parser_.method() == "HEAD";
+  keep_alive_ = parser_.keep_alive() && !server_.draining();
+  function_ = "-";
+  bool has_body = parser_.chunked() || parser_.content_length().value_or(0) > 0;
+
+  Result<std::string> path = router::decode_path(parser_.target());
+  if (!path) {
+    respond_error(400, "bad request: " + path.message(), true);
+    return false;
+  }
+  auto match = server_.routes().match(*path);
+  if (!match) {
+    respond_error(404, "no route for " + *path, has_body);
+    return false;
+  }
+  target_pool_ = match->target;
+  runtime::FunctionPool& pool = server_.pool(target_pool_);
+  const config::FunctionConfig& function = pool.config();
+  function_ = function.name;
+  if (parser_.content_length().value_or(0) > function.max_body_bytes) {
+    respond_error(413, fmt::format("body larger than {} bytes", function.max_body_bytes), true);
+    return false;
+  }
+
+  auto invocation = std::make_shared<runtime::Invocation>();
+  invocation->id = server_.next_invocation_id();
+  frame::RequestHead& head = invocation->head;
+  head.method = parser_.method();
+  head.target = parser_.target();
+  head.scheme = "http";
+  head.client = client_;
+  head.server = local_;
+  head.route = std::string(match->route);
+  head.path_info = std::move(match->path_info);
+  head.headers = parser_.headers();
+  for (const auto& [name, value] : head.headers) {
+    if (name == "host") {
+      head.host = value;
+      break;
+    }
+  }
+  invocation_ = std::move(invocation);
+
+  if (parser_.done()) {
+    on_request();
+    return false;
+  }
+  parser_.begin_body(function.max_body_bytes);
+  if (parser_.expects_continue()) write("HTTP/1.1 100 Continue\r\n\r\n");
+  phase_ = Phase::kBody;
+  body_checkpoint_ = 0;
+  deadline_ = SteadyClock::now() + server_.options().header_timeout;
+  return true;
+}
+
+void Connection::on_request() {
+  invocation_->body = parser_.take_body();
+  invocation_->started = SteadyClock::now();
+  invocation_->sink = shared_from_this();
+  phase_ = Phase::kWaiting;
+  response_complete_ = false;
+  response_chunked_ = false;
+  response_until_close_ = false;
+  server_.pool(target_pool_).submit(invocation_);
+}
+
+void Connection::on_response_head(const frame::ResponseHead& head, std::string_view body, bool end) {
+  if (phase_ != Phase::kWaiting) return;
+  phase_ = Phase::kResponding;
+  response_status_ = head.status;
+  BodyFraming framing = BodyFraming::kContentLength;
+  if (body_forbidden(head.status)) {
+    framing = BodyFraming::kNone;
+  } else if (!end) {
+    if (parser_.version() >= 11) {
+      framing = BodyFraming::kChunked;
+      response_chunked_ = true;
+    } else {
+      framing = BodyFraming::kUntilClose;
+      response_until_close_ = true;
+      keep_alive_ = false;
+    }
+  }
+  append_head(output_, head.status, head.headers, framing, body.size(), keep_alive_);
+  if (head_request_ || framing == BodyFraming::kNone) {
+    // no body bytes on the wire
+  } else if (response_chunked_) {
+    append_chunk(output_, body);
+  } else {
+    output_.append(body);
+  }
+  if (end) {
+    if (response_chunked_ && !head_request_) append_last_chunk(output_);
+    response_complete_ = true;
+  }
+  flush();
+}
+
+void Connection::on_response_body(std::string_view body, bool end) {
+  if (phase_ != Phase::kResponding) return;
+  if (!head_request_ && !body_forbidden(response_status_)) {
+    if (response_chunked_) {
+      append_chunk(output_, body);
+      if (end) append_last_chunk(output_);
+    } else {
+      output_.append(body);
+    }
+  }
+  if (end) response_complete_ = true;
+  flush();
+}
+
+void Connection::on_failure(uint16_t status, const std::string& message) {
+  if (phase_ == Phase::kWaiting) {
+    respond_error(status, message, false, status == 503 ? "retry-after: 1\r\n" : "");
+    return;
+  }
+  if (phase_ == Phase::kResponding) {
+    // The head is out: the only honest signal left is to cut the connection.
+    log::info("{} {} {}: response aborted: {}", function_, parser_.method(), parser_.target(),
+              std::string_view(message).substr(0, message.find('\n')));
+    invocation_.reset();
+    keep_alive_ = false;
+    close_after_write_ = true;
+    response_complete_ = true;
+    flush();
+  }
+}
+
+void Connection::respond_error(uint16_t status, std::string_view message, bool close_after,
+                               std::string_view extra_headers) {
+  response_status_ = status;
+  if (close_after) keep_alive_ = false;
+  std::string body(message);
+  if (body.empty() || body.back() != '\n') body.push_back('\n');
+  append_text_response(output_, status, body, keep_alive_, !head_request_, extra_headers);
+  phase_ = Phase::kResponding;
+  response_complete_ = true;
+  if (request_started_ == SteadyClock::time_point{}) request_started_ = SteadyClock::now();
+  flush();
+}
+
+void Connection::write(std::string_view data) {
+  output_.append(data);
+  flush();
+}
+
+void Connection::flush() {
+  if (write_in_progress_ || phase_ == Phase::kClosed) return;
+  if (output_.empty()) {
+    on_written();
+    return;
+  }
+  writing_.swap(output_);
+  output_.clear();
+  write_in_progress_ = true;
+  boost::asio::async_write(socket_, boost::asio::buffer(writing_),
+                           [self = shared_from_this()](boost::system::error_code ec, size_t) {
+                             self->write_in_progress_ = false;
+                             self->writing_.clear();
+                             if (ec) {
+                               self->close();
+                               return;
+                             }
+                             if (!self->output_.empty()) {
+                               self->flush();
+                               return;
+                             }
+                             self->on_written();
+                           });
+}
+
+void Connection::on_written() {
+  if (phase_ == Phase::kResponding && response_complete_) {
+    finish_response(response_status_);
+  } else if (close_after_write_) {
+    linger();
+  }
+}
+
+void Connection::finish_response(uint16_t status) {
+  log_access(status);
+  if (invocation_) {
+    invocation_.reset();
+  }
+  request_started_ = {};
+  if (!keep_alive_ || close_after_write_ || response_until_close_) {
+    linger();
+    return;
+  }
+  parser_.reset();
+  phase_ = Phase::kIdle;
+  deadline_ = SteadyClock::now() + server_.options().keepalive_timeout;
+  if (input_pos_ < input_.size()) {
+    // A pipelined request is already here.
+    phase_ = Phase::kHead;
+    deadline_ = SteadyClock::now() + server_.options().header_timeout;
+    process();
+  } else {
+    input_.clear();
+    input_pos_ = 0;
+    read();
+  }
+}
+
+void Connection::log_access(uint16_t status) {
+  double ms = std::chrono::duration<double, std::milli>(SteadyClock::now() - request_started_).count();
+  auto or_dash = [](const std::string& s) -> std::string_view {
+    return s.empty() ? std::string_view("-") : std::string_view(s);
+  };
+  log::buffered_line(fmt::format("coil: access {} {} {} {} {:.2f}ms", or_dash(function_), or_dash(parser_.method()),
+                                 or_dash(parser_.target()), status, ms));
+}
+
+void Connection::check_deadline(SteadyClock::time_point now) {
+  if (now < deadline_) return;
+  switch (phase_) {
+    case Phase::kIdle:
+    case Phase::kLingering:
+      close();
+      break;
+    case Phase::kHead:
+    case Phase::kBody:
+      respond_error(408, "request timeout", true);
+      break;
+    default:
+      break;
+  }
+}
+
+void Connection::drain() {
+  if (phase_ == Phase::kIdle) {
+    close();
+    return;
+  }
+  keep_alive_ = false;
+}
+
+void Connection::linger() {
+  if (phase_ == Phase::kClosed || phase_ == Phase::kLingering) return;
+  phase_ = Phase::kLingering;
+  deadline_ = SteadyClock::now() + kLingerTime;
+  boost::system::error_code ignored;
+  socket_.shutdown(boost::asio::ip::tcp::socket::shutdown_send, ignored);
+  read();
+}
+
+void Connection::close() {
+  if (phase_ == Phase::kClosed) return;
+  phase_ = Phase::kClosed;
+  if (invocation_) {
+    server_.pool(target_pool_).abandon(invocation_);
+    invocation_.reset();
+  }
+  boost::system::error_code ignored;
+  socket_.close(ignored);
+}
+
+}  // namespace coil::http

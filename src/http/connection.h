@@ -1,0 +1,103 @@
+// Connection: one client connection of the HTTP front, from accept to close.
+//
+// Requests on a connection are handled one at a time, in order (pipelined
+// requests wait in the input buffer until the response before them is
+// written), so responses can never be reordered. The connection is the
+// ResponseSink of the invocation it waits for.
+//
+// Deadlines (checked by the server's sweep, see check_deadline()):
+//   idle between requests:  keepalive timeout, then closed silently;
+//   reading a request head: header timeout from its first byte, then 408 —
+//     a client trickling bytes cannot extend it;
+//   reading a body:         the body must progress by kBodyProgress bytes
+//     (or finish) within each header-timeout window, else 408.
+#pragma once
+
+#include <boost/asio/ip/tcp.hpp>
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "http/request_parser.h"
+#include "runtime/invocation.h"
+
+namespace coil::http {
+
+class Server;
+
+class Connection : public runtime::ResponseSink, public std::enable_shared_from_this<Connection> {
+ public:
+  static constexpr size_t kBodyProgress = 64 * 1024;
+
+  Connection(Server& server, boost::asio::ip::tcp::socket socket);
+  ~Connection() override;
+
+  void start();
+  // Enforces the deadline of the current phase (see above).
+  void check_deadline(std::chrono::steady_clock::time_point now);
+  // Closes at once if idle; otherwise after the current response.
+  void drain();
+  // True while a request is being answered or a response is being written.
+  bool busy() const {
+    return write_in_progress_ || phase_ == Phase::kWaiting || phase_ == Phase::kResponding;
+  }
+
+  // runtime::ResponseSink
+  void on_response_head(const frame::ResponseHead& head, std::string_view body, bool end) override;
+  void on_response_body(std::string_view body, bool end) override;
+  void on_failure(uint16_t status, const std::string& message) override;
+
+ private:
+  // kLingering: the last response is written and our side shut down; input
+  // is read and discarded until the client closes (or a short deadline), so
+  // that closing with unread input does not reset the connection and destroy
+  // the response before the client reads it (RFC 9112, section 9.6).
+  enum class Phase { kIdle, kHead, kBody, kWaiting, kResponding, kLingering, kClosed };
+
+  void read();
+  void process();
+  bool on_head();
+  void on_request();
+  void finish_response(uint16_t status);
+  void respond_error(uint16_t status, std::string_view message, bool close_after,
+                     std::string_view extra_headers = {});
+  void write(std::string_view data);
+  void flush();
+  void on_written();
+  void close();
+  void linger();
+  void log_access(uint16_t status);
+
+  Server& server_;
+  boost::asio::ip::tcp::socket socket_;
+  std::string client_;
+  std::string local_;
+  RequestParser parser_;
+  Phase phase_ = Phase::kIdle;
+  std::chrono::steady_clock::time_point deadline_;
+  std::chrono::steady_clock::time_point request_started_;
+  size_t body_checkpoint_ = 0;
+
+  char read_buffer_[16 * 1024];
+  std::string input_;
+  size_t input_pos_ = 0;
+  bool reading_ = false;
+
+  std::string output_;
+  std::string writing_;
+  bool write_in_progress_ = false;
+  bool close_after_write_ = false;
+
+  // The request being served.
+  size_t target_pool_ = 0;
+  std::string function_;
+  std::shared_ptr<runtime::Invocation> invocation_;
+  bool keep_alive_ = true;
+  bool head_request_ = false;
+  bool response_chunked_ = false;
+  bool response_until_close_ = false;
+  bool response_complete_ = false;
+  uint16_t response_status_ = 0;
+};
+
+}  // namespace coil::http

@@ -1,0 +1,148 @@
+#include "http/request_parser.h"
+
+#include <boost/beast/http/error.hpp>
+
+namespace coil::http {
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+
+namespace {
+
+std::string lower(beast::string_view s) {
+  std::string out(s.data(), s.size());
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+bool iequals(beast::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) != b[i]) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+void RequestParser::Impl::on_request_impl(bhttp::verb, beast::string_view method, beast::string_view target,
+                                          int version, beast::error_code&) {
+  method_.assign(method.data(), method.size());
+  target_.assign(target.data(), target.size());
+  version_ = version;
+}
+
+void RequestParser::Impl::on_field_impl(bhttp::field name, beast::string_view name_string,
+                                        beast::string_view value, beast::error_code& ec) {
+  if (name == bhttp::field::content_length) {
+    if (++content_length_fields_ > 1) {
+      framing_error_ = "repeated Content-Length";
+      ec = bhttp::error::bad_content_length;
+      return;
+    }
+  } else if (name == bhttp::field::transfer_encoding) {
+    // Only the plain, single "chunked" coding is accepted: anything else
+    // ("chunked, identity", "gzip, chunked", a repeated field) is a framing
+    // ambiguity between us and whatever sits in front of us.
+    if (++transfer_encoding_fields_ > 1 || !iequals(value, "chunked")) {
+      framing_error_ = "unsupported Transfer-Encoding";
+      ec = bhttp::error::bad_transfer_encoding;
+      return;
+    }
+  } else if (name == bhttp::field::expect) {
+    if (iequals(value, "100-continue")) expect_continue_ = true;
+  }
+  headers_.emplace_back(lower(name_string), std::string(value.data(), value.size()));
+}
+
+void RequestParser::Impl::on_header_impl(beast::error_code& ec) {
+  if (content_length_fields_ > 0 && transfer_encoding_fields_ > 0) {
+    framing_error_ = "both Content-Length and Transfer-Encoding";
+    ec = bhttp::error::bad_transfer_encoding;
+  }
+}
+
+void RequestParser::Impl::on_body_init_impl(boost::optional<std::uint64_t> const& length, beast::error_code&) {
+  if (length) body_.reserve(static_cast<size_t>(std::min<uint64_t>(*length, 1u << 20)));
+}
+
+std::size_t RequestParser::Impl::on_body_impl(beast::string_view body, beast::error_code&) {
+  body_.append(body.data(), body.size());
+  return body.size();
+}
+
+std::size_t RequestParser::Impl::on_chunk_body_impl(std::uint64_t, beast::string_view body, beast::error_code&) {
+  body_.append(body.data(), body.size());
+  return body.size();
+}
+
+RequestParser::RequestParser(ParseLimits limits) : limits_(limits) { make_parser(); }
+
+void RequestParser::make_parser() {
+  parser_.emplace();
+  parser_->header_limit(static_cast<std::uint32_t>(limits_.request_line + limits_.headers));
+  parser_->eager(false);  // stop after the head: the body limit depends on the route
+  parser_->body_limit(boost::none);  // checked by the caller once the route is known
+  head_reported_ = false;
+  error_status_ = 0;
+  error_reason_.clear();
+}
+
+void RequestParser::reset() { make_parser(); }
+
+void RequestParser::fail(uint16_t status, std::string reason) {
+  error_status_ = status;
+  error_reason_ = std::move(reason);
+}
+
+void RequestParser::begin_body(uint64_t limit) {
+  parser_->body_limit(limit);
+  parser_->eager(true);
+}
+
+RequestParser::Outcome RequestParser::feed(std::string_view data, size_t& consumed) {
+  consumed = 0;
+  if (!parser_->is_header_done()) {
+    // The request line has its own limit (414), checked before Beast sees
+    // the whole head (whose limit gives 431).
+    size_t line_end = data.find('\n');
+    size_t line_length = line_end == std::string_view::npos ? data.size() : line_end;
+    if (line_length > limits_.request_line) {
+      fail(414, "request line too long");
+      return Outcome::kError;
+    }
+  }
+  while (consumed < data.size() || (parser_->is_header_done() && !head_reported_)) {
+    if (parser_->is_header_done() && !head_reported_) {
+      head_reported_ = true;
+      if (parser_->content_length()) parser_->declared_length_ = *parser_->content_length();
+      return Outcome::kHeadDone;
+    }
+    if (parser_->is_done()) return Outcome::kDone;
+    beast::error_code ec;
+    size_t n = parser_->put(boost::asio::buffer(data.data() + consumed, data.size() - consumed), ec);
+    consumed += n;
+    if (ec == bhttp::error::need_more) break;
+    if (ec) {
+      if (ec == bhttp::error::header_limit) {
+        fail(431, "request headers too large");
+      } else if (ec == bhttp::error::body_limit) {
+        fail(413, "body too large");
+      } else if (!parser_->framing_error_.empty()) {
+        fail(400, parser_->framing_error_);
+      } else {
+        fail(400, ec.message());
+      }
+      return Outcome::kError;
+    }
+    if (n == 0) break;
+  }
+  if (parser_->is_header_done() && !head_reported_) {
+    head_reported_ = true;
+    if (parser_->content_length()) parser_->declared_length_ = *parser_->content_length();
+    return Outcome::kHeadDone;
+  }
+  if (parser_->is_done()) return Outcome::kDone;
+  return Outcome::kNeedMore;
+}
+
+}  // namespace coil::http

@@ -1,0 +1,131 @@
+#include "http/response_writer.h"
+
+#include <fmt/format.h>
+
+#include <cstring>
+#include <ctime>
+
+namespace coil::http {
+
+std::string_view reason_phrase(uint16_t status) {
+  switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+  }
+}
+
+std::string_view http_date() {
+  static std::time_t cached_second = 0;
+  static char buffer[40];
+  std::time_t now = std::time(nullptr);
+  if (now != cached_second) {
+    cached_second = now;
+    std::tm tm{};
+    gmtime_r(&now, &tm);
+    std::strftime(buffer, sizeof(buffer), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  }
+  return buffer;
+}
+
+namespace {
+
+bool is_framing_header(std::string_view name) {
+  auto eq = [&](std::string_view other) {
+    if (name.size() != other.size()) return false;
+    for (size_t i = 0; i < name.size(); ++i) {
+      if (std::tolower(static_cast<unsigned char>(name[i])) != other[i]) return false;
+    }
+    return true;
+  };
+  return eq("content-length") || eq("transfer-encoding") || eq("connection") || eq("keep-alive");
+}
+
+}  // namespace
+
+void append_head(std::string& out, uint16_t status, const std::vector<std::pair<std::string, std::string>>& headers,
+                 BodyFraming framing, uint64_t content_length, bool keep_alive) {
+  out.append("HTTP/1.1 ");
+  out.append(fmt::format_int(status).c_str());
+  out.push_back(' ');
+  out.append(reason_phrase(status));
+  out.append("\r\n");
+  bool has_date = false;
+  for (const auto& [name, value] : headers) {
+    if (is_framing_header(name)) continue;
+    if (name.size() == 4 && strncasecmp(name.c_str(), "date", 4) == 0) has_date = true;
+    out.append(name);
+    out.append(": ");
+    out.append(value);
+    out.append("\r\n");
+  }
+  if (!has_date) {
+    out.append("date: ");
+    out.append(http_date());
+    out.append("\r\n");
+  }
+  switch (framing) {
+    case BodyFraming::kContentLength:
+      out.append("content-length: ");
+      out.append(fmt::format_int(content_length).c_str());
+      out.append("\r\n");
+      break;
+    case BodyFraming::kChunked:
+      out.append("transfer-encoding: chunked\r\n");
+      break;
+    case BodyFraming::kUntilClose:
+    case BodyFraming::kNone:
+      break;
+  }
+  if (!keep_alive) out.append("connection: close\r\n");
+  out.append("\r\n");
+}
+
+void append_chunk(std::string& out, std::string_view data) {
+  if (data.empty()) return;  // an empty chunk would end the body
+  out.append(fmt::format("{:x}\r\n", data.size()));
+  out.append(data);
+  out.append("\r\n");
+}
+
+void append_last_chunk(std::string& out) { out.append("0\r\n\r\n"); }
+
+void append_text_response(std::string& out, uint16_t status, std::string_view body, bool keep_alive,
+                          bool include_body, std::string_view extra_headers) {
+  out.append(fmt::format("HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n"
+                         "date: {}\r\n{}{}\r\n",
+                         status, reason_phrase(status), body.size(), http_date(), extra_headers,
+                         keep_alive ? "" : "connection: close\r\n"));
+  if (include_body) out.append(body);
+}
+
+}  // namespace coil::http

@@ -1,0 +1,100 @@
+#include "http/server.h"
+
+#include <boost/asio/ip/address.hpp>
+
+#include "common/log.h"
+#include "http/connection.h"
+
+namespace coil::http {
+namespace {
+constexpr auto kHousekeepingInterval = std::chrono::milliseconds(100);
+}
+
+Server::Server(boost::asio::io_context& io, ServerOptions options, const router::RouteTable& routes,
+               std::vector<std::unique_ptr<runtime::FunctionPool>>& pools)
+    : io_(io),
+      options_(std::move(options)),
+      routes_(routes),
+      pools_(pools),
+      acceptor_(io),
+      housekeeping_timer_(io) {}
+
+Server::~Server() = default;
+
+Status Server::listen() {
+  boost::system::error_code ec;
+  auto address = boost::asio::ip::make_address(options_.host, ec);
+  if (ec) return Status::error("--listen: \"" + options_.host + "\" is not an IP address");
+  boost::asio::ip::tcp::endpoint endpoint(address, options_.port);
+  acceptor_.open(endpoint.protocol(), ec);
+  if (!ec) acceptor_.set_option(boost::asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(endpoint, ec);
+  if (!ec) acceptor_.listen(boost::asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return Status::error("cannot listen on " + options_.host + ":" + std::to_string(options_.port) + ": " +
+                         ec.message());
+  }
+  local_port_ = acceptor_.local_endpoint().port();
+  return Status::ok();
+}
+
+void Server::start() {
+  accept();
+  housekeeping();
+}
+
+void Server::accept() {
+  acceptor_.async_accept([this](boost::system::error_code ec, boost::asio::ip::tcp::socket socket) {
+    if (ec == boost::asio::error::operation_aborted || !acceptor_.is_open()) return;
+    if (!ec) std::make_shared<Connection>(*this, std::move(socket))->start();
+    // Other errors (EMFILE, ECONNABORTED) are transient: keep accepting.
+    accept();
+  });
+}
+
+void Server::housekeeping() {
+  housekeeping_timer_.expires_after(kHousekeepingInterval);
+  housekeeping_timer_.async_wait([this](boost::system::error_code ec) {
+    if (ec) return;
+    auto now = std::chrono::steady_clock::now();
+    // check_deadline() may close a connection, which detaches it: iterate
+    // over a copy.
+    std::vector<Connection*> connections(connections_.begin(), connections_.end());
+    for (Connection* connection : connections) {
+      if (connections_.count(connection)) connection->check_deadline(now);
+    }
+    for (auto& pool : pools_) pool->tick(now);
+    log::flush();
+    if (draining_) check_drained();
+    housekeeping();
+  });
+}
+
+void Server::shutdown(std::function<void()> done) {
+  if (draining_) return;
+  draining_ = true;
+  on_drained_ = std::move(done);
+  drain_deadline_ = std::chrono::steady_clock::now() + options_.shutdown_timeout;
+  boost::system::error_code ignored;
+  acceptor_.close(ignored);
+  std::vector<Connection*> connections(connections_.begin(), connections_.end());
+  for (Connection* connection : connections) {
+    if (connections_.count(connection)) connection->drain();
+  }
+  check_drained();
+}
+
+void Server::check_drained() {
+  size_t unanswered = 0;
+  for (auto& pool : pools_) unanswered += pool->unanswered();
+  for (Connection* connection : connections_) unanswered += connection->busy() ? 1 : 0;
+  bool timed_out = std::chrono::steady_clock::now() >= drain_deadline_;
+  if ((unanswered == 0 || timed_out) && on_drained_) {
+    if (unanswered > 0) log::info("shutdown timeout: {} requests still in flight are dropped", unanswered);
+    housekeeping_timer_.cancel();
+    log::flush();
+    std::exchange(on_drained_, nullptr)();
+  }
+}
+
+}  // namespace coil::http

@@ -1,0 +1,140 @@
+#include "protocol/control.h"
+
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "protocol/wire.h"
+
+namespace coil::control {
+
+Status send(int socket, const Message& m) {
+  std::string out;
+  out.push_back(static_cast<char>(m.type));
+  switch (m.type) {
+    case Type::kBuildTemplate:
+      wire::put_str(out, m.build.function);
+      wire::put_str(out, m.build.source);
+      wire::put_str(out, m.build.entrypoint);
+      wire::put_pairs(out, m.build.environment);
+      break;
+    case Type::kTemplateReady:
+      wire::put_u32(out, m.ready.pid);
+      wire::put_u64(out, m.ready.import_us);
+      wire::put_str(out, m.ready.kind);
+      break;
+    case Type::kTemplateFailed:
+      wire::put_str(out, m.message.substr(0, kMaxMessage - 64));
+      break;
+    case Type::kSpawn:
+      wire::put_u32(out, m.token);
+      break;
+    case Type::kSpawned:
+      wire::put_u32(out, m.token);
+      wire::put_u32(out, m.pid);
+      break;
+    case Type::kTemplateStarted:
+      wire::put_u32(out, m.pid);
+      break;
+    case Type::kExited:
+      wire::put_u32(out, m.pid);
+      wire::put_u32(out, static_cast<uint32_t>(m.wait_status));
+      break;
+  }
+  if (out.size() > kMaxMessage) return Status::error("control message too large");
+
+  iovec iov{out.data(), out.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
+  if (!m.fds.empty()) {
+    if (m.fds.size() > kMaxFds) return Status::error("too many fds in a control message");
+    std::memset(control, 0, sizeof(control));
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * m.fds.size());
+    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int) * m.fds.size());
+    int* fds = reinterpret_cast<int*>(CMSG_DATA(cmsg));
+    for (size_t i = 0; i < m.fds.size(); ++i) fds[i] = m.fds[i].get();
+  }
+  while (true) {
+    ssize_t n = ::sendmsg(socket, &msg, MSG_NOSIGNAL);
+    if (n >= 0) return Status::ok();
+    if (errno == EINTR) continue;
+    return Status::error(std::string("control send: ") + std::strerror(errno));
+  }
+}
+
+Status receive(int socket, Message& m, bool* would_block) {
+  if (would_block) *would_block = false;
+  std::string buffer(kMaxMessage, '\0');
+  iovec iov{buffer.data(), buffer.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  ssize_t n;
+  do {
+    n = ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if ((errno == EAGAIN || errno == EWOULDBLOCK) && would_block) {
+      *would_block = true;
+      return Status::error("would block");
+    }
+    return Status::error(std::string("control receive: ") + std::strerror(errno));
+  }
+  m.fds.clear();
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      const int* fds = reinterpret_cast<const int*>(CMSG_DATA(c));
+      for (size_t i = 0; i < count; ++i) m.fds.emplace_back(fds[i]);
+    }
+  }
+  if (n == 0) return Status::error("");
+  if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) return Status::error("control message truncated");
+
+  wire::Cursor c(std::string_view(buffer.data(), static_cast<size_t>(n)));
+  std::string_view all = c.rest();
+  m.type = static_cast<Type>(all[0]);
+  c = wire::Cursor(all.substr(1));
+  bool ok = false;
+  switch (m.type) {
+    case Type::kBuildTemplate:
+      ok = c.str(m.build.function) && c.str(m.build.source) && c.str(m.build.entrypoint) &&
+           c.pairs(m.build.environment);
+      break;
+    case Type::kTemplateReady:
+      ok = c.u32(m.ready.pid) && c.u64(m.ready.import_us) && c.str(m.ready.kind);
+      break;
+    case Type::kTemplateFailed:
+      ok = c.str(m.message);
+      break;
+    case Type::kSpawn:
+      ok = c.u32(m.token);
+      break;
+    case Type::kSpawned:
+      ok = c.u32(m.token) && c.u32(m.pid);
+      break;
+    case Type::kTemplateStarted:
+      ok = c.u32(m.pid);
+      break;
+    case Type::kExited: {
+      uint32_t status = 0;
+      ok = c.u32(m.pid) && c.u32(status);
+      m.wait_status = static_cast<int32_t>(status);
+      break;
+    }
+  }
+  if (!ok) return Status::error("malformed control message");
+  return Status::ok();
+}
+
+}  // namespace coil::control

@@ -1,0 +1,77 @@
+// The control protocol between the host, the zygote and the templates.
+//
+// Control channels are AF_UNIX SOCK_SEQPACKET sockets: one message per
+// send/recv, with file descriptors passed alongside (SCM_RIGHTS). They carry
+// rare, small messages (a template to build, an instance to fork), so
+// simplicity beats batching here; the data plane uses frames (frame.h).
+//
+//   host -> zygote     kBuildTemplate  {function, source, entrypoint, environment}
+//                                      fds: [template's control socket, output pipe (write end)]
+//   template -> host   kTemplateStarted {pid}            (first, before importing)
+//                      kTemplateReady  {pid, import_us, kind}
+//                      kTemplateFailed {message}
+//   host -> template   kSpawn          {token}            fds: [instance socket]
+//   template -> host   kSpawned        {token, pid}       fds: [pidfd, output pipe (read end)]
+//                      kExited         {pid, wait_status}
+//
+// A template exits when its control socket closes; the zygote exits when its
+// own does; instances exit when their instance socket closes.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+#include "common/unique_fd.h"
+
+namespace coil::control {
+
+enum class Type : uint8_t {
+  kBuildTemplate = 1,
+  kTemplateReady = 2,
+  kTemplateFailed = 3,
+  kSpawn = 4,
+  kSpawned = 5,
+  kExited = 6,
+  kTemplateStarted = 7,
+};
+
+struct BuildTemplate {
+  std::string function;
+  std::string source;
+  std::string entrypoint;
+  std::vector<std::pair<std::string, std::string>> environment;
+};
+
+struct TemplateReady {
+  uint32_t pid = 0;
+  uint64_t import_us = 0;
+  std::string kind;
+};
+
+struct Message {
+  Type type{};
+  // Fields used by the types above (unused ones are left empty).
+  BuildTemplate build;
+  TemplateReady ready;
+  std::string message;      // kTemplateFailed
+  uint32_t token = 0;       // kSpawn, kSpawned
+  uint32_t pid = 0;         // kSpawned, kExited, kTemplateStarted
+  int32_t wait_status = 0;  // kExited
+  std::vector<unique_fd> fds;
+};
+
+inline constexpr size_t kMaxMessage = 64 * 1024;
+inline constexpr size_t kMaxFds = 4;
+
+// Sends one message with its fds (the fds stay owned by `message`).
+Status send(int socket, const Message& message);
+
+// Receives one message. Returns an error with an empty message on orderly
+// EOF (the peer is gone), a descriptive one otherwise. The socket may be
+// non-blocking; then EAGAIN is reported as "would block" via `would_block`.
+Status receive(int socket, Message& message, bool* would_block = nullptr);
+
+}  // namespace coil::control

@@ -1,0 +1,153 @@
+#include "protocol/frame.h"
+
+#include <cstring>
+
+#include "protocol/wire.h"
+
+namespace coil::frame {
+namespace {
+
+using wire::Cursor;
+using wire::get_u32;
+using wire::put_u16;
+using wire::put_u32;
+using wire::put_str;
+
+void put_headers(std::string& out, const std::vector<Header>& headers) { wire::put_pairs(out, headers); }
+
+// Writes a frame header whose length is patched once the payload is known.
+size_t begin_frame(std::string& out, Type type, uint8_t flags, uint32_t stream) {
+  size_t at = out.size();
+  put_u32(out, 0);
+  out.push_back(static_cast<char>(type));
+  out.push_back(static_cast<char>(flags));
+  put_u16(out, 0);
+  put_u32(out, stream);
+  return at;
+}
+
+void finish_frame(std::string& out, size_t at) {
+  auto length = static_cast<uint32_t>(out.size() - at - kHeaderSize);
+  for (int i = 0; i < 4; ++i) out[at + i] = static_cast<char>((length >> (8 * i)) & 0xff);
+}
+
+template <typename EncodeHead>
+void append_message(std::string& out, Type head_type, Type body_type, uint32_t stream,
+                    EncodeHead encode_head, std::string_view body, bool end) {
+  std::string_view first = body.substr(0, kBodyChunk);
+  std::string_view rest = body.substr(first.size());
+  bool head_ends = end && rest.empty();
+  size_t at = begin_frame(out, head_type, head_ends ? kFlagEnd : 0, stream);
+  encode_head(out);
+  out.append(first);
+  finish_frame(out, at);
+  if (!head_ends) append_body(out, body_type, stream, rest, end);
+}
+
+}  // namespace
+
+void append(std::string& out, Type type, uint8_t flags, uint32_t stream, std::string_view payload) {
+  size_t at = begin_frame(out, type, flags, stream);
+  out.append(payload);
+  finish_frame(out, at);
+}
+
+void append_body(std::string& out, Type type, uint32_t stream, std::string_view body, bool end) {
+  do {
+    std::string_view chunk = body.substr(0, kBodyChunk);
+    body.remove_prefix(chunk.size());
+    uint8_t flags = (end && body.empty()) ? kFlagEnd : 0;
+    append(out, type, flags, stream, chunk);
+  } while (!body.empty());
+}
+
+void append_request(std::string& out, uint32_t stream, const RequestHead& head,
+                    std::string_view body, bool end) {
+  append_message(
+      out, Type::kRequestHead, Type::kRequestBody, stream,
+      [&](std::string& o) {
+        put_str(o, head.method);
+        put_str(o, head.target);
+        put_str(o, head.scheme);
+        put_str(o, head.client);
+        put_str(o, head.server);
+        put_str(o, head.host);
+        put_str(o, head.route);
+        put_str(o, head.path_info);
+        put_headers(o, head.headers);
+      },
+      body, end);
+}
+
+void append_response(std::string& out, uint32_t stream, const ResponseHead& head,
+                     std::string_view body, bool end) {
+  append_message(
+      out, Type::kResponseHead, Type::kResponseBody, stream,
+      [&](std::string& o) {
+        put_u16(o, head.status);
+        put_headers(o, head.headers);
+      },
+      body, end);
+}
+
+Status decode_request_head(std::string_view payload, RequestHead& head, std::string_view& body) {
+  Cursor c(payload);
+  if (!c.str(head.method) || !c.str(head.target) || !c.str(head.scheme) || !c.str(head.client) ||
+      !c.str(head.server) || !c.str(head.host) || !c.str(head.route) || !c.str(head.path_info) ||
+      !c.pairs(head.headers)) {
+    return Status::error("truncated request head frame");
+  }
+  body = c.rest();
+  return Status::ok();
+}
+
+Status decode_response_head(std::string_view payload, ResponseHead& head, std::string_view& body) {
+  Cursor c(payload);
+  if (!c.u16(head.status) || !c.pairs(head.headers)) {
+    return Status::error("truncated response head frame");
+  }
+  body = c.rest();
+  return Status::ok();
+}
+
+std::optional<Frame> Reader::next(Status& error) {
+  size_t available = end_ - begin_;
+  if (available < kHeaderSize) return std::nullopt;
+  const char* p = buffer_.data() + begin_;
+  uint32_t length = get_u32(p);
+  auto type = static_cast<uint8_t>(p[4]);
+  if (length > kMaxPayload) {
+    error = Status::error("frame payload of " + std::to_string(length) + " bytes exceeds the limit");
+    return std::nullopt;
+  }
+  if (type < static_cast<uint8_t>(Type::kRequestHead) || type > static_cast<uint8_t>(Type::kReset)) {
+    error = Status::error("unknown frame type " + std::to_string(type));
+    return std::nullopt;
+  }
+  if (available < kHeaderSize + length) return std::nullopt;
+  Frame f{static_cast<Type>(type), static_cast<uint8_t>(p[5]), get_u32(p + 8),
+          std::string_view(p + kHeaderSize, length)};
+  begin_ += kHeaderSize + length;
+  return f;
+}
+
+char* Reader::write_area(size_t min_space) {
+  if (buffer_.size() - end_ < min_space) {
+    // Move the unreturned tail to the front before growing.
+    if (begin_ > 0) {
+      std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
+      end_ -= begin_;
+      begin_ = 0;
+    }
+    if (buffer_.size() - end_ < min_space) buffer_.resize(end_ + min_space);
+  }
+  return buffer_.data() + end_;
+}
+
+void Reader::consume_returned() {
+  if (begin_ == end_) {
+    begin_ = end_ = 0;
+  }
+}
+
+}  // namespace coil::frame

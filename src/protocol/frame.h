@@ -1,0 +1,122 @@
+// The host <-> instance frame protocol.
+//
+// Host and instance talk over one AF_UNIX SOCK_STREAM socketpair per
+// instance. The stream carries frames, back to back:
+//
+//   u32 payload_length | u8 type | u8 flags | u16 reserved (0) | u32 stream_id
+//   payload (payload_length bytes)
+//
+// Integers are little-endian (both ends are the same binary on the same
+// machine; the codec still fixes the order so that a frame dump is
+// unambiguous). stream_id names one request; several streams may be in flight
+// on one instance at a time and their frames may interleave, so a stream is
+// the unit, not the connection. A stream socket (not SOCK_SEQPACKET) is used so
+// that many frames can be written and read with one syscall (batching), and
+// so that no per-message size limit applies; the payload limit below keeps a
+// single frame from monopolising the socket.
+//
+// A request is one kRequestHead (whose payload ends with the first part of the
+// body) followed by zero or more kRequestBody frames; the frame carrying
+// kFlagEnd completes the body. Responses mirror that with kResponseHead and
+// kResponseBody. kCancel (host -> instance) says the host gave up on a stream
+// (client gone or deadline passed): the instance should drop it. kReset
+// (instance -> host) aborts a stream whose response already started.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+
+namespace coil::frame {
+
+enum class Type : uint8_t {
+  kRequestHead = 1,
+  kRequestBody = 2,
+  kResponseHead = 3,
+  kResponseBody = 4,
+  kCancel = 5,
+  kReset = 6,
+};
+
+inline constexpr uint8_t kFlagEnd = 0x01;
+inline constexpr size_t kHeaderSize = 12;
+// The largest payload a peer accepts; larger bodies are split into chunks of
+// kBodyChunk bytes.
+inline constexpr uint32_t kMaxPayload = 1u << 20;
+inline constexpr size_t kBodyChunk = 256 * 1024;
+
+struct Frame {
+  Type type;
+  uint8_t flags;
+  uint32_t stream;
+  std::string_view payload;  // points into the reader's buffer
+  bool end() const { return (flags & kFlagEnd) != 0; }
+};
+
+using Header = std::pair<std::string, std::string>;
+
+// What the instance needs to know about a request besides headers and body.
+// `route`, `path_info` and `base` describe the route match (see router/).
+struct RequestHead {
+  std::string method;
+  std::string target;     // path and query exactly as received
+  std::string scheme;     // "http"
+  std::string client;     // "ip:port" of the peer
+  std::string server;     // "ip:port" the request arrived on
+  std::string host;       // the Host header, or "" when absent
+  std::string route;      // the matched route as written in the manifest
+  std::string path_info;  // the part of the path after a prefix route ("" if exact)
+  std::vector<Header> headers;  // names lower-cased, order and duplicates kept
+};
+
+struct ResponseHead {
+  uint16_t status = 0;
+  std::vector<Header> headers;
+};
+
+// Appends one complete frame to `out`. `payload` must not exceed kMaxPayload.
+void append(std::string& out, Type type, uint8_t flags, uint32_t stream, std::string_view payload);
+
+// Appends a request: a head frame with up to kBodyChunk bytes of body, then
+// body frames for the rest. `end` says whether `body` is the whole body.
+void append_request(std::string& out, uint32_t stream, const RequestHead& head,
+                    std::string_view body, bool end);
+// Same for a response.
+void append_response(std::string& out, uint32_t stream, const ResponseHead& head,
+                     std::string_view body, bool end);
+// Body frames only (`body` may be empty when only the end is to be signalled).
+void append_body(std::string& out, Type type, uint32_t stream, std::string_view body, bool end);
+
+// Parses the payload of a head frame. On success `body` is the body part that
+// followed the head in the same frame.
+Status decode_request_head(std::string_view payload, RequestHead& head, std::string_view& body);
+Status decode_response_head(std::string_view payload, ResponseHead& head, std::string_view& body);
+
+// Splits a byte stream into frames. Feed it the bytes read so far; next()
+// returns complete frames one at a time. Frames returned point into the
+// buffer, and stay valid until the next call to consume_returned().
+class Reader {
+ public:
+  // Returns the next complete frame, std::nullopt if more bytes are needed,
+  // or sets `error` if the stream is corrupt (the peer must be dropped).
+  std::optional<Frame> next(Status& error);
+  // Where to read more bytes into; at least `min_space` bytes are available.
+  char* write_area(size_t min_space = 64 * 1024);
+  size_t write_space() const { return buffer_.size() - end_; }
+  void commit(size_t n) { end_ += n; }
+  // Drops the bytes of frames already returned, so the buffer can be reused.
+  void consume_returned();
+  bool empty() const { return begin_ == end_; }
+
+ private:
+  std::vector<char> buffer_;
+  size_t begin_ = 0;  // first byte not yet returned as a frame
+  size_t end_ = 0;    // one past the last byte read
+};
+
+}  // namespace coil::frame

@@ -1,0 +1,68 @@
+#include "python/child_process.h"
+
+#include <Python.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace coil::python {
+
+pid_t fork_python() {
+  PyOS_BeforeFork();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    PyOS_AfterFork_Child();
+  } else {
+    PyOS_AfterFork_Parent();
+  }
+  return pid;
+}
+
+Status bind_to_parent(pid_t expected_parent, const std::string& title) {
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
+    return Status::error(std::string("prctl(PR_SET_PDEATHSIG): ") + std::strerror(errno));
+  }
+  if (::getppid() != expected_parent) _exit(1);  // the parent died before prctl took effect
+  ::prctl(PR_SET_NAME, title.substr(0, 15).c_str());
+  return Status::ok();
+}
+
+Status redirect_output(int fd) {
+  if (::dup2(fd, STDOUT_FILENO) < 0 || ::dup2(fd, STDERR_FILENO) < 0) {
+    return Status::error(std::string("dup2: ") + std::strerror(errno));
+  }
+  if (fd != STDOUT_FILENO && fd != STDERR_FILENO) ::close(fd);
+  return Status::ok();
+}
+
+void reset_signals() {
+  struct sigaction action {};
+  action.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &action, nullptr);  // errors: SIGKILL/SIGSTOP
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  // As a plain `python3` does at start-up: a closed pipe or socket is an
+  // OSError (BrokenPipeError), not death by signal.
+  action.sa_handler = SIG_IGN;
+  ::sigaction(SIGPIPE, &action, nullptr);
+  ::sigaction(SIGXFSZ, &action, nullptr);
+}
+
+bool write_all(int fd, const char* data, size_t size) {
+  while (size > 0) {
+    ssize_t n = ::write(fd, data, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    data += n;
+    size -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+}  // namespace coil::python

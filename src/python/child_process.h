@@ -1,0 +1,36 @@
+// Process plumbing shared by the zygote, templates and instances (the
+// processes that run Python). Everything here runs in a single-threaded
+// process right after fork(), so it reports failures by return value and
+// never throws.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+#include "common/status.h"
+
+namespace coil::python {
+
+// fork() with CPython's fork hooks (PyOS_BeforeFork / AfterFork_*), so that
+// Python's at-fork handlers run (random reseeding among them) and the
+// interpreter's locks are reset in the child. Call with the GIL held.
+pid_t fork_python();
+
+// In a freshly forked child: die with SIGKILL when the parent dies, and exit
+// at once if it already did (the fork raced with its death). `title` names
+// the process in ps/top (15 bytes at most are kept).
+Status bind_to_parent(pid_t expected_parent, const std::string& title);
+
+// Points stdout and stderr at `fd` (and closes `fd`).
+Status redirect_output(int fd);
+
+// Restores default dispositions and an empty mask for every signal, so that
+// function code (subprocess, signal handlers of its own) behaves as in a
+// plain Python process.
+void reset_signals();
+
+// Writes all of `data` to a blocking fd. False on error (errno set).
+bool write_all(int fd, const char* data, size_t size);
+
+}  // namespace coil::python

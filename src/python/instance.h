@@ -1,0 +1,20 @@
+// The instance loop: serves requests of one function over its instance
+// socket, for the synchronous "handler" kind (one request at a time, in
+// arrival order).
+//
+// Contract: runs in a process forked from a template, with the GIL held;
+// never returns. Exits 0 when the host closes the socket, 1 if the stream is
+// corrupt. Requests pipelined by the host are answered strictly in the order
+// their heads arrived, which is what lets the host re-dispatch the requests
+// queued behind one that timed out (they have not started).
+#pragma once
+
+#include <Python.h>
+
+#include <string>
+
+namespace coil::python {
+
+[[noreturn]] void run_handler_instance(int socket, PyObject* invoke, const std::string& function);
+
+}  // namespace coil::python

@@ -1,0 +1,255 @@
+#include "python/zygote.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "protocol/control.h"
+#include "python/child_process.h"
+#include "python/instance.h"
+#include "python/interpreter.h"
+
+namespace coil::python {
+namespace {
+
+uint64_t now_us() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000u + static_cast<uint64_t>(ts.tv_nsec) / 1000u;
+}
+
+[[noreturn]] void fail(const char* what) {
+  std::fprintf(stderr, "coil: %s: %s\n", what, std::strerror(errno));
+  _exit(1);
+}
+
+// Forks one instance for a kSpawn request and reports it to the host.
+void spawn_instance(int control, int signal_fd, control::Message& request, PyObject* invoke,
+                    const std::string& function) {
+  if (request.fds.size() != 1) {
+    std::fprintf(stderr, "coil: spawn request without an instance socket\n");
+    return;
+  }
+  int output[2];
+  if (::pipe2(output, O_CLOEXEC) != 0) {
+    std::fprintf(stderr, "coil: pipe2: %s\n", std::strerror(errno));
+    return;  // the host sees no kSpawned and an instance socket that closes
+  }
+  pid_t template_pid = ::getpid();
+  pid_t pid = fork_python();
+  if (pid < 0) {
+    std::fprintf(stderr, "coil: fork: %s\n", std::strerror(errno));
+    ::close(output[0]);
+    ::close(output[1]);
+    return;
+  }
+  if (pid == 0) {
+    ::close(control);
+    ::close(signal_fd);
+    ::close(output[0]);
+    if (!bind_to_parent(template_pid, "coil-i:" + function) || !redirect_output(output[1])) _exit(1);
+    reset_signals();
+    int socket = request.fds[0].release();
+    run_handler_instance(socket, invoke, function);
+  }
+  ::close(output[1]);
+  request.fds.clear();  // closes the template's copy of the instance socket
+  control::Message spawned;
+  spawned.type = control::Type::kSpawned;
+  spawned.token = request.token;
+  spawned.pid = static_cast<uint32_t>(pid);
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  spawned.fds.emplace_back(pidfd);
+  spawned.fds.emplace_back(output[0]);
+  if (pidfd < 0 || !control::send(control, spawned)) {
+    ::kill(pid, SIGKILL);  // the host cannot supervise it: do not leave it running
+  }
+}
+
+void report_exits(int control, int signal_fd) {
+  signalfd_siginfo info;
+  while (::read(signal_fd, &info, sizeof(info)) == sizeof(info)) {
+  }
+  int status = 0;
+  pid_t pid;
+  while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
+    control::Message exited;
+    exited.type = control::Type::kExited;
+    exited.pid = static_cast<uint32_t>(pid);
+    exited.wait_status = status;
+    (void)control::send(control, exited);
+  }
+}
+
+// The template's loop: fork instances on request, report their exits.
+[[noreturn]] void serve_template(int control, PyObject* invoke, const std::string& function) {
+  sigset_t child_signals;
+  sigemptyset(&child_signals);
+  sigaddset(&child_signals, SIGCHLD);
+  ::sigprocmask(SIG_BLOCK, &child_signals, nullptr);
+  int signal_fd = ::signalfd(-1, &child_signals, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (signal_fd < 0) fail("signalfd");
+
+  for (;;) {
+    pollfd fds[2] = {{control, POLLIN, 0}, {signal_fd, POLLIN, 0}};
+    int n;
+    Py_BEGIN_ALLOW_THREADS
+    n = ::poll(fds, 2, -1);
+    Py_END_ALLOW_THREADS
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail("poll");
+    }
+    if (fds[1].revents & POLLIN) report_exits(control, signal_fd);
+    if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+      control::Message request;
+      Status s = control::receive(control, request);
+      if (!s) _exit(0);  // the host is gone or stopped this function: instances die with us
+      if (request.type == control::Type::kSpawn) spawn_instance(control, signal_fd, request, invoke, function);
+    }
+  }
+}
+
+// Runs in the freshly forked template: enter the function's directory, import
+// its code once, freeze the heap, report, then serve spawn requests.
+[[noreturn]] void build_template(pid_t zygote_pid, int zygote_control, control::Message& build) {
+  const control::BuildTemplate& spec = build.build;
+  int control = build.fds[0].release();
+  int output = build.fds[1].release();
+  ::close(zygote_control);
+  if (!bind_to_parent(zygote_pid, "coil-t:" + spec.function) || !redirect_output(output)) _exit(1);
+  struct sigaction action {};
+  action.sa_handler = SIG_DFL;
+  ::sigaction(SIGCHLD, &action, nullptr);
+
+  control::Message started;
+  started.type = control::Type::kTemplateStarted;
+  started.pid = static_cast<uint32_t>(::getpid());
+  if (!control::send(control, started)) _exit(1);
+
+  auto report_failure = [&](const std::string& message) {
+    control::Message failed;
+    failed.type = control::Type::kTemplateFailed;
+    failed.message = message;
+    (void)control::send(control, failed);
+    _exit(1);
+  };
+
+  if (::chdir(spec.source.c_str()) != 0) {
+    report_failure("cannot enter " + spec.source + ": " + std::strerror(errno));
+  }
+  // The function's environment and import path, through Python so that
+  // os.environ and the C environment agree.
+  PyObject* os_environ = import_attr("os", "environ");
+  PyObject* sys_path = PySys_GetObject("path");  // borrowed
+  PyObject* source = PyUnicode_FromString(spec.source.c_str());
+  if (os_environ == nullptr || sys_path == nullptr || source == nullptr ||
+      PyList_Insert(sys_path, 0, source) != 0) {
+    report_failure(take_exception_summary());
+  }
+  Py_DECREF(source);
+  for (const auto& [key, value] : spec.environment) {
+    PyObject* k = PyUnicode_FromString(key.c_str());
+    PyObject* v = PyUnicode_FromString(value.c_str());
+    if (k == nullptr || v == nullptr || PyObject_SetItem(os_environ, k, v) != 0) {
+      report_failure("environment " + key + ": " + take_exception_summary());
+    }
+    Py_DECREF(k);
+    Py_DECREF(v);
+  }
+  Py_DECREF(os_environ);
+
+  uint64_t import_started = now_us();
+  PyObject* load = import_attr("coil._runtime", "load");
+  PyObject* loaded = load ? PyObject_CallFunction(load, "s", spec.entrypoint.c_str()) : nullptr;
+  if (loaded == nullptr) {
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    // A LoadError's message is complete; its cause's traceback goes to the log.
+    PyObject* cause = value ? PyException_GetCause(value) : nullptr;
+    if (cause != nullptr) {
+      PyObject* cause_traceback = PyException_GetTraceback(cause);
+      PyErr_Display(reinterpret_cast<PyObject*>(Py_TYPE(cause)), cause, cause_traceback);
+      Py_XDECREF(cause_traceback);
+      Py_DECREF(cause);
+    }
+    PyErr_Restore(type, value, traceback);
+    std::string summary = take_exception_summary();
+    auto colon = summary.find("LoadError: ");
+    report_failure(colon == 0 ? summary.substr(11) : summary);
+  }
+  PyObject* kind = PyTuple_GetItem(loaded, 0);
+  PyObject* invoke = PyTuple_GetItem(loaded, 1);
+  if (kind == nullptr || invoke == nullptr) report_failure(take_exception_summary());
+  Py_INCREF(invoke);
+  std::string kind_name = PyUnicode_AsUTF8(kind);
+  Py_DECREF(loaded);
+  Py_DECREF(load);
+  uint64_t import_us = now_us() - import_started;
+
+  // Everything imported so far is shared with every instance: move it out of
+  // the collector's reach so that collections in instances do not write to
+  // (and so copy) the shared pages.
+  if (PyRun_SimpleString("import gc; gc.collect(); gc.freeze()") != 0) _exit(1);
+
+  control::Message ready;
+  ready.type = control::Type::kTemplateReady;
+  ready.ready.pid = static_cast<uint32_t>(::getpid());
+  ready.ready.import_us = import_us;
+  ready.ready.kind = kind_name;
+  if (!control::send(control, ready)) _exit(1);
+  serve_template(control, invoke, spec.function);
+}
+
+}  // namespace
+
+int run_zygote(int control_fd) {
+  // Templates are reaped automatically; the host learns of their end when
+  // their control socket closes.
+  struct sigaction action {};
+  action.sa_handler = SIG_IGN;
+  ::sigaction(SIGCHLD, &action, nullptr);
+
+  if (Status s = start_interpreter(); !s) {
+    std::fprintf(stderr, "coil: zygote: %s\n", s.message().c_str());
+    return 1;
+  }
+  // What every template needs anyway, imported once here and shared.
+  PyObject* runtime = PyImport_ImportModule("coil._runtime");
+  if (runtime == nullptr) {
+    PyErr_Print();
+    return 1;
+  }
+  Py_DECREF(runtime);
+
+  pid_t self = ::getpid();
+  for (;;) {
+    control::Message message;
+    Status s;
+    Py_BEGIN_ALLOW_THREADS
+    s = control::receive(control_fd, message);
+    Py_END_ALLOW_THREADS
+    if (!s) return s.message().empty() ? 0 : 1;  // host closed the channel: done
+    if (message.type != control::Type::kBuildTemplate || message.fds.size() != 2) {
+      std::fprintf(stderr, "coil: zygote: unexpected control message\n");
+      continue;
+    }
+    pid_t pid = fork_python();
+    if (pid == 0) build_template(self, control_fd, message);
+    if (pid < 0) std::fprintf(stderr, "coil: zygote: fork: %s\n", std::strerror(errno));
+    // The parent's copies of the template's fds close with `message`.
+  }
+}
+
+}  // namespace coil::python

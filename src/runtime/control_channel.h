@@ -1,0 +1,37 @@
+// The host's end of a control socket (zygote or template): sends control
+// messages and delivers received ones to a callback, on the event loop.
+//
+// The callback receives every message in order; when the peer closes the
+// channel (or it fails) it is called once more with an error Status and the
+// channel stops. Destroying the channel closes the socket.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <functional>
+#include <memory>
+
+#include "common/status.h"
+#include "common/unique_fd.h"
+#include "protocol/control.h"
+
+namespace coil::runtime {
+
+class ControlChannel : public std::enable_shared_from_this<ControlChannel> {
+ public:
+  using Handler = std::function<void(Status, control::Message&)>;
+
+  ControlChannel(boost::asio::io_context& io, unique_fd socket);
+  void start(Handler handler);
+  Status send(const control::Message& message);
+  // Stops delivering messages and closes the socket.
+  void close();
+
+ private:
+  void wait();
+
+  boost::asio::posix::stream_descriptor socket_;
+  Handler handler_;
+};
+
+}  // namespace coil::runtime

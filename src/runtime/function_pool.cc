@@ -1,0 +1,504 @@
+#include "runtime/function_pool.h"
+
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "common/log.h"
+#include "runtime/output_relay.h"
+
+namespace coil::runtime {
+namespace {
+
+bool is_token_char(unsigned char c) {
+  return std::isalnum(c) || std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
+}
+
+// The host does not trust what an instance sends: a response head must be
+// well-formed before any of it reaches a client (no header injection).
+bool valid_response_head(const frame::ResponseHead& head) {
+  if (head.status < 100 || head.status > 599) return false;
+  for (const auto& [name, value] : head.headers) {
+    if (name.empty()) return false;
+    for (unsigned char c : name) {
+      if (!is_token_char(c)) return false;
+    }
+    for (unsigned char c : value) {
+      if (c == '\r' || c == '\n' || c == '\0') return false;
+    }
+  }
+  return true;
+}
+
+std::string describe_wait_status(int status) {
+  if (WIFEXITED(status)) return "status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return "signal " + std::to_string(WTERMSIG(status));
+  return "wait status " + std::to_string(status);
+}
+
+std::string output_prefix(const std::string& function, pid_t pid) {
+  return "[" + function + " pid=" + std::to_string(pid) + "] ";
+}
+
+}  // namespace
+
+FunctionPool::FunctionPool(boost::asio::io_context& io, config::FunctionConfig config, ZygoteProcess& zygote)
+    : io_(io), config_(std::move(config)), zygote_(zygote), deadline_timer_(io) {}
+
+FunctionPool::~FunctionPool() { stop(); }
+
+void FunctionPool::start(std::function<void(Status)> done) {
+  on_started_ = std::move(done);
+  build_template();
+}
+
+void FunctionPool::build_template() {
+  template_state_ = TemplateState::kBuilding;
+  build_started_ = Clock::now();
+  Result<TemplateHandles> handles = zygote_.build_template(config_);
+  if (!handles) {
+    template_state_ = TemplateState::kFailed;
+    template_error_ = handles.message();
+    if (on_started_) std::exchange(on_started_, nullptr)(Status::error(template_error_));
+    return;
+  }
+  template_ = std::make_shared<ControlChannel>(io_, std::move(handles->control));
+  // The template's output is relayed once its pid is known (kTemplateStarted);
+  // until then it waits in the pipe.
+  auto output = std::make_shared<unique_fd>(std::move(handles->output));
+  template_->start([this, output](Status s, control::Message& m) {
+    if (s && m.type == control::Type::kTemplateStarted && output->valid()) {
+      template_pid_ = static_cast<pid_t>(m.pid);
+      std::make_shared<OutputRelay>(io_, std::move(*output), output_prefix(config_.name, template_pid_))->start();
+    }
+    on_template_message(s, m);
+  });
+}
+
+void FunctionPool::on_template_message(Status status, control::Message& m) {
+  if (!status) {
+    // The template is gone: its instances die with it (PDEATHSIG).
+    bool was_building = template_state_ == TemplateState::kBuilding;
+    template_.reset();
+    if (stopping_) return;
+    if (was_building) {
+      template_state_ = TemplateState::kFailed;
+      template_error_ = config_.entrypoint_origin + ": entrypoint: the template exited while importing '" +
+                        config_.entrypoint + "' (see its output above)";
+      if (on_started_) std::exchange(on_started_, nullptr)(Status::error(template_error_));
+      while (!queue_.empty()) {
+        auto invocation = queue_.front();
+        queue_.pop_front();
+        fail(*invocation, 503, "function " + config_.name + " failed to start");
+      }
+      return;
+    }
+    if (template_state_ == TemplateState::kReady) {
+      log::info("template {} (pid {}) exited; it is rebuilt on the next request", config_.name, template_pid_);
+    }
+    template_state_ = TemplateState::kGone;
+    return;
+  }
+  switch (m.type) {
+    case control::Type::kTemplateStarted:
+      break;
+    case control::Type::kTemplateReady: {
+      template_state_ = TemplateState::kReady;
+      double ms = std::chrono::duration<double, std::milli>(Clock::now() - build_started_).count();
+      log::info("template {} ready in {:.1f}ms (pid {}, import {:.1f}ms, kind {})", config_.name, ms, m.ready.pid,
+                m.ready.import_us / 1000.0, m.ready.kind);
+      if (on_started_) std::exchange(on_started_, nullptr)(Status::ok());
+      keep_minimum();
+      drain_queue();
+      break;
+    }
+    case control::Type::kTemplateFailed:
+      template_state_ = TemplateState::kFailed;
+      template_error_ = config_.entrypoint_origin + ": entrypoint: " + m.message;
+      log::info("template {} failed: {}", config_.name, m.message);
+      if (on_started_) std::exchange(on_started_, nullptr)(Status::error(template_error_));
+      while (!queue_.empty()) {
+        auto invocation = queue_.front();
+        queue_.pop_front();
+        fail(*invocation, 503, "function " + config_.name + " failed to start");
+      }
+      break;
+    case control::Type::kSpawned: {
+      auto pid = static_cast<pid_t>(m.pid);
+      if (m.fds.size() == 2) {
+        std::make_shared<OutputRelay>(io_, std::move(m.fds[1]), output_prefix(config_.name, pid))->start();
+      }
+      auto it = std::find_if(instances_.begin(), instances_.end(),
+                             [&](const auto& i) { return i->token() == m.token; });
+      if (it != instances_.end() && !m.fds.empty()) {
+        (*it)->set_process(pid, std::move(m.fds[0]));
+      }
+      log::info("instance {} pid={} started", config_.name, pid);
+      break;
+    }
+    case control::Type::kExited: {
+      auto pid = static_cast<pid_t>(m.pid);
+      std::string reason = describe_wait_status(m.wait_status);
+      if (auto it = exit_reasons_.find(pid); it != exit_reasons_.end()) {
+        reason = it->second;
+        exit_reasons_.erase(it);
+      }
+      log::info("instance {} pid={} exited ({})", config_.name, pid, reason);
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+void FunctionPool::submit(std::shared_ptr<Invocation> invocation) {
+  if (stopping_) {
+    invocation->sink->on_failure(503, "coil is shutting down\n");
+    invocation->sink.reset();
+    return;
+  }
+  Clock::time_point now = Clock::now();
+  invocation->deadline = now + std::chrono::milliseconds(config_.timeout_ms);
+  invocation->state = Invocation::State::kQueued;
+  live_.push_back(invocation);
+  invocation->live_position = std::prev(live_.end());
+  invocation->live = true;
+  arm_deadline_timer();
+
+  switch (template_state_) {
+    case TemplateState::kReady:
+      place(invocation);
+      return;
+    case TemplateState::kFailed:
+      fail(*invocation, 503, "function " + config_.name + " failed to start");
+      return;
+    case TemplateState::kGone:
+      build_template();
+      [[fallthrough]];
+    case TemplateState::kBuilding:
+      if (waiting() >= config_.max_queue) {
+        fail(*invocation, 503, config_.name + " is overloaded, retry later");
+        return;
+      }
+      queue_.push_back(invocation);
+      return;
+  }
+}
+
+size_t FunctionPool::waiting() const {
+  size_t count = queue_.size();
+  for (const auto& instance : instances_) {
+    if (instance->in_flight().size() > 1) count += instance->in_flight().size() - 1;
+  }
+  return count;
+}
+
+void FunctionPool::place(const std::shared_ptr<Invocation>& invocation) {
+  Instance* least_busy = nullptr;
+  for (const auto& instance : instances_) {
+    if (instance->closed()) continue;
+    if (instance->in_flight().empty()) {
+      dispatch(*instance, invocation);
+      return;
+    }
+    if (least_busy == nullptr || instance->in_flight().size() < least_busy->in_flight().size()) {
+      least_busy = instance.get();
+    }
+  }
+  if (instances_.size() < config_.max_instances) {
+    if (auto instance = spawn_instance()) {
+      dispatch(*instance, invocation);
+      return;
+    }
+  }
+  if (waiting() >= config_.max_queue) {
+    fail(*invocation, 503, config_.name + " is overloaded, retry later");
+    return;
+  }
+  if (least_busy != nullptr && least_busy->in_flight().size() < kPipelineDepth) {
+    dispatch(*least_busy, invocation);
+    return;
+  }
+  queue_.push_back(invocation);
+}
+
+void FunctionPool::dispatch(Instance& instance, const std::shared_ptr<Invocation>& invocation) {
+  invocation->state = Invocation::State::kDispatched;
+  invocation->instance = &instance;
+  instance.in_flight().push_back(invocation);
+  std::string frames;
+  frame::append_request(frames, invocation->id, invocation->head, invocation->body, true);
+  instance.send(frames);
+}
+
+std::shared_ptr<Instance> FunctionPool::spawn_instance() {
+  if (!template_ || template_state_ != TemplateState::kReady) return nullptr;
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+    log::info("cannot create an instance socket for {}: {}", config_.name, std::strerror(errno));
+    return nullptr;
+  }
+  unique_fd host_end(fds[0]);
+  control::Message spawn;
+  spawn.type = control::Type::kSpawn;
+  spawn.token = ++next_token_;
+  spawn.fds.emplace_back(fds[1]);
+  if (Status s = template_->send(spawn); !s) {
+    log::info("cannot ask template {} for an instance: {}", config_.name, s.message());
+    return nullptr;
+  }
+  auto instance = std::make_shared<Instance>(io_, std::move(host_end), spawn.token, *this);
+  instance->start();
+  instances_.push_back(instance);
+  return instance;
+}
+
+void FunctionPool::drain_queue() {
+  while (!queue_.empty() && template_state_ == TemplateState::kReady) {
+    // Only hand queued requests to instances that can start them now or soon.
+    Instance* target = nullptr;
+    for (const auto& instance : instances_) {
+      if (!instance->closed() && instance->in_flight().empty()) {
+        target = instance.get();
+        break;
+      }
+    }
+    if (target == nullptr && instances_.size() < config_.max_instances) target = spawn_instance().get();
+    if (target == nullptr) {
+      for (const auto& instance : instances_) {
+        if (!instance->closed() && instance->in_flight().size() < kPipelineDepth &&
+            (target == nullptr || instance->in_flight().size() < target->in_flight().size())) {
+          target = instance.get();
+        }
+      }
+    }
+    if (target == nullptr) return;
+    auto invocation = queue_.front();
+    queue_.pop_front();
+    dispatch(*target, invocation);
+  }
+}
+
+void FunctionPool::keep_minimum() {
+  if (stopping_ || template_state_ != TemplateState::kReady) return;
+  while (instances_.size() < config_.min_instances) {
+    if (!spawn_instance()) return;
+  }
+}
+
+void FunctionPool::on_frame(Instance& instance, const frame::Frame& f) {
+  auto& in_flight = instance.in_flight();
+  auto it = std::find_if(in_flight.begin(), in_flight.end(), [&](const auto& i) { return i->id == f.stream; });
+  if (it == in_flight.end()) {
+    log::info("instance {} pid={} answered an unknown request; killing it", config_.name, instance.pid());
+    exit_reasons_[instance.pid()] = "protocol error";
+    instance.kill();
+    retire(instance, 502, "instance of " + config_.name + " failed");
+    return;
+  }
+  std::shared_ptr<Invocation> invocation = *it;
+  bool end = f.end();
+  switch (f.type) {
+    case frame::Type::kResponseHead: {
+      frame::ResponseHead head;
+      std::string_view body;
+      if (!frame::decode_response_head(f.payload, head, body) || !valid_response_head(head)) {
+        log::info("function {} pid={} sent an invalid response head", config_.name, instance.pid());
+        fail(*invocation, 502, "invalid response from function " + config_.name);
+        break;
+      }
+      invocation->state = Invocation::State::kResponding;
+      if (invocation->sink) invocation->sink->on_response_head(head, body, end);
+      break;
+    }
+    case frame::Type::kResponseBody:
+      if (invocation->sink) invocation->sink->on_response_body(f.payload, end);
+      break;
+    case frame::Type::kReset:
+      end = true;
+      fail(*invocation, 502, "function " + config_.name + " aborted the response");
+      break;
+    default:
+      log::info("instance {} pid={} sent an unexpected frame; killing it", config_.name, instance.pid());
+      exit_reasons_[instance.pid()] = "protocol error";
+      instance.kill();
+      retire(instance, 502, "instance of " + config_.name + " failed");
+      return;
+  }
+  if (!end) return;
+  detach(*invocation);
+  invocation->state = Invocation::State::kDone;
+  invocation->instance = nullptr;
+  in_flight.erase(std::find(in_flight.begin(), in_flight.end(), invocation));
+  if (in_flight.empty()) instance.mark_idle(Clock::now());
+  drain_queue();
+}
+
+void FunctionPool::on_instance_lost(Instance& instance) {
+  retire(instance, 502, "instance of " + config_.name + " died during the request");
+}
+
+void FunctionPool::retire(Instance& instance, uint16_t running_status, const std::string& running_message) {
+  auto self = std::find_if(instances_.begin(), instances_.end(), [&](const auto& i) { return i.get() == &instance; });
+  if (self == instances_.end()) return;
+  std::shared_ptr<Instance> keep = *self;  // the instance outlives this call
+  instances_.erase(self);
+  instance.close();
+
+  auto in_flight = std::move(instance.in_flight());
+  instance.in_flight().clear();
+  // The front request was executing: it cannot be retried. The rest had not
+  // started (strict arrival order), so they go back to the queue's front.
+  for (auto it = in_flight.rbegin(); it != in_flight.rend(); ++it) {
+    const std::shared_ptr<Invocation>& invocation = *it;
+    invocation->instance = nullptr;
+    if (it == std::prev(in_flight.rend())) {
+      if (invocation->sink) fail(*invocation, running_status, running_message);
+      invocation->state = Invocation::State::kDone;
+      continue;
+    }
+    if (!invocation->sink) continue;  // already answered (its deadline passed) and cancelled
+    invocation->state = Invocation::State::kQueued;
+    queue_.push_front(invocation);
+  }
+  if (stopping_) return;
+  keep_minimum();
+  drain_queue();
+}
+
+void FunctionPool::fail(Invocation& invocation, uint16_t status, const std::string& message) {
+  if (invocation.sink) invocation.sink->on_failure(status, message + "\n");
+  detach(invocation);
+}
+
+void FunctionPool::detach(Invocation& invocation) {
+  if (invocation.live) {
+    live_.erase(invocation.live_position);
+    invocation.live = false;
+  }
+  invocation.sink.reset();
+}
+
+void FunctionPool::abandon(const std::shared_ptr<Invocation>& invocation) {
+  switch (invocation->state) {
+    case Invocation::State::kQueued:
+      remove_from_queue(*invocation);
+      detach(*invocation);
+      invocation->state = Invocation::State::kDone;
+      break;
+    case Invocation::State::kDispatched:
+    case Invocation::State::kResponding: {
+      Instance* instance = invocation->instance;
+      if (instance != nullptr && instance->in_flight().front() != invocation) {
+        std::string cancel;
+        frame::append(cancel, frame::Type::kCancel, frame::kFlagEnd, invocation->id, {});
+        instance->send(cancel);
+      }
+      detach(*invocation);
+      break;
+    }
+    case Invocation::State::kDone:
+      break;
+  }
+}
+
+void FunctionPool::remove_from_queue(const Invocation& invocation) {
+  auto it = std::find_if(queue_.begin(), queue_.end(), [&](const auto& i) { return i.get() == &invocation; });
+  if (it != queue_.end()) queue_.erase(it);
+}
+
+void FunctionPool::arm_deadline_timer() {
+  if (live_.empty()) return;
+  Clock::time_point next = live_.front()->deadline;
+  if (timer_armed_ && timer_at_ <= next) return;
+  timer_armed_ = true;
+  timer_at_ = next;
+  deadline_timer_.expires_at(next);
+  deadline_timer_.async_wait([this](boost::system::error_code ec) {
+    if (ec == boost::asio::error::operation_aborted) return;
+    timer_armed_ = false;
+    on_deadline();
+  });
+}
+
+void FunctionPool::on_deadline() {
+  Clock::time_point now = Clock::now();
+  while (!live_.empty() && live_.front()->deadline <= now) {
+    expire(live_.front());
+  }
+  arm_deadline_timer();
+}
+
+void FunctionPool::expire(const std::shared_ptr<Invocation>& invocation) {
+  std::string message = "timeout after " + std::to_string(config_.timeout_ms) + " ms";
+  Instance* instance = invocation->instance;
+  switch (invocation->state) {
+    case Invocation::State::kQueued:
+      remove_from_queue(*invocation);
+      fail(*invocation, 504, message);
+      invocation->state = Invocation::State::kDone;
+      return;
+    case Invocation::State::kDispatched:
+    case Invocation::State::kResponding:
+      if (instance != nullptr && instance->in_flight().front() == invocation) {
+        // Executing: the only way to stop a handler is to end its process.
+        log::info("function {} pid={} exceeded timeout_ms={}; killing the instance", config_.name, instance->pid(),
+                  config_.timeout_ms);
+        exit_reasons_[instance->pid()] = "killed: timeout";
+        instance->kill();
+        retire(*instance, 504, message);
+        return;
+      }
+      // Waiting behind another request on its instance: answer now, and let
+      // the instance skip it.
+      fail(*invocation, 504, message);
+      if (instance != nullptr) {
+        std::string cancel;
+        frame::append(cancel, frame::Type::kCancel, frame::kFlagEnd, invocation->id, {});
+        instance->send(cancel);
+      }
+      return;
+    case Invocation::State::kDone:
+      detach(*invocation);
+      return;
+  }
+}
+
+void FunctionPool::tick(Clock::time_point now) {
+  if (stopping_) return;
+  auto idle_limit = std::chrono::milliseconds(config_.idle_timeout_ms);
+  for (size_t i = 0; i < instances_.size() && instances_.size() > config_.min_instances;) {
+    Instance& instance = *instances_[i];
+    if (instance.in_flight().empty() && instance.pid() > 0 && now - instance.idle_since() >= idle_limit) {
+      exit_reasons_[instance.pid()] = "idle";
+      retire(instance, 502, "");
+      continue;  // retire() removed it from instances_
+    }
+    ++i;
+  }
+  keep_minimum();
+}
+
+void FunctionPool::stop() {
+  if (stopping_) return;
+  stopping_ = true;
+  deadline_timer_.cancel();
+  while (!queue_.empty()) {
+    auto invocation = queue_.front();
+    queue_.pop_front();
+    fail(*invocation, 503, "coil is shutting down");
+  }
+  for (auto& instance : std::vector(instances_)) {
+    for (auto& invocation : instance->in_flight()) fail(*invocation, 503, "coil is shutting down");
+    instance->in_flight().clear();
+    instance->close();
+  }
+  instances_.clear();
+  if (template_) template_->close();
+  template_.reset();
+}
+
+}  // namespace coil::runtime

@@ -1,0 +1,95 @@
+#include "runtime/instance.h"
+
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <boost/asio/write.hpp>
+
+#include "common/log.h"
+
+namespace coil::runtime {
+
+Instance::Instance(boost::asio::io_context& io, unique_fd socket, uint32_t token, InstanceEvents& events)
+    : socket_(io, boost::asio::local::stream_protocol(), socket.release()), token_(token), events_(events) {}
+
+Instance::~Instance() { close(); }
+
+void Instance::start() { read(); }
+
+void Instance::send(std::string_view frames) {
+  if (closed_) return;
+  pending_.append(frames);
+  if (!write_in_progress_) flush();
+}
+
+void Instance::flush() {
+  if (pending_.empty() || closed_) return;
+  writing_.swap(pending_);
+  pending_.clear();
+  write_in_progress_ = true;
+  boost::asio::async_write(socket_, boost::asio::buffer(writing_),
+                           [self = shared_from_this()](boost::system::error_code ec, size_t) {
+                             self->write_in_progress_ = false;
+                             self->writing_.clear();
+                             if (ec) {
+                               self->lost();
+                               return;
+                             }
+                             self->flush();
+                           });
+}
+
+void Instance::read() {
+  if (closed_) return;
+  char* area = reader_.write_area();
+  socket_.async_read_some(
+      boost::asio::buffer(area, reader_.write_space()),
+      [self = shared_from_this()](boost::system::error_code ec, size_t n) {
+        if (self->closed_) return;
+        if (ec) {
+          self->lost();
+          return;
+        }
+        self->reader_.commit(n);
+        Status error;
+        while (auto f = self->reader_.next(error)) {
+          self->events_.on_frame(*self, *f);
+          if (self->closed_) return;
+        }
+        if (!error) {
+          log::info("instance pid={} sent a corrupt frame stream: {}", self->pid_, error.message());
+          self->kill();
+          self->lost();
+          return;
+        }
+        self->reader_.consume_returned();
+        self->read();
+      });
+}
+
+void Instance::lost() {
+  if (closed_) return;
+  close();
+  events_.on_instance_lost(*this);
+}
+
+void Instance::close() {
+  if (closed_) return;
+  closed_ = true;
+  boost::system::error_code ignored;
+  socket_.close(ignored);
+}
+
+void Instance::kill() {
+  kill_requested_ = true;
+  if (pidfd_) ::syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+}
+
+void Instance::set_process(pid_t pid, unique_fd pidfd) {
+  pid_ = pid;
+  pidfd_ = std::move(pidfd);
+  if (kill_requested_) kill();
+}
+
+}  // namespace coil::runtime

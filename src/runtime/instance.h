@@ -1,0 +1,76 @@
+// The host's handle on one instance: the data socket (frames), the streams
+// in flight on it, its pid/pidfd once the template reports them, and the
+// relay of its output.
+//
+// An Instance belongs to exactly one FunctionPool and reports everything to
+// it (responses, death). Streams are answered in the order they were sent
+// (the handler model serves one at a time), so `in_flight()` is a FIFO whose
+// front is the request being executed.
+#pragma once
+
+#include <sys/types.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <deque>
+#include <memory>
+#include <string>
+
+#include "common/unique_fd.h"
+#include "protocol/frame.h"
+#include "runtime/invocation.h"
+
+namespace coil::runtime {
+
+class InstanceEvents {
+ public:
+  virtual ~InstanceEvents() = default;
+  virtual void on_frame(Instance& instance, const frame::Frame& frame) = 0;
+  // The socket closed or failed: the instance is gone (or going).
+  virtual void on_instance_lost(Instance& instance) = 0;
+};
+
+class Instance : public std::enable_shared_from_this<Instance> {
+ public:
+  Instance(boost::asio::io_context& io, unique_fd socket, uint32_t token, InstanceEvents& events);
+  ~Instance();
+
+  void start();
+  // Queues frames for the instance; they are written in batches.
+  void send(std::string_view frames);
+  // Closes the socket; the instance exits when it reads EOF.
+  void close();
+  // SIGKILL through the pidfd (now, or as soon as the pidfd arrives).
+  void kill();
+
+  // Called when the template reports the fork.
+  void set_process(pid_t pid, unique_fd pidfd);
+
+  uint32_t token() const { return token_; }
+  pid_t pid() const { return pid_; }
+  bool closed() const { return closed_; }
+  std::deque<std::shared_ptr<Invocation>>& in_flight() { return in_flight_; }
+  Clock::time_point idle_since() const { return idle_since_; }
+  void mark_idle(Clock::time_point now) { idle_since_ = now; }
+
+ private:
+  void read();
+  void flush();
+  void lost();
+
+  boost::asio::local::stream_protocol::socket socket_;
+  uint32_t token_;
+  InstanceEvents& events_;
+  frame::Reader reader_;
+  std::string pending_;  // frames not yet handed to the socket
+  std::string writing_;  // frames being written
+  bool write_in_progress_ = false;
+  bool closed_ = false;
+  bool kill_requested_ = false;
+  pid_t pid_ = 0;
+  unique_fd pidfd_;
+  std::deque<std::shared_ptr<Invocation>> in_flight_;
+  Clock::time_point idle_since_ = Clock::now();
+};
+
+}  // namespace coil::runtime

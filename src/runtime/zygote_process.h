@@ -1,0 +1,48 @@
+// The host's handle on the zygote process (see python/zygote.h).
+//
+// Contract: start() must be called while the host is still single-threaded
+// (it forks). The zygote is exec'd from the coil binary itself with a clean
+// environment, in its own process group (a terminal's Ctrl-C reaches only
+// the host), and dies with SIGKILL if the host dies (PR_SET_PDEATHSIG; the
+// templates and instances under it die the same way, in a chain).
+#pragma once
+
+#include <sys/types.h>
+
+#include <boost/asio/io_context.hpp>
+#include <memory>
+
+#include "common/status.h"
+#include "common/unique_fd.h"
+#include "config/manifest.h"
+#include "runtime/control_channel.h"
+
+namespace coil::runtime {
+
+struct TemplateHandles {
+  unique_fd control;  // the host's end of the template's control socket
+  unique_fd output;   // the read end of the template's stdout/stderr pipe
+};
+
+class ZygoteProcess {
+ public:
+  static Result<std::unique_ptr<ZygoteProcess>> start(boost::asio::io_context& io);
+  ~ZygoteProcess();
+
+  // Asks the zygote to fork a template for `function`. The template reports
+  // on the returned control socket (kTemplateStarted, then kTemplateReady or
+  // kTemplateFailed).
+  Result<TemplateHandles> build_template(const config::FunctionConfig& function);
+
+  pid_t pid() const { return pid_; }
+  // Closes the channel (the zygote exits, and with it every template) and
+  // kills it for good measure.
+  void stop();
+
+ private:
+  ZygoteProcess(std::shared_ptr<ControlChannel> channel, pid_t pid) : channel_(std::move(channel)), pid_(pid) {}
+  std::shared_ptr<ControlChannel> channel_;
+  pid_t pid_;
+};
+
+}  // namespace coil::runtime
