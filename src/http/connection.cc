@@ -101,7 +101,10 @@ void Connection::process() {
         on_request();
         return;
       case RequestParser::Outcome::kError:
-        respond_error(parser_.error_status(), parser_.error_reason(), true);
+        respond_error(parser_.error_status(),
+                      parser_.error_status() == 400 ? "bad request: " + parser_.error_reason()
+                                                    : parser_.error_reason(),
+                      true);
         return;
     }
   }

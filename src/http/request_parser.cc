@@ -39,6 +39,14 @@ void RequestParser::Impl::on_field_impl(bhttp::field name, beast::string_view na
       ec = bhttp::error::bad_content_length;
       return;
     }
+    // Digits only: no list form ("5, 5"), no sign, no spaces inside.
+    bool digits = !value.empty() && value.size() <= 18;
+    for (char c : value) digits = digits && c >= '0' && c <= '9';
+    if (!digits) {
+      framing_error_ = "invalid Content-Length";
+      ec = bhttp::error::bad_content_length;
+      return;
+    }
   } else if (name == bhttp::field::transfer_encoding) {
     // Only the plain, single "chunked" coding is accepted: anything else
     // ("chunked, identity", "gzip, chunked", a repeated field) is a framing
@@ -79,10 +87,15 @@ RequestParser::RequestParser(ParseLimits limits) : limits_(limits) { make_parser
 
 void RequestParser::make_parser() {
   parser_.emplace();
-  parser_->header_limit(static_cast<std::uint32_t>(limits_.request_line + limits_.headers));
+  // Beast applies this limit to the header fields once it has consumed the
+  // request line (which has its own limit, checked in feed()).
+  parser_->header_limit(static_cast<std::uint32_t>(limits_.headers));
   parser_->eager(false);  // stop after the head: the body limit depends on the route
   parser_->body_limit(boost::none);  // checked by the caller once the route is known
   head_reported_ = false;
+  start_line_consumed_ = false;
+  start_line_length_ = 0;
+  head_bytes_ = 0;
   error_status_ = 0;
   error_reason_.clear();
 }
@@ -102,47 +115,69 @@ void RequestParser::begin_body(uint64_t limit) {
 RequestParser::Outcome RequestParser::feed(std::string_view data, size_t& consumed) {
   consumed = 0;
   if (!parser_->is_header_done()) {
-    // The request line has its own limit (414), checked before Beast sees
-    // the whole head (whose limit gives 431).
-    size_t line_end = data.find('\n');
-    size_t line_length = line_end == std::string_view::npos ? data.size() : line_end;
-    if (line_length > limits_.request_line) {
-      fail(414, "request line too long");
-      return Outcome::kError;
-    }
-  }
-  while (consumed < data.size() || (parser_->is_header_done() && !head_reported_)) {
-    if (parser_->is_header_done() && !head_reported_) {
-      head_reported_ = true;
-      if (parser_->content_length()) parser_->declared_length_ = *parser_->content_length();
-      return Outcome::kHeadDone;
-    }
-    if (parser_->is_done()) return Outcome::kDone;
-    beast::error_code ec;
-    size_t n = parser_->put(boost::asio::buffer(data.data() + consumed, data.size() - consumed), ec);
-    consumed += n;
-    if (ec == bhttp::error::need_more) break;
-    if (ec) {
-      if (ec == bhttp::error::header_limit) {
-        fail(431, "request headers too large");
-      } else if (ec == bhttp::error::body_limit) {
-        fail(413, "body too large");
-      } else if (!parser_->framing_error_.empty()) {
-        fail(400, parser_->framing_error_);
-      } else {
-        fail(400, ec.message());
+    // Until Beast has consumed the request line (it does so as soon as the
+    // line is complete), check its own limit: 414 rather than 431.
+    if (!start_line_consumed_) {
+      size_t line_end = data.find('\n');
+      size_t line_length = line_end == std::string_view::npos ? data.size() : line_end;
+      if (line_length > limits_.request_line) {
+        fail(414, "request line too long");
+        return Outcome::kError;
       }
+    }
+    // Obsolete line folding is refused rather than unfolded: a folded
+    // Transfer-Encoding is a classic request-smuggling vector.
+    std::string_view head = data.substr(0, data.find("\r\n\r\n"));
+    if (head.find("\n ") != std::string_view::npos || head.find("\n\t") != std::string_view::npos) {
+      fail(400, "folded header line");
       return Outcome::kError;
     }
-    if (n == 0) break;
+    beast::error_code ec;
+    size_t n = parser_->put(boost::asio::buffer(data.data(), data.size()), ec);
+    consumed = n;
+    if (n > 0 && !start_line_consumed_) {
+      start_line_consumed_ = true;
+      start_line_length_ = data.find('\n') + 1;
+    }
+    head_bytes_ += n;
+    if (ec && ec != bhttp::error::need_more) return fail_with(ec);
+    // Beast consumes complete fields as they arrive, so its own limit only
+    // bounds what is pending; the header block's total is checked here.
+    size_t pending = parser_->is_header_done() ? 0 : data.size() - n;
+    size_t fields = head_bytes_ + pending - (start_line_consumed_ ? start_line_length_ : 0);
+    if (fields > limits_.headers + 2) {
+      fail(431, "request headers too large");
+      return Outcome::kError;
+    }
+    if (!parser_->is_header_done()) return Outcome::kNeedMore;
   }
-  if (parser_->is_header_done() && !head_reported_) {
+  if (!head_reported_) {
     head_reported_ = true;
     if (parser_->content_length()) parser_->declared_length_ = *parser_->content_length();
     return Outcome::kHeadDone;
   }
-  if (parser_->is_done()) return Outcome::kDone;
-  return Outcome::kNeedMore;
+  while (consumed < data.size() && !parser_->is_done()) {
+    beast::error_code ec;
+    size_t n = parser_->put(boost::asio::buffer(data.data() + consumed, data.size() - consumed), ec);
+    consumed += n;
+    if (ec == bhttp::error::need_more) break;
+    if (ec) return fail_with(ec);
+    if (n == 0) break;
+  }
+  return parser_->is_done() ? Outcome::kDone : Outcome::kNeedMore;
+}
+
+RequestParser::Outcome RequestParser::fail_with(const beast::error_code& ec) {
+  if (ec == bhttp::error::header_limit) {
+    fail(431, "request headers too large");
+  } else if (ec == bhttp::error::body_limit) {
+    fail(413, "body too large");
+  } else if (!parser_->framing_error_.empty()) {
+    fail(400, parser_->framing_error_);
+  } else {
+    fail(400, ec.message());
+  }
+  return Outcome::kError;
 }
 
 }  // namespace coil::http

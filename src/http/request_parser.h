@@ -95,11 +95,15 @@ class RequestParser {
   };
 
   void fail(uint16_t status, std::string reason);
+  Outcome fail_with(const boost::beast::error_code& ec);
   void make_parser();
 
   ParseLimits limits_;
   std::optional<Impl> parser_;
   bool head_reported_ = false;
+  bool start_line_consumed_ = false;
+  size_t start_line_length_ = 0;
+  size_t head_bytes_ = 0;
   uint16_t error_status_ = 0;
   std::string error_reason_;
 };

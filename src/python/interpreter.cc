@@ -66,6 +66,15 @@ Status start_interpreter() {
   if (PyImport_AppendInittab("_coil", &init_native_module) != 0) {
     return Status::error("cannot register the _coil module");
   }
+  // UTF-8 mode: file names, os.environ and stdio are UTF-8 whatever the
+  // locale (an isolated pre-configuration would otherwise leave it "C", ASCII).
+  PyPreConfig preconfig;
+  PyPreConfig_InitIsolatedConfig(&preconfig);
+  preconfig.utf8_mode = 1;
+  PyStatus pre = Py_PreInitialize(&preconfig);
+  if (PyStatus_Exception(pre)) {
+    return Status::error(std::string("cannot start Python: ") + (pre.err_msg ? pre.err_msg : "?"));
+  }
   PyConfig config;
   PyConfig_InitIsolatedConfig(&config);
   config.buffered_stdio = 0;

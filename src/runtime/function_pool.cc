@@ -108,8 +108,9 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
     case control::Type::kTemplateReady: {
       template_state_ = TemplateState::kReady;
       double ms = std::chrono::duration<double, std::milli>(Clock::now() - build_started_).count();
-      log::info("template {} ready in {:.1f}ms (pid {}, import {:.1f}ms, kind {})", config_.name, ms, m.ready.pid,
+      log::info("template {} imported {} in {:.1f}ms (kind {})", config_.name, config_.entrypoint,
                 m.ready.import_us / 1000.0, m.ready.kind);
+      log::info("template {} ready in {:.1f}ms (pid {})", config_.name, ms, m.ready.pid);
       if (on_started_) std::exchange(on_started_, nullptr)(Status::ok());
       keep_minimum();
       drain_queue();
