@@ -1,6 +1,11 @@
 #include "cli/up.h"
 
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+
+#include <cerrno>
+#include <functional>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -36,6 +41,21 @@ bool parse_listen(const std::string& text, std::string& host, uint16_t& port) {
   return true;
 }
 
+// Reaps exited children (the zygote, and orphans re-parented to us). With
+// `wait_all`, waits a bounded time for every remaining child to exit.
+void reap_children(bool wait_all) {
+  auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (true) {
+    pid_t pid = ::waitpid(-1, nullptr, WNOHANG);
+    if (pid > 0 || (pid < 0 && errno == EINTR)) continue;
+    if (pid == 0 && wait_all && std::chrono::steady_clock::now() < give_up) {
+      ::usleep(1000);  // children are exiting (SIGKILLed): poll briefly
+      continue;
+    }
+    return;  // none left (ECHILD), or none exited yet
+  }
+}
+
 }  // namespace
 
 int run_up(const UpOptions& options) {
@@ -65,6 +85,10 @@ int run_up(const UpOptions& options) {
   }
 
   ::signal(SIGPIPE, SIG_IGN);
+  // Processes orphaned under the zygote (a template whose zygote died, a
+  // daemon an instance left behind) are re-parented to us, not to init, so
+  // that we reap them and can wait for every one of them at exit.
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1);
   boost::asio::io_context io(1);
 
   // 2. The zygote, while this process is still single-threaded.
@@ -105,6 +129,15 @@ int run_up(const UpOptions& options) {
     (*zygote)->stop();
     return 1;
   }
+  boost::asio::signal_set children(io, SIGCHLD);
+  std::function<void()> reap = [&] {
+    children.async_wait([&](boost::system::error_code ec, int) {
+      if (ec) return;
+      reap_children(false);
+      reap();
+    });
+  };
+  reap();
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](boost::system::error_code ec, int signal) {
     if (ec) return;
@@ -119,6 +152,7 @@ int run_up(const UpOptions& options) {
 
   for (auto& pool : pools) pool->stop();
   (*zygote)->stop();
+  reap_children(true);
   log::info("stopped");
   log::flush();
   return 0;

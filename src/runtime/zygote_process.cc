@@ -88,7 +88,10 @@ Result<TemplateHandles> ZygoteProcess::build_template(const config::FunctionConf
 void ZygoteProcess::stop() {
   if (pid_ <= 0) return;
   channel_->close();
-  ::kill(pid_, SIGKILL);
+  // The zygote leads a process group that its templates and instances
+  // inherit: one signal ends the whole tree at once, rather than a chain of
+  // PR_SET_PDEATHSIG deliveries that completes after we return.
+  ::kill(-pid_, SIGKILL);
   ::waitpid(pid_, nullptr, 0);
   pid_ = -1;
 }

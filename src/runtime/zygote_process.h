@@ -35,8 +35,7 @@ class ZygoteProcess {
   Result<TemplateHandles> build_template(const config::FunctionConfig& function);
 
   pid_t pid() const { return pid_; }
-  // Closes the channel (the zygote exits, and with it every template) and
-  // kills it for good measure.
+  // Kills the zygote and every process under it (its process group).
   void stop();
 
  private:
