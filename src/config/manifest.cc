@@ -208,7 +208,7 @@ Status validate_route(const std::string& route) {
   if (fixed.find("...") != std::string_view::npos) {
     return Status::error("\"...\" is only allowed as the last segment (\"/prefix/...\")");
   }
-  if (fixed.find("//") != std::string_view::npos) return Status::error("contains an empty segment");
+  if (r.find("//") != std::string_view::npos) return Status::error("contains an empty segment");
   for (std::string_view seg : {std::string_view("/../"), std::string_view("/./")}) {
     std::string padded = std::string(fixed) + "/";
     if (padded.find(seg) != std::string::npos) return Status::error("contains a '.' or '..' segment");

@@ -87,15 +87,16 @@ RequestParser::RequestParser(ParseLimits limits) : limits_(limits) { make_parser
 
 void RequestParser::make_parser() {
   parser_.emplace();
-  // Beast applies this limit to the header fields once it has consumed the
-  // request line (which has its own limit, checked in feed()).
-  parser_->header_limit(static_cast<std::uint32_t>(limits_.headers));
+  // A backstop only: feed() checks the request line and the header block
+  // against their own limits exactly, however the head is split into reads.
+  parser_->header_limit(static_cast<std::uint32_t>(limits_.request_line + limits_.headers + 4));
   parser_->eager(false);  // stop after the head: the body limit depends on the route
   parser_->body_limit(boost::none);  // checked by the caller once the route is known
   head_reported_ = false;
   start_line_consumed_ = false;
   start_line_length_ = 0;
   head_bytes_ = 0;
+  body_limit_.reset();
   error_status_ = 0;
   error_reason_.clear();
 }
@@ -108,6 +109,7 @@ void RequestParser::fail(uint16_t status, std::string reason) {
 }
 
 void RequestParser::begin_body(uint64_t limit) {
+  body_limit_ = limit;
   parser_->body_limit(limit);
   parser_->eager(true);
 }
@@ -120,6 +122,7 @@ RequestParser::Outcome RequestParser::feed(std::string_view data, size_t& consum
     if (!start_line_consumed_) {
       size_t line_end = data.find('\n');
       size_t line_length = line_end == std::string_view::npos ? data.size() : line_end;
+      if (line_end != std::string_view::npos && line_end > 0 && data[line_end - 1] == '\r') --line_length;
       if (line_length > limits_.request_line) {
         fail(414, "request line too long");
         return Outcome::kError;
@@ -143,8 +146,13 @@ RequestParser::Outcome RequestParser::feed(std::string_view data, size_t& consum
     if (ec && ec != bhttp::error::need_more) return fail_with(ec);
     // Beast consumes complete fields as they arrive, so its own limit only
     // bounds what is pending; the header block's total is checked here.
-    size_t pending = parser_->is_header_done() ? 0 : data.size() - n;
-    size_t fields = head_bytes_ + pending - (start_line_consumed_ ? start_line_length_ : 0);
+    size_t fields = 0;
+    if (start_line_consumed_) {
+      size_t pending = parser_->is_header_done() ? 0 : data.size() - n;
+      fields = head_bytes_ + pending - start_line_length_;
+    } else if (size_t line_end = data.find('\n'); line_end != std::string_view::npos) {
+      fields = data.size() - (line_end + 1);  // Beast waits for the whole head before consuming
+    }
     if (fields > limits_.headers + 2) {
       fail(431, "request headers too large");
       return Outcome::kError;
@@ -155,6 +163,12 @@ RequestParser::Outcome RequestParser::feed(std::string_view data, size_t& consum
     head_reported_ = true;
     if (parser_->content_length()) parser_->declared_length_ = *parser_->content_length();
     return Outcome::kHeadDone;
+  }
+  // Beast compares Content-Length with its body limit only when the head
+  // completes, before begin_body() could set it: check it here.
+  if (parser_->declared_length_ && body_limit_ && *parser_->declared_length_ > *body_limit_) {
+    fail(413, "body too large");
+    return Outcome::kError;
   }
   while (consumed < data.size() && !parser_->is_done()) {
     beast::error_code ec;

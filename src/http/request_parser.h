@@ -104,6 +104,7 @@ class RequestParser {
   bool start_line_consumed_ = false;
   size_t start_line_length_ = 0;
   size_t head_bytes_ = 0;
+  std::optional<uint64_t> body_limit_;
   uint16_t error_status_ = 0;
   std::string error_reason_;
 };

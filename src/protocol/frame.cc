@@ -41,7 +41,7 @@ void append_message(std::string& out, Type head_type, Type body_type, uint32_t s
   encode_head(out);
   out.append(first);
   finish_frame(out, at);
-  if (!head_ends) append_body(out, body_type, stream, rest, end);
+  if (!rest.empty()) append_body(out, body_type, stream, rest, end);
 }
 
 }  // namespace

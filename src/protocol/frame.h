@@ -99,7 +99,8 @@ Status decode_response_head(std::string_view payload, ResponseHead& head, std::s
 
 // Splits a byte stream into frames. Feed it the bytes read so far; next()
 // returns complete frames one at a time. Frames returned point into the
-// buffer, and stay valid until the next call to consume_returned().
+// buffer, and stay valid until the next call to write_area() or
+// consume_returned() (either may move the buffer).
 class Reader {
  public:
   // Returns the next complete frame, std::nullopt if more bytes are needed,

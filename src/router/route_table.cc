@@ -61,6 +61,7 @@ std::optional<Match> RouteTable::match(std::string_view path) const {
 Result<std::string> decode_path(std::string_view target) {
   if (target.empty() || target[0] != '/') return Status::error("request target must start with '/'");
   std::string_view raw = target.substr(0, target.find('?'));
+  if (raw.find('\0') != std::string_view::npos) return Status::error("NUL byte in path");
   if (has_dot_dot_segment(raw)) return Status::error("'..' segment in path");
   std::string out;
   out.reserve(raw.size());
