@@ -10,6 +10,7 @@ invoker contract, per kind:
              is not a valid response; any other exception is the function's.
 """
 import importlib
+import os
 import sys
 
 from coil._http import Request, Response
@@ -63,7 +64,18 @@ def _encode_headers(headers):
 
 
 def _handler_invoker(handler):
+    # Spin resets os.environ to the component's environment before every
+    # request; comparing the raw mapping first keeps that free when (as
+    # almost always) the last request left it alone.
+    environ = os.environ
+    raw = environ._data
+    raw_snapshot = dict(raw)
+    snapshot = dict(environ)
+
     def invoke(method, uri, headers, body):
+        if raw != raw_snapshot:
+            environ.clear()
+            environ.update(snapshot)
         response = handler(Request(method, uri, headers, body))
         if not isinstance(response, Response):
             raise InvalidResponse(f"handler returned {type(response).__name__}, not a Response")

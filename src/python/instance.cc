@@ -43,6 +43,7 @@ PyObject* build_headers(const frame::RequestHead& head) {
   PyObject* dict = PyDict_New();
   if (dict == nullptr) return nullptr;
   for (const auto& [name, value] : head.headers) {
+    if (name == "connection") continue;  // hop-by-hop: Spin does not pass it on
     PyObject* key = PyUnicode_DecodeLatin1(name.data(), static_cast<Py_ssize_t>(name.size()), nullptr);
     PyObject* val = decode_latin1(value);
     if (key == nullptr || val == nullptr) {

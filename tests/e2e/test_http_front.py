@@ -1,0 +1,457 @@
+"""The HTTP/1.1 front: keep-alive, pipelining, request bodies, 100-continue, limits, timeouts,
+and ambiguous framing. Malformed requests go over raw sockets."""
+
+import hashlib
+import http.client
+import os
+import threading
+import time
+
+import pytest
+
+from conftest import ECHO_APP, RawConn, fn_toml, http_request, manifest
+
+SLOW_APP = ECHO_APP + '''
+import time as _time
+_echo = handle_request
+
+def handle_request(request):
+    if request.uri.startswith("/slow"):
+        _time.sleep(0.3)
+    return _echo(request)
+'''
+
+
+def start(coil, *flags, app=ECHO_APP, **opts):
+    return coil({"coil.toml": manifest(fn_toml("front", "/...", **opts)), "app.py": app}, *flags)
+
+
+def assert_400_and_closed(c, request_bytes, mark=None):
+    with RawConn(c.port, timeout=5) as rc:
+        rc.send(request_bytes)
+        r = rc.read_response()
+        assert r.status == 400, r
+        assert r.body.startswith(b"bad request: "), r.body
+        assert r.body.endswith(b"\n"), r.body
+        assert rc.wait_closed(5), "connection not closed after a 400 for ambiguous framing"
+    if mark is not None:
+        # the handler never ran
+        assert c.count_lines(r"^\[front pid=\d+\]", since=mark) == 0
+        assert c.count_lines(r"^coil: access \S+ \S+ \S+ 200 ", since=mark) == 0
+
+
+# ---------------------------------------------------------------- connections
+
+def test_keep_alive_reuses_the_connection(coil):
+    c = start(coil)
+    conn = http.client.HTTPConnection("127.0.0.1", c.port, timeout=10)
+    conn.connect()
+    sock = conn.sock
+    local = "%s:%d" % sock.getsockname()
+    try:
+        for i in range(5):
+            r = http_request(c.port, "GET", f"/k{i}", conn=conn)
+            assert r.status == 200, r
+            assert r.json()["uri"] == f"/k{i}"
+            assert r.json()["headers"]["spin-client-addr"] == local
+            assert (r.header("connection") or "").lower() != "close"
+            assert conn.sock is sock, "coil closed a keep-alive connection"
+    finally:
+        conn.close()
+
+
+def test_keep_alive_across_functions(coil):
+    toml = manifest(fn_toml("one", "/one"), fn_toml("two", "/two"))
+    c = coil({"coil.toml": toml, "app.py": ECHO_APP})
+    with RawConn(c.port) as rc:
+        for target in ["/one", "/two", "/nothing", "/one"]:
+            rc.send(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n")
+            r = rc.read_response()
+            assert r.status == (404 if target == "/nothing" else 200), r
+
+
+def test_http10_closes_after_response(coil):
+    c = start(coil)
+    with RawConn(c.port) as rc:
+        rc.send("GET /ten HTTP/1.0\r\nHost: x\r\n\r\n")
+        r = rc.read_response()
+        assert r.status == 200
+        assert r.json()["uri"] == "/ten"
+        assert rc.wait_closed(5)
+
+
+def test_connection_close_honoured(coil):
+    c = start(coil)
+    with RawConn(c.port) as rc:
+        rc.send("GET /bye HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        r = rc.read_response()
+        assert r.status == 200
+        assert rc.wait_closed(5)
+
+
+def test_head_request_has_no_body(coil):
+    c = start(coil)
+    with RawConn(c.port) as rc:
+        rc.send("HEAD /h HTTP/1.1\r\nHost: x\r\n\r\nGET /after-head HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = rc.read_response(method="HEAD")
+        assert r.status == 200, r
+        # the next response follows directly: no body bytes after the HEAD response's head
+        r2 = rc.read_response()
+    assert r2.status == 200, r2
+    assert r2.json()["uri"] == "/after-head"
+
+
+def test_pipelined_requests_answered_in_order(coil):
+    c = start(coil, app=SLOW_APP, max_instances=4)
+    body = b"pipelined body"
+    data = (b"GET /slow/first HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST /second HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+            b"GET /third?x=3 HTTP/1.1\r\nHost: x\r\n\r\n") % (len(body), body)
+    with RawConn(c.port) as rc:
+        rc.send(data)  # all three in one send
+        r1, r2, r3 = rc.read_response(), rc.read_response(), rc.read_response()
+    assert [r1.status, r2.status, r3.status] == [200, 200, 200]
+    assert r1.json()["uri"] == "/slow/first"
+    assert r2.json()["uri"] == "/second"
+    assert bytes.fromhex(r2.json()["body_hex"]) == body
+    assert r3.json()["uri"] == "/third?x=3"
+
+
+def test_pipelined_with_error_in_between(coil):
+    c = coil({"coil.toml": manifest(fn_toml("only", "/only")), "app.py": ECHO_APP})
+    data = (b"GET /only?1 HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /missing HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /only?3 HTTP/1.1\r\nHost: x\r\n\r\n")
+    with RawConn(c.port) as rc:
+        rc.send(data)
+        rs = [rc.read_response() for _ in range(3)]
+    assert [r.status for r in rs] == [200, 404, 200]
+    assert rs[0].json()["uri"] == "/only?1"
+    assert rs[2].json()["uri"] == "/only?3"
+
+
+# ---------------------------------------------------------------- request bodies
+
+def test_content_length_body_intact(coil):
+    c = start(coil)
+    body = os.urandom(3 * 1024 * 1024 + 17)
+    r = c.request("POST", "/upload", body=body)
+    assert r.status == 200, r
+    info = r.json()
+    assert info["body_len"] == len(body)
+    assert info["body_sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_chunked_body_intact(coil):
+    c = start(coil)
+    pieces = [b"hello", b" ", os.urandom(70000), b"x" * 26, os.urandom(1 << 20)]
+    wire = b""
+    for i, p in enumerate(pieces):
+        ext = b";name=value" if i == 1 else b""
+        wire += b"%x%s\r\n%s\r\n" % (len(p), ext, p)
+    wire += b"0\r\n\r\n"
+    whole = b"".join(pieces)
+    with RawConn(c.port) as rc:
+        rc.send(b"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for i in range(0, len(wire), 4096):  # in many writes
+            rc.send(wire[i:i + 4096])
+        r = rc.read_response()
+        assert r.status == 200, r
+        info = r.json()
+        assert info["body_len"] == len(whole)
+        assert info["body_sha256"] == hashlib.sha256(whole).hexdigest()
+        # and the connection is still usable
+        rc.send(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert rc.read_response().json()["uri"] == "/after"
+
+
+def test_chunked_body_with_trailer(coil):
+    c = start(coil)
+    with RawConn(c.port) as rc:
+        rc.send(b"POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"3\r\nabc\r\n0\r\nX-Trailer: yes\r\n\r\n")
+        r = rc.read_response()
+    assert r.status == 200, r
+    assert bytes.fromhex(r.json()["body_hex"]) == b"abc"
+
+
+def test_empty_chunked_body(coil):
+    c = start(coil)
+    with RawConn(c.port) as rc:
+        rc.send(b"POST /e HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        r = rc.read_response()
+    assert r.status == 200, r
+    assert r.json()["body_len"] == 0
+    assert r.json()["body_type"] == "bytes"
+
+
+def test_expect_100_continue(coil):
+    c = start(coil)
+    body = b"sent after continue"
+    with RawConn(c.port) as rc:
+        rc.send(b"POST /expect HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body))
+        interim = rc.read_head(timeout=5)  # must come before we send the body
+        assert interim.version == "HTTP/1.1" and interim.status == 100, interim
+        assert interim.reason == "Continue"
+        rc.send(body)
+        r = rc.read_response()
+    assert r.status == 200, r
+    assert bytes.fromhex(r.json()["body_hex"]) == body
+
+
+def test_expect_100_continue_over_limit_gets_413_not_100(coil):
+    c = start(coil, max_body_bytes=1024)
+    with RawConn(c.port) as rc:
+        rc.send(b"POST /expect HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n")
+        r = rc.read_response(timeout=5)
+    assert r.status == 413, r
+    assert r.body == b"body larger than 1024 bytes\n"
+
+
+# ---------------------------------------------------------------- limits
+
+def test_request_line_over_8k_is_414(coil):
+    c = start(coil)
+    with RawConn(c.port, timeout=5) as rc:
+        rc.send(b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = rc.read_response()
+    assert r.status == 414, r
+    assert r.body == b"request line too long\n"
+
+
+def test_request_line_just_under_8k_is_fine(coil):
+    c = start(coil)
+    target = "/" + "b" * 8000
+    r = c.get(target)
+    assert r.status == 200, r
+    assert r.json()["uri"] == target
+
+
+def test_headers_over_32k_are_431(coil):
+    c = start(coil)
+    headers = b"".join(b"X-Big-%d: %s\r\n" % (i, b"v" * 7000) for i in range(5))  # ~35 KB
+    with RawConn(c.port, timeout=5) as rc:
+        rc.send(b"GET /h HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+        r = rc.read_response()
+    assert r.status == 431, r
+    assert r.body == b"request headers too large\n"
+
+
+def test_headers_under_32k_are_fine(coil):
+    c = start(coil)
+    r = c.get("/h", headers={f"X-Big-{i}": "v" * 7000 for i in range(4)})  # ~28 KB
+    assert r.status == 200, r
+    assert r.json()["headers"]["x-big-3"] == "v" * 7000
+
+
+def test_body_over_max_is_413_before_it_is_sent(coil):
+    c = start(coil, max_body_bytes=1024)
+    mark = c.mark()
+    with RawConn(c.port, timeout=5) as rc:
+        # only the head: coil must answer without waiting for the 10 MB
+        rc.send(b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
+        r = rc.read_response(timeout=5)
+    assert r.status == 413, r
+    assert r.body == b"body larger than 1024 bytes\n"
+    c.wait_for_line(r"^coil: access front POST /big 413 ", since=mark, timeout=5)
+    assert c.count_lines(r"^\[front pid=", since=mark) == 0
+
+
+def test_body_at_max_is_accepted_and_one_more_byte_is_not(coil):
+    c = start(coil, max_body_bytes=1024)
+    r = c.request("POST", "/ok", body=b"z" * 1024)
+    assert r.status == 200, r
+    assert r.json()["body_len"] == 1024
+    r = c.request("POST", "/ok", body=b"z" * 1025)
+    assert r.status == 413, r
+
+
+def test_chunked_body_over_max_is_413(coil):
+    c = start(coil, max_body_bytes=1024)
+    with RawConn(c.port, timeout=5) as rc:
+        rc.send(b"POST /big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"400\r\n" + b"a" * 0x400 + b"\r\n" + b"400\r\n" + b"b" * 0x400 + b"\r\n")
+        r = rc.read_response(timeout=5)
+    assert r.status == 413, r
+
+
+# ---------------------------------------------------------------- timeouts
+
+def _trickle(sock, data, interval, stop):
+    for b in data:
+        if stop.is_set():
+            return
+        try:
+            sock.send(bytes([b]))
+        except OSError:
+            return
+        stop.wait(interval)
+
+
+def test_slowloris_headers_get_408(coil):
+    c = start(coil, "--header-timeout-ms", "1000")
+    stop = threading.Event()
+    with RawConn(c.port, timeout=10) as rc:
+        t0 = time.monotonic()
+        rc.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n")
+        # a byte every 100 ms, forever (it would take minutes to finish the head)
+        t = threading.Thread(target=_trickle,
+                             args=(rc.sock, b"X-Slow: " + b"a" * 10000 + b"\r\n\r\n", 0.1, stop),
+                             daemon=True)
+        t.start()
+        try:
+            r = rc.read_response(timeout=8)
+            elapsed = time.monotonic() - t0
+            assert r.status == 408, r
+            assert r.body == b"request timeout\n"
+            assert 0.8 <= elapsed <= 4.0, f"408 after {elapsed:.2f}s with --header-timeout-ms 1000"
+            assert rc.wait_closed(5)
+        finally:
+            stop.set()
+            t.join()
+
+
+def test_idle_connection_without_request_is_closed(coil):
+    c = start(coil, "--header-timeout-ms", "1000", "--keepalive-timeout-ms", "1000")
+    with RawConn(c.port, timeout=10) as rc:
+        t0 = time.monotonic()
+        closed = rc.wait_closed(6)
+        # coil may send a 408 first; what matters is that the connection goes away
+        assert closed or rc.buf.startswith(b"HTTP/1.1 408"), rc.buf
+        assert time.monotonic() - t0 <= 5.0
+
+
+def test_stalled_body_gets_408(coil):
+    c = start(coil, "--header-timeout-ms", "1000")
+    mark = c.mark()
+    with RawConn(c.port, timeout=10) as rc:
+        t0 = time.monotonic()
+        rc.send(b"POST /stall HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"0123456789")
+        r = rc.read_response(timeout=8)
+        elapsed = time.monotonic() - t0
+        assert r.status == 408, r
+        assert r.body == b"request timeout\n"
+        assert 0.8 <= elapsed <= 4.0, elapsed
+        assert rc.wait_closed(5)
+    assert c.count_lines(r"^\[front pid=", since=mark) == 0
+
+
+def test_slow_body_trickle_gets_408(coil):
+    c = start(coil, "--header-timeout-ms", "1000")
+    stop = threading.Event()
+    with RawConn(c.port, timeout=10) as rc:
+        t0 = time.monotonic()
+        rc.send(b"POST /trickle HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        t = threading.Thread(target=_trickle, args=(rc.sock, b"q" * 100000, 0.1, stop), daemon=True)
+        t.start()
+        try:
+            r = rc.read_response(timeout=8)
+            assert r.status == 408, r
+            assert time.monotonic() - t0 <= 4.0
+        finally:
+            stop.set()
+            t.join()
+
+
+def test_idle_keep_alive_closed_after_timeout(coil):
+    c = start(coil, "--keepalive-timeout-ms", "1000")
+    with RawConn(c.port, timeout=10) as rc:
+        rc.send(b"GET /once HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = rc.read_response()
+        assert r.status == 200
+        t0 = time.monotonic()
+        assert rc.wait_closed(6), "idle keep-alive connection not closed"
+        elapsed = time.monotonic() - t0
+    assert 0.7 <= elapsed <= 3.5, f"closed after {elapsed:.2f}s with --keepalive-timeout-ms 1000"
+
+
+def test_keep_alive_timer_restarts_per_request(coil):
+    c = start(coil, "--keepalive-timeout-ms", "1500")
+    with RawConn(c.port, timeout=10) as rc:
+        t0 = time.monotonic()
+        # requests spread over more than the keep-alive timeout, each gap shorter than it
+        for i in range(4):
+            rc.send(f"GET /r{i} HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert rc.read_response().status == 200
+            if i < 3:
+                assert not rc.wait_closed(0.7)  # (also the pacing between requests)
+        assert time.monotonic() - t0 >= 2.0
+
+
+# ---------------------------------------------------------------- framing
+
+def test_content_length_and_transfer_encoding_is_400(coil):
+    c = start(coil)
+    mark = c.mark()
+    assert_400_and_closed(c, b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", mark)
+
+
+def test_transfer_encoding_and_content_length_is_400(coil):
+    c = start(coil)
+    mark = c.mark()
+    assert_400_and_closed(c, b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                             b"Content-Length: 16\r\n\r\n5\r\nhello\r\n0\r\n\r\n", mark)
+
+
+@pytest.mark.parametrize("values", [(b"5", b"6"), (b"5", b"5")], ids=["different", "same"])
+def test_duplicate_content_length_is_400(coil, values):
+    c = start(coil)
+    mark = c.mark()
+    assert_400_and_closed(c, b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: %s\r\n"
+                             b"Content-Length: %s\r\n\r\nhello!" % values, mark)
+
+
+@pytest.mark.parametrize("cl", [b"5, 5", b"-5", b"+5", b"0x5", b"5 5", b"99999999999999999999999"])
+def test_invalid_content_length_is_400(coil, cl):
+    c = start(coil)
+    mark = c.mark()
+    assert_400_and_closed(c, b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: %s\r\n\r\nhello" % cl, mark)
+
+
+def test_chunked_then_identity_is_400(coil):
+    c = start(coil)
+    mark = c.mark()
+    assert_400_and_closed(c, b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n"
+                             b"5\r\nhello\r\n0\r\n\r\n", mark)
+
+
+@pytest.mark.parametrize("te_lines", [
+    b"Transfer-Encoding : chunked\r\n",
+    b"Transfer-Encoding: xchunked\r\n",
+    b"Transfer-Encoding: chunkedx\r\n",
+    b"Transfer-Encoding: identity\r\n",
+    b"Transfer-Encoding: gzip\r\n",
+    b"Transfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n",
+    b"Transfer-Encoding:\r\n chunked\r\n",
+    b"Transfer-Encoding: \x0bchunked\r\n",
+], ids=["space-before-colon", "xchunked", "chunkedx", "identity", "gzip-not-chunked-last", "second-te",
+        "obs-fold", "vertical-tab"])
+def test_obfuscated_transfer_encoding_is_400(coil, te_lines):
+    c = start(coil)
+    mark = c.mark()
+    assert_400_and_closed(c, b"POST /x HTTP/1.1\r\nHost: x\r\n" + te_lines + b"\r\n5\r\nhello\r\n0\r\n\r\n",
+                          mark)
+
+
+@pytest.mark.parametrize("chunks", [
+    b"zz\r\nhello\r\n0\r\n\r\n",
+    b"-5\r\nhello\r\n0\r\n\r\n",
+    b"0x5\r\nhello\r\n0\r\n\r\n",
+    b"fffffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+    b"\r\nhello\r\n0\r\n\r\n",
+    b"5;a\nb\r\nhello\r\n0\r\n\r\n",
+    b"5\r\nhelloXX0\r\n\r\n",
+    b"5 5\r\nhello\r\n0\r\n\r\n",
+], ids=["non-hex", "negative", "0x-prefix", "overflow", "empty-size", "bare-lf-in-extension",
+        "missing-crlf-after-data", "space-in-size"])
+def test_invalid_chunk_is_400(coil, chunks):
+    c = start(coil)
+    mark = c.mark()
+    assert_400_and_closed(c, b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks, mark)
+
+
+def test_garbage_request_line_is_400(coil):
+    c = start(coil)
+    assert_400_and_closed(c, b"THIS IS NOT HTTP\r\n\r\n")
