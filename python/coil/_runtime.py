@@ -1,15 +1,19 @@
 """Loading a function and adapting it to coil's calling convention.
 
-The C++ side (src/python/) calls load() once in a template, then calls the
-returned invoker for every request in every instance forked from it. The
-invoker contract, per kind:
+The C++ side (src/python/) calls load() once in a template; what it returns is
+used in every instance forked from it:
 
-  "handler"  invoke(method: str, uri: str, headers: dict[str, str], body: bytes)
-             -> (status: int, headers: list[tuple[str, str]], body: bytes)
-             Raises InvalidResponse when the function returned something that
-             is not a valid response; any other exception is the function's.
+  ("handler", invoke)   the Spin handler model, served by the C++ instance loop:
+      invoke(method: str, uri: str, headers: dict[str, str], body: bytes)
+        -> (status: int, headers: list[tuple[str, str]], body: bytes)
+      Raises InvalidResponse when the function returned something that is not
+      a valid response; any other exception is the function's.
+  ("asgi", serve)       an ASGI 3 application: serve(fd) runs the instance's
+      event loop on the instance socket and never returns (see coil._asgi).
 """
+import functools
 import importlib
+import inspect
 import os
 import sys
 
@@ -24,8 +28,9 @@ class InvalidResponse(Exception):
     """The function returned something that is not a valid response."""
 
 
-def load(entrypoint):
-    """Imports `module:attr` and returns (kind, invoker)."""
+def load(entrypoint, options=None):
+    """Imports `module:attr` and returns (kind, target); see the module doc."""
+    options = options or {}
     module_name, _, attr = entrypoint.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -37,7 +42,48 @@ def load(entrypoint):
         raise LoadError(f"cannot import '{entrypoint}': module '{module_name}' has no attribute '{attr}'") from None
     if not callable(target):
         raise LoadError(f"'{entrypoint}' is a {type(target).__name__}, not a callable")
+
+    asgi = is_asgi_application(target)
+    kind = options.get("kind", "auto")
+    if kind == "asgi" and not asgi:
+        raise LoadError(f'kind = "asgi", but \'{entrypoint}\' is not an ASGI 3 application '
+                        f"(an async callable app(scope, receive, send))")
+    if kind == "handler" and asgi:
+        raise LoadError(f'kind = "handler", but \'{entrypoint}\' is an ASGI application (async); '
+                        f"a handler is a plain function handle_request(request)")
+    if asgi:
+        from coil import _asgi
+
+        in_path = root_path_in_path(target, options.get("root_path_in_path", ""))
+        return "asgi", functools.partial(_asgi.serve, app=target, function=options.get("function", attr),
+                                         root_path_in_path=in_path)
     return "handler", _handler_invoker(target)
+
+
+def is_asgi_application(target):
+    """An ASGI 3 application is a coroutine function, or an object whose
+    __call__ is one (Starlette, FastAPI, Quart, Django's ASGIHandler)."""
+    if inspect.iscoroutinefunction(target):
+        return True
+    call = getattr(target, "__call__", None)
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def root_path_in_path(app, option):
+    """Whether scope["path"] keeps the route prefix (today's reading of the
+    ASGI spec, which Quart and Starlette >= 0.33 expect) or has it stripped
+    (what Starlette < 0.33, Debian's 0.26 under FastAPI 0.92, expects)."""
+    if option in ("true", "false"):
+        return option == "true"
+    starlette = sys.modules.get("starlette")
+    module = type(app).__module__ or ""
+    if starlette is not None and module.split(".")[0] in ("starlette", "fastapi"):
+        try:
+            version = tuple(int(part) for part in starlette.__version__.split(".")[:2])
+        except ValueError:
+            return True
+        return version >= (0, 33)
+    return True
 
 
 def _encode_body(body):

@@ -74,7 +74,7 @@ Status read_string(const toml::table& fn, std::string_view key, std::string& out
 constexpr std::string_view kKnownKeys[] = {
     "name",      "entrypoint",    "source",          "route",       "timeout_ms",
     "min_instances", "max_instances", "idle_timeout_ms", "max_queue", "max_body_bytes",
-    "environment",
+    "environment", "kind", "max_concurrency", "stream_idle_timeout_ms", "root_path_in_path",
 };
 
 Result<FunctionConfig> parse_function(const toml::table& fn, const Where& where,
@@ -139,6 +139,24 @@ Result<FunctionConfig> parse_function(const toml::table& fn, const Where& where,
   if (!(s = read_int(fn, "max_queue", config.max_queue, 0, 1000000, where, label))) return s;
   if (!(s = read_int(fn, "max_body_bytes", config.max_body_bytes, 0, int64_t{1} << 40, where, label)))
     return s;
+  if (!(s = read_int(fn, "max_concurrency", config.max_concurrency, 1, 100000, where, label))) return s;
+  if (!(s = read_int(fn, "stream_idle_timeout_ms", config.stream_idle_timeout_ms, 1, kMaxU32, where, label)))
+    return s;
+  if (const toml::node* kind = fn.get("kind")) {
+    std::string value = kind->value<std::string>().value_or("");
+    if (!kind->is_string() || (value != "asgi" && value != "handler")) {
+      return Status::error(where.error(line_of(*kind), "kind",
+                                       fmt::format("must be \"asgi\" or \"handler\" (function \"{}\")", label)));
+    }
+    config.kind = value == "asgi" ? Kind::kAsgi : Kind::kHandler;
+  }
+  if (const toml::node* in_path = fn.get("root_path_in_path")) {
+    if (!in_path->is_boolean()) {
+      return Status::error(where.error(line_of(*in_path), "root_path_in_path",
+                                       fmt::format("must be true or false (function \"{}\")", label)));
+    }
+    config.root_path_in_path = in_path->value<bool>().value_or(true);
+  }
   if (config.min_instances > config.max_instances) {
     return Status::error(where.error(
         line_of(*fn.get("min_instances")), "min_instances",
@@ -169,6 +187,15 @@ Result<FunctionConfig> parse_function(const toml::table& fn, const Where& where,
 }
 
 }  // namespace
+
+const char* kind_name(Kind kind) {
+  switch (kind) {
+    case Kind::kHandler: return "handler";
+    case Kind::kAsgi: return "asgi";
+    case Kind::kAuto: break;
+  }
+  return "auto";
+}
 
 bool is_valid_name(const std::string& name) {
   if (name.empty() || name.size() > 63) return false;

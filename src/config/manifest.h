@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -15,6 +16,10 @@
 #include "common/status.h"
 
 namespace coil::config {
+
+// How a function is called. kAuto: detected from the entrypoint object when
+// the template imports it (an ASGI 3 application, or a Spin handler).
+enum class Kind { kAuto, kHandler, kAsgi };
 
 struct FunctionConfig {
   std::string name;
@@ -27,6 +32,10 @@ struct FunctionConfig {
   uint32_t idle_timeout_ms = 60000;
   uint32_t max_queue = 256;
   uint64_t max_body_bytes = 16u << 20;
+  Kind kind = Kind::kAuto;
+  uint32_t max_concurrency = 100;          // ASGI: requests in flight per instance
+  uint32_t stream_idle_timeout_ms = 60000;  // once a response started: longest gap between messages
+  std::optional<bool> root_path_in_path;   // ASGI: unset = detected from the framework
   std::vector<std::pair<std::string, std::string>> environment;
   // Where the function is declared, for errors found after parsing
   // (an entrypoint that does not import): "PATH:LINE".
@@ -47,6 +56,9 @@ Result<Manifest> parse_manifest(const std::string& text, const std::string& path
 // The manifest-less form `coil up DIR module:attr`: one function named after
 // the directory, served at "/...".
 Result<Manifest> single_function(const std::string& dir, const std::string& entrypoint);
+
+// "asgi", "handler" or "auto".
+const char* kind_name(Kind kind);
 
 // Validation helpers shared with the command line.
 Status validate_entrypoint(const std::string& entrypoint);

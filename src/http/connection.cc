@@ -64,7 +64,11 @@ void Connection::read() {
                               self->phase_ = Phase::kHead;
                               self->deadline_ = SteadyClock::now() + self->server_.options().header_timeout;
                             }
-                            self->process();
+                            if (self->phase_ == Phase::kHead || self->phase_ == Phase::kBody) {
+                              self->process();
+                            } else if (self->watch_disconnect_ && self->input_.size() - self->input_pos_ < kMaxBuffered) {
+                              self->read();  // keep watching for the client going away
+                            }
                           });
 }
 
@@ -79,9 +83,15 @@ void Connection::process() {
     size_t consumed = 0;
     auto outcome = parser_.feed(std::string_view(input_).substr(input_pos_), consumed);
     input_pos_ += consumed;
-    if (phase_ == Phase::kBody && parser_.body_size() >= body_checkpoint_ + kBodyProgress) {
-      body_checkpoint_ = parser_.body_size();
-      deadline_ = SteadyClock::now() + server_.options().header_timeout;
+    if (phase_ == Phase::kBody) {
+      if (body_received_ + parser_.body_size() >= body_checkpoint_ + kBodyProgress) {
+        body_checkpoint_ = body_received_ + parser_.body_size();
+        deadline_ = SteadyClock::now() + server_.options().header_timeout;
+      }
+      if (streaming_body_ && outcome != RequestParser::Outcome::kDone && parser_.body_size() > 0) {
+        body_received_ += parser_.body_size();
+        server_.pool(target_pool_).send_body(invocation_, parser_.take_body(), false);
+      }
     }
     switch (outcome) {
       case RequestParser::Outcome::kNeedMore:
@@ -154,6 +164,10 @@ bool Connection::on_head() {
     }
   }
   invocation_ = std::move(invocation);
+  streaming_body_ = pool.streams_request_body();
+  watch_disconnect_ = streaming_body_;
+  body_received_ = 0;
+  body_checkpoint_ = 0;
 
   if (parser_.done()) {
     on_request();
@@ -162,24 +176,45 @@ bool Connection::on_head() {
   parser_.begin_body(function.max_body_bytes);
   if (parser_.expects_continue()) write("HTTP/1.1 100 Continue\r\n\r\n");
   phase_ = Phase::kBody;
-  body_checkpoint_ = 0;
   deadline_ = SteadyClock::now() + server_.options().header_timeout;
+  if (streaming_body_) {
+    // The function gets the request now and its body as it arrives.
+    invocation_->body_complete = false;
+    invocation_->started = SteadyClock::now();
+    invocation_->sink = shared_from_this();
+    pool.submit(invocation_);
+    return phase_ == Phase::kBody;  // submit() may have answered already
+  }
   return true;
 }
 
 void Connection::on_request() {
-  invocation_->body = parser_.take_body();
-  invocation_->started = SteadyClock::now();
-  invocation_->sink = shared_from_this();
-  phase_ = Phase::kWaiting;
+  runtime::FunctionPool& pool = server_.pool(target_pool_);
   response_complete_ = false;
   response_chunked_ = false;
   response_until_close_ = false;
-  server_.pool(target_pool_).submit(invocation_);
+  if (streaming_body_ && invocation_->sink) {
+    // Already submitted at the head: this is the end of the body.
+    phase_ = Phase::kWaiting;
+    pool.send_body(invocation_, parser_.take_body(), true);
+  } else {
+    invocation_->body = parser_.take_body();
+    invocation_->started = SteadyClock::now();
+    invocation_->sink = shared_from_this();
+    phase_ = Phase::kWaiting;
+    pool.submit(invocation_);
+  }
+  if (watch_disconnect_ && phase_ == Phase::kWaiting) read();
 }
 
 void Connection::on_response_head(const frame::ResponseHead& head, std::string_view body, bool end) {
-  if (phase_ != Phase::kWaiting) return;
+  if (phase_ == Phase::kBody) {
+    // The function answered before reading the whole body: the rest of the
+    // body is not read, so the connection cannot be reused.
+    keep_alive_ = false;
+  } else if (phase_ != Phase::kWaiting) {
+    return;
+  }
   phase_ = Phase::kResponding;
   response_status_ = head.status;
   BodyFraming framing = BodyFraming::kContentLength;
@@ -225,8 +260,12 @@ void Connection::on_response_body(std::string_view body, bool end) {
 }
 
 void Connection::on_failure(uint16_t status, const std::string& message) {
-  if (phase_ == Phase::kWaiting) {
-    respond_error(status, message, false, status == 503 ? "retry-after: 1\r\n" : "");
+  if (phase_ == Phase::kWaiting || phase_ == Phase::kBody || phase_ == Phase::kHead) {
+    // Before the whole request was read (a streamed body), the rest of it
+    // will not be: close after answering.
+    bool close_after = phase_ != Phase::kWaiting;
+    invocation_.reset();
+    respond_error(status, message, close_after, status == 503 ? "retry-after: 1\r\n" : "");
     return;
   }
   if (phase_ == Phase::kResponding) {

@@ -28,6 +28,9 @@ class Server;
 class Connection : public runtime::ResponseSink, public std::enable_shared_from_this<Connection> {
  public:
   static constexpr size_t kBodyProgress = 64 * 1024;
+  // While a response is awaited, input beyond this is not read (backpressure
+  // on pipelining clients).
+  static constexpr size_t kMaxBuffered = 64 * 1024;
 
   Connection(Server& server, boost::asio::ip::tcp::socket socket);
   ~Connection() override;
@@ -77,6 +80,9 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   std::chrono::steady_clock::time_point deadline_;
   std::chrono::steady_clock::time_point request_started_;
   size_t body_checkpoint_ = 0;
+  size_t body_received_ = 0;     // body bytes already handed on (streamed bodies)
+  bool streaming_body_ = false;  // the function gets the body as it arrives (ASGI)
+  bool watch_disconnect_ = false;  // keep reading while waiting, to see the client leave
 
   char read_buffer_[16 * 1024];
   std::string input_;

@@ -18,6 +18,7 @@ Status send(int socket, const Message& m) {
       wire::put_str(out, m.build.source);
       wire::put_str(out, m.build.entrypoint);
       wire::put_pairs(out, m.build.environment);
+      wire::put_pairs(out, m.build.options);
       break;
     case Type::kTemplateReady:
       wire::put_u32(out, m.ready.pid);
@@ -109,7 +110,7 @@ Status receive(int socket, Message& m, bool* would_block) {
   switch (m.type) {
     case Type::kBuildTemplate:
       ok = c.str(m.build.function) && c.str(m.build.source) && c.str(m.build.entrypoint) &&
-           c.pairs(m.build.environment);
+           c.pairs(m.build.environment) && c.pairs(m.build.options);
       break;
     case Type::kTemplateReady:
       ok = c.u32(m.ready.pid) && c.u64(m.ready.import_us) && c.str(m.ready.kind);

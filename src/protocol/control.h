@@ -5,7 +5,7 @@
 // rare, small messages (a template to build, an instance to fork), so
 // simplicity beats batching here; the data plane uses frames (frame.h).
 //
-//   host -> zygote     kBuildTemplate  {function, source, entrypoint, environment}
+//   host -> zygote     kBuildTemplate  {function, source, entrypoint, environment, options}
 //                                      fds: [template's control socket, output pipe (write end)]
 //   template -> host   kTemplateStarted {pid}            (first, before importing)
 //                      kTemplateReady  {pid, import_us, kind}
@@ -43,6 +43,8 @@ struct BuildTemplate {
   std::string source;
   std::string entrypoint;
   std::vector<std::pair<std::string, std::string>> environment;
+  // Settings for the Python side ("kind", "root_path_in_path"), as strings.
+  std::vector<std::pair<std::string, std::string>> options;
 };
 
 struct TemplateReady {

@@ -68,6 +68,7 @@ void append_request(std::string& out, uint32_t stream, const RequestHead& head,
       [&](std::string& o) {
         put_str(o, head.method);
         put_str(o, head.target);
+        put_str(o, head.version);
         put_str(o, head.scheme);
         put_str(o, head.client);
         put_str(o, head.server);
@@ -92,7 +93,7 @@ void append_response(std::string& out, uint32_t stream, const ResponseHead& head
 
 Status decode_request_head(std::string_view payload, RequestHead& head, std::string_view& body) {
   Cursor c(payload);
-  if (!c.str(head.method) || !c.str(head.target) || !c.str(head.scheme) || !c.str(head.client) ||
+  if (!c.str(head.method) || !c.str(head.target) || !c.str(head.version) || !c.str(head.scheme) || !c.str(head.client) ||
       !c.str(head.server) || !c.str(head.host) || !c.str(head.route) || !c.str(head.path_info) ||
       !c.pairs(head.headers)) {
     return Status::error("truncated request head frame");
@@ -120,7 +121,7 @@ std::optional<Frame> Reader::next(Status& error) {
     error = Status::error("frame payload of " + std::to_string(length) + " bytes exceeds the limit");
     return std::nullopt;
   }
-  if (type < static_cast<uint8_t>(Type::kRequestHead) || type > static_cast<uint8_t>(Type::kReset)) {
+  if (type < static_cast<uint8_t>(Type::kRequestHead) || type > static_cast<uint8_t>(Type::kFailed)) {
     error = Status::error("unknown frame type " + std::to_string(type));
     return std::nullopt;
   }

@@ -20,7 +20,9 @@
 // kFlagEnd completes the body. Responses mirror that with kResponseHead and
 // kResponseBody. kCancel (host -> instance) says the host gave up on a stream
 // (client gone or deadline passed): the instance should drop it. kReset
-// (instance -> host) aborts a stream whose response already started.
+// (instance -> host) aborts a stream (the final frame of a cancelled stream,
+// or of a response that cannot be completed). An instance says kReady once
+// it can serve, or kFailed (and exits) if it cannot.
 #pragma once
 
 #include <cstdint>
@@ -41,6 +43,8 @@ enum class Type : uint8_t {
   kResponseBody = 4,
   kCancel = 5,
   kReset = 6,
+  kReady = 7,   // instance -> host, stream 0: started (ASGI: lifespan startup complete)
+  kFailed = 8,  // instance -> host, stream 0: could not start; payload says why
 };
 
 inline constexpr uint8_t kFlagEnd = 0x01;
@@ -65,6 +69,7 @@ using Header = std::pair<std::string, std::string>;
 struct RequestHead {
   std::string method;
   std::string target;     // path and query exactly as received
+  std::string version;    // "1.1" or "1.0"
   std::string scheme;     // "http"
   std::string client;     // "ip:port" of the peer
   std::string server;     // "ip:port" the request arrived on

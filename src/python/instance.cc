@@ -169,6 +169,9 @@ void run_handler_instance(int socket, PyObject* invoke, const std::string& funct
   }
   frame::Reader reader;
   std::string out;
+  frame::append(out, frame::Type::kReady, frame::kFlagEnd, 0, {});
+  if (!write_all(socket, out.data(), out.size())) _exit(0);
+  out.clear();
   std::unordered_map<uint32_t, Pending> pending;
   std::deque<uint32_t> order;  // streams in the order their heads arrived
 

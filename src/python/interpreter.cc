@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "python/codec.h"
 #include "python/embedded_sources.h"
 
 namespace coil::python {
@@ -27,7 +28,14 @@ PyMethodDef kMethods[] = {
 PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_coil", "coil's native helpers", -1, kMethods,
                        nullptr, nullptr, nullptr, nullptr};
 
-PyObject* init_native_module() { return PyModule_Create(&kModule); }
+PyObject* init_native_module() {
+  PyObject* module = PyModule_Create(&kModule);
+  if (module != nullptr && PyModule_AddFunctions(module, codec_methods()) != 0) {
+    Py_DECREF(module);
+    return nullptr;
+  }
+  return module;
+}
 
 // Puts a finder for the embedded modules first on sys.meta_path.
 constexpr const char* kBootstrap = R"py(

@@ -35,7 +35,7 @@ uint64_t now_us() {
 
 // Forks one instance for a kSpawn request and reports it to the host.
 void spawn_instance(int control, int signal_fd, control::Message& request, PyObject* invoke,
-                    const std::string& function) {
+                    const std::string& function, const std::string& kind) {
   if (request.fds.size() != 1) {
     std::fprintf(stderr, "coil: spawn request without an instance socket\n");
     return;
@@ -60,7 +60,11 @@ void spawn_instance(int control, int signal_fd, control::Message& request, PyObj
     if (!bind_to_parent(template_pid, "coil-i:" + function) || !redirect_output(output[1])) _exit(1);
     reset_signals();
     int socket = request.fds[0].release();
-    run_handler_instance(socket, invoke, function);
+    if (kind == "handler") run_handler_instance(socket, invoke, function);
+    // Other kinds run their own loop, written in Python: target(fd) never returns.
+    PyObject* result = PyObject_CallFunction(invoke, "i", socket);
+    if (result == nullptr) PyErr_Print();
+    _exit(1);
   }
   ::close(output[1]);
   request.fds.clear();  // closes the template's copy of the instance socket
@@ -92,7 +96,8 @@ void report_exits(int control, int signal_fd) {
 }
 
 // The template's loop: fork instances on request, report their exits.
-[[noreturn]] void serve_template(int control, PyObject* invoke, const std::string& function) {
+[[noreturn]] void serve_template(int control, PyObject* invoke, const std::string& function,
+                                 const std::string& kind) {
   sigset_t child_signals;
   sigemptyset(&child_signals);
   sigaddset(&child_signals, SIGCHLD);
@@ -115,7 +120,7 @@ void report_exits(int control, int signal_fd) {
       control::Message request;
       Status s = control::receive(control, request);
       if (!s) _exit(0);  // the host is gone or stopped this function: instances die with us
-      if (request.type == control::Type::kSpawn) spawn_instance(control, signal_fd, request, invoke, function);
+      if (request.type == control::Type::kSpawn) spawn_instance(control, signal_fd, request, invoke, function, kind);
     }
   }
 }
@@ -171,7 +176,19 @@ void report_exits(int control, int signal_fd) {
 
   uint64_t import_started = now_us();
   PyObject* load = import_attr("coil._runtime", "load");
-  PyObject* loaded = load ? PyObject_CallFunction(load, "s", spec.entrypoint.c_str()) : nullptr;
+  PyObject* options = PyDict_New();
+  PyObject* function_name = PyUnicode_FromString(spec.function.c_str());
+  if (options == nullptr || function_name == nullptr || PyDict_SetItemString(options, "function", function_name) != 0) {
+    report_failure(take_exception_summary());
+  }
+  Py_DECREF(function_name);
+  for (const auto& [key, value] : spec.options) {
+    PyObject* v = PyUnicode_FromString(value.c_str());
+    if (v == nullptr || PyDict_SetItemString(options, key.c_str(), v) != 0) report_failure(take_exception_summary());
+    Py_DECREF(v);
+  }
+  PyObject* loaded = load ? PyObject_CallFunction(load, "sO", spec.entrypoint.c_str(), options) : nullptr;
+  Py_DECREF(options);
   if (loaded == nullptr) {
     PyObject *type, *value, *traceback;
     PyErr_Fetch(&type, &value, &traceback);
@@ -209,7 +226,7 @@ void report_exits(int control, int signal_fd) {
   ready.ready.import_us = import_us;
   ready.ready.kind = kind_name;
   if (!control::send(control, ready)) _exit(1);
-  serve_template(control, invoke, spec.function);
+  serve_template(control, invoke, spec.function, kind_name);
 }
 
 }  // namespace
@@ -225,13 +242,21 @@ int run_zygote(int control_fd) {
     std::fprintf(stderr, "coil: zygote: %s\n", s.message().c_str());
     return 1;
   }
-  // What every template needs anyway, imported once here and shared.
-  PyObject* runtime = PyImport_ImportModule("coil._runtime");
-  if (runtime == nullptr) {
-    PyErr_Print();
-    return 1;
+  // What templates need anyway, imported once here and shared by all: the
+  // runtime, and the ASGI server with asyncio (and uvloop when installed).
+  for (const char* module : {"coil._runtime", "coil._asgi"}) {
+    PyObject* imported = PyImport_ImportModule(module);
+    if (imported == nullptr) {
+      PyErr_Print();
+      return 1;
+    }
+    Py_DECREF(imported);
   }
-  Py_DECREF(runtime);
+  if (PyObject* uvloop = PyImport_ImportModule("uvloop")) {
+    Py_DECREF(uvloop);
+  } else {
+    PyErr_Clear();  // optional: plain asyncio then
+  }
 
   pid_t self = ::getpid();
   for (;;) {

@@ -46,7 +46,13 @@ std::string output_prefix(const std::string& function, pid_t pid) {
 }  // namespace
 
 FunctionPool::FunctionPool(boost::asio::io_context& io, config::FunctionConfig config, ZygoteProcess& zygote)
-    : io_(io), config_(std::move(config)), zygote_(zygote), deadline_timer_(io) {}
+    : io_(io),
+      config_(std::move(config)),
+      zygote_(zygote),
+      response_deadlines_(std::chrono::milliseconds(config_.timeout_ms)),
+      stream_deadlines_(std::chrono::milliseconds(config_.stream_idle_timeout_ms)),
+      cancel_deadlines_(kCancelGrace),
+      deadline_timer_(io) {}
 
 FunctionPool::~FunctionPool() { stop(); }
 
@@ -55,14 +61,18 @@ void FunctionPool::start(std::function<void(Status)> done) {
   build_template();
 }
 
+void FunctionPool::finish_start(Status status) {
+  trial_ = nullptr;
+  if (on_started_) std::exchange(on_started_, nullptr)(std::move(status));
+}
+
 void FunctionPool::build_template() {
   template_state_ = TemplateState::kBuilding;
   build_started_ = Clock::now();
   Result<TemplateHandles> handles = zygote_.build_template(config_);
   if (!handles) {
     template_state_ = TemplateState::kFailed;
-    template_error_ = handles.message();
-    if (on_started_) std::exchange(on_started_, nullptr)(Status::error(template_error_));
+    finish_start(Status::error(config_.entrypoint_origin + ": entrypoint: " + handles.message()));
     return;
   }
   template_ = std::make_shared<ControlChannel>(io_, std::move(handles->control));
@@ -86,9 +96,8 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
     if (stopping_) return;
     if (was_building) {
       template_state_ = TemplateState::kFailed;
-      template_error_ = config_.entrypoint_origin + ": entrypoint: the template exited while importing '" +
-                        config_.entrypoint + "' (see its output above)";
-      if (on_started_) std::exchange(on_started_, nullptr)(Status::error(template_error_));
+      finish_start(Status::error(config_.entrypoint_origin + ": entrypoint: the template exited while importing '" +
+                                 config_.entrypoint + "' (see its output above)"));
       while (!queue_.empty()) {
         auto invocation = queue_.front();
         queue_.pop_front();
@@ -107,20 +116,31 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
       break;
     case control::Type::kTemplateReady: {
       template_state_ = TemplateState::kReady;
+      kind_ = m.ready.kind == "asgi" ? config::Kind::kAsgi : config::Kind::kHandler;
       double ms = std::chrono::duration<double, std::milli>(Clock::now() - build_started_).count();
       log::info("template {} imported {} in {:.1f}ms (kind {})", config_.name, config_.entrypoint,
                 m.ready.import_us / 1000.0, m.ready.kind);
       log::info("template {} ready in {:.1f}ms (pid {})", config_.name, ms, m.ready.pid);
-      if (on_started_) std::exchange(on_started_, nullptr)(Status::ok());
+      if (kind_ == config::Kind::kAsgi) {
+        // One trial instance runs lifespan startup now, so that a failing
+        // startup shows at start and not on a user's first request.
+        auto trial = spawn_instance();
+        if (!trial) {
+          finish_start(Status::error(config_.entrypoint_origin + ": entrypoint: cannot start an instance"));
+          return;
+        }
+        trial_ = trial.get();
+      } else {
+        finish_start(Status::ok());
+      }
       keep_minimum();
       drain_queue();
       break;
     }
     case control::Type::kTemplateFailed:
       template_state_ = TemplateState::kFailed;
-      template_error_ = config_.entrypoint_origin + ": entrypoint: " + m.message;
       log::info("template {} failed: {}", config_.name, m.message);
-      if (on_started_) std::exchange(on_started_, nullptr)(Status::error(template_error_));
+      finish_start(Status::error(config_.entrypoint_origin + ": entrypoint: " + m.message));
       while (!queue_.empty()) {
         auto invocation = queue_.front();
         queue_.pop_front();
@@ -161,12 +181,8 @@ void FunctionPool::submit(std::shared_ptr<Invocation> invocation) {
     invocation->sink.reset();
     return;
   }
-  Clock::time_point now = Clock::now();
-  invocation->deadline = now + std::chrono::milliseconds(config_.timeout_ms);
   invocation->state = Invocation::State::kQueued;
-  live_.push_back(invocation);
-  invocation->live_position = std::prev(live_.end());
-  invocation->live = true;
+  response_deadlines_.push(invocation, Clock::now());
   arm_deadline_timer();
 
   switch (template_state_) {
@@ -189,38 +205,63 @@ void FunctionPool::submit(std::shared_ptr<Invocation> invocation) {
   }
 }
 
+void FunctionPool::send_body(const std::shared_ptr<Invocation>& invocation, std::string_view chunk, bool end) {
+  switch (invocation->state) {
+    case Invocation::State::kQueued:
+      invocation->body.append(chunk);
+      invocation->body_complete = end;
+      break;
+    case Invocation::State::kDispatched:
+    case Invocation::State::kResponding:
+      if (invocation->instance != nullptr && !invocation->cancel_sent) {
+        std::string frames;
+        frame::append_body(frames, frame::Type::kRequestBody, invocation->id, chunk, end);
+        invocation->instance->send(frames);
+      }
+      invocation->body_complete = end;
+      break;
+    case Invocation::State::kDone:
+      break;
+  }
+}
+
 size_t FunctionPool::waiting() const {
   size_t count = queue_.size();
-  for (const auto& instance : instances_) {
-    if (instance->in_flight().size() > 1) count += instance->in_flight().size() - 1;
+  if (kind_ == config::Kind::kHandler) {
+    for (const auto& instance : instances_) {
+      if (instance->in_flight().size() > 1) count += instance->in_flight().size() - 1;
+    }
   }
   return count;
 }
 
-void FunctionPool::place(const std::shared_ptr<Invocation>& invocation) {
-  Instance* least_busy = nullptr;
+// The instance a request should go to without forking: an idle one first;
+// then (handler) the least busy one with pipeline room, or (ASGI) the least
+// busy one below max_concurrency. nullptr when none has room.
+Instance* FunctionPool::instance_with_room() const {
+  size_t limit = kind_ == config::Kind::kAsgi ? config_.max_concurrency : kPipelineDepth;
+  Instance* best = nullptr;
   for (const auto& instance : instances_) {
-    if (instance->closed()) continue;
-    if (instance->in_flight().empty()) {
-      dispatch(*instance, invocation);
-      return;
-    }
-    if (least_busy == nullptr || instance->in_flight().size() < least_busy->in_flight().size()) {
-      least_busy = instance.get();
-    }
+    if (instance->closed() || instance->in_flight().size() >= limit) continue;
+    if (best == nullptr || instance->in_flight().size() < best->in_flight().size()) best = instance.get();
   }
-  if (instances_.size() < config_.max_instances) {
-    if (auto instance = spawn_instance()) {
-      dispatch(*instance, invocation);
-      return;
-    }
+  return best;
+}
+
+void FunctionPool::place(const std::shared_ptr<Invocation>& invocation) {
+  Instance* target = instance_with_room();
+  bool idle = target != nullptr && (target->in_flight().empty() || kind_ == config::Kind::kAsgi);
+  if (!idle && instances_.size() < config_.max_instances) {
+    if (auto spawned = spawn_instance()) target = spawned.get();
+  } else if (!idle && target != nullptr && waiting() >= config_.max_queue) {
+    target = nullptr;  // pipelining would make it wait: the queue limit applies
+  }
+  if (target != nullptr) {
+    dispatch(*target, invocation);
+    return;
   }
   if (waiting() >= config_.max_queue) {
     fail(*invocation, 503, config_.name + " is overloaded, retry later");
-    return;
-  }
-  if (least_busy != nullptr && least_busy->in_flight().size() < kPipelineDepth) {
-    dispatch(*least_busy, invocation);
     return;
   }
   queue_.push_back(invocation);
@@ -231,7 +272,10 @@ void FunctionPool::dispatch(Instance& instance, const std::shared_ptr<Invocation
   invocation->instance = &instance;
   instance.in_flight().push_back(invocation);
   std::string frames;
-  frame::append_request(frames, invocation->id, invocation->head, invocation->body, true);
+  frame::append_request(frames, invocation->id, invocation->head, invocation->body, invocation->body_complete);
+  // A handler request may be sent again if its instance dies before starting
+  // it; an ASGI request never is, so its body need not be kept.
+  if (kind_ == config::Kind::kAsgi) invocation->body.clear();
   instance.send(frames);
 }
 
@@ -258,22 +302,11 @@ std::shared_ptr<Instance> FunctionPool::spawn_instance() {
 }
 
 void FunctionPool::drain_queue() {
-  while (!queue_.empty() && template_state_ == TemplateState::kReady) {
-    // Only hand queued requests to instances that can start them now or soon.
-    Instance* target = nullptr;
-    for (const auto& instance : instances_) {
-      if (!instance->closed() && instance->in_flight().empty()) {
-        target = instance.get();
-        break;
-      }
-    }
-    if (target == nullptr && instances_.size() < config_.max_instances) target = spawn_instance().get();
-    if (target == nullptr) {
-      for (const auto& instance : instances_) {
-        if (!instance->closed() && instance->in_flight().size() < kPipelineDepth &&
-            (target == nullptr || instance->in_flight().size() < target->in_flight().size())) {
-          target = instance.get();
-        }
+  while (!queue_.empty() && template_state_ == TemplateState::kReady && !stopping_) {
+    Instance* target = instance_with_room();
+    if (target == nullptr || (!target->in_flight().empty() && kind_ == config::Kind::kHandler)) {
+      if (instances_.size() < config_.max_instances) {
+        if (auto spawned = spawn_instance()) target = spawned.get();
       }
     }
     if (target == nullptr) return;
@@ -291,12 +324,15 @@ void FunctionPool::keep_minimum() {
 }
 
 void FunctionPool::on_frame(Instance& instance, const frame::Frame& f) {
+  if (f.stream == 0) {
+    on_instance_frame(instance, f);
+    return;
+  }
   auto& in_flight = instance.in_flight();
   auto it = std::find_if(in_flight.begin(), in_flight.end(), [&](const auto& i) { return i->id == f.stream; });
   if (it == in_flight.end()) {
     log::info("instance {} pid={} answered an unknown request; killing it", config_.name, instance.pid());
-    exit_reasons_[instance.pid()] = "protocol error";
-    instance.kill();
+    kill(instance, "protocol error");
     retire(instance, 502, "instance of " + config_.name + " failed");
     return;
   }
@@ -312,11 +348,17 @@ void FunctionPool::on_frame(Instance& instance, const frame::Frame& f) {
         break;
       }
       invocation->state = Invocation::State::kResponding;
-      if (invocation->sink) invocation->sink->on_response_head(head, body, end);
+      if (invocation->sink) {
+        if (!end) stream_deadlines_.push(invocation, Clock::now());
+        invocation->sink->on_response_head(head, body, end);
+      }
       break;
     }
     case frame::Type::kResponseBody:
-      if (invocation->sink) invocation->sink->on_response_body(f.payload, end);
+      if (invocation->sink) {
+        if (!end) stream_deadlines_.push(invocation, Clock::now());
+        invocation->sink->on_response_body(f.payload, end);
+      }
       break;
     case frame::Type::kReset:
       end = true;
@@ -324,15 +366,39 @@ void FunctionPool::on_frame(Instance& instance, const frame::Frame& f) {
       break;
     default:
       log::info("instance {} pid={} sent an unexpected frame; killing it", config_.name, instance.pid());
-      exit_reasons_[instance.pid()] = "protocol error";
-      instance.kill();
+      kill(instance, "protocol error");
       retire(instance, 502, "instance of " + config_.name + " failed");
       return;
   }
-  if (!end) return;
+  if (end) end_stream(instance, invocation);
+}
+
+// Frames about the instance itself (stream 0).
+void FunctionPool::on_instance_frame(Instance& instance, const frame::Frame& f) {
+  if (f.type == frame::Type::kReady) {
+    if (trial_ == &instance) finish_start(Status::ok());
+    return;
+  }
+  if (f.type == frame::Type::kFailed) {
+    std::string why(f.payload);
+    if (trial_ == &instance) {
+      finish_start(Status::error(config_.entrypoint_origin + ": entrypoint: lifespan startup failed: " + why));
+    }
+    exit_reasons_[instance.pid()] = "startup failed";
+    retire(instance, 503, "function " + config_.name + " failed to start");
+    return;
+  }
+  log::info("instance {} pid={} sent an unexpected frame; killing it", config_.name, instance.pid());
+  kill(instance, "protocol error");
+  retire(instance, 502, "instance of " + config_.name + " failed");
+}
+
+void FunctionPool::end_stream(Instance& instance, const std::shared_ptr<Invocation>& invocation) {
   detach(*invocation);
+  DeadlineQueue::remove(*invocation);
   invocation->state = Invocation::State::kDone;
   invocation->instance = nullptr;
+  auto& in_flight = instance.in_flight();
   in_flight.erase(std::find(in_flight.begin(), in_flight.end(), invocation));
   if (in_flight.empty()) instance.mark_idle(Clock::now());
   drain_queue();
@@ -342,32 +408,56 @@ void FunctionPool::on_instance_lost(Instance& instance) {
   retire(instance, 502, "instance of " + config_.name + " died during the request");
 }
 
-void FunctionPool::retire(Instance& instance, uint16_t running_status, const std::string& running_message) {
+void FunctionPool::kill(Instance& instance, const std::string& reason) {
+  exit_reasons_[instance.pid()] = "killed: " + reason;
+  instance.kill();
+}
+
+void FunctionPool::retire(Instance& instance, uint16_t status, const std::string& message) {
   auto self = std::find_if(instances_.begin(), instances_.end(), [&](const auto& i) { return i.get() == &instance; });
   if (self == instances_.end()) return;
   std::shared_ptr<Instance> keep = *self;  // the instance outlives this call
   instances_.erase(self);
   instance.close();
+  if (trial_ == &instance) {
+    finish_start(Status::error(config_.entrypoint_origin + ": entrypoint: the first instance exited during startup" +
+                               " (see its output above)"));
+  }
 
   auto in_flight = std::move(instance.in_flight());
   instance.in_flight().clear();
-  // The front request was executing: it cannot be retried. The rest had not
-  // started (strict arrival order), so they go back to the queue's front.
+  bool handler = kind_ == config::Kind::kHandler;
+  // Walk backwards so that requeued requests keep their order at the queue's front.
   for (auto it = in_flight.rbegin(); it != in_flight.rend(); ++it) {
     const std::shared_ptr<Invocation>& invocation = *it;
     invocation->instance = nullptr;
-    if (it == std::prev(in_flight.rend())) {
-      if (invocation->sink) fail(*invocation, running_status, running_message);
+    bool executing = !handler || it == std::prev(in_flight.rend());
+    if (executing || !invocation->sink) {
+      fail(*invocation, status, message);
+      DeadlineQueue::remove(*invocation);
       invocation->state = Invocation::State::kDone;
       continue;
     }
-    if (!invocation->sink) continue;  // already answered (its deadline passed) and cancelled
     invocation->state = Invocation::State::kQueued;
+    invocation->cancel_sent = false;
     queue_.push_front(invocation);
   }
   if (stopping_) return;
   keep_minimum();
   drain_queue();
+}
+
+void FunctionPool::send_cancel(const std::shared_ptr<Invocation>& invocation) {
+  Instance* instance = invocation->instance;
+  if (instance == nullptr || invocation->cancel_sent) return;
+  invocation->cancel_sent = true;
+  std::string cancel;
+  frame::append(cancel, frame::Type::kCancel, frame::kFlagEnd, invocation->id, {});
+  instance->send(cancel);
+  if (kind_ == config::Kind::kAsgi) {
+    cancel_deadlines_.push(invocation, Clock::now());
+    arm_deadline_timer();
+  }
 }
 
 void FunctionPool::fail(Invocation& invocation, uint16_t status, const std::string& message) {
@@ -376,9 +466,8 @@ void FunctionPool::fail(Invocation& invocation, uint16_t status, const std::stri
 }
 
 void FunctionPool::detach(Invocation& invocation) {
-  if (invocation.live) {
-    live_.erase(invocation.live_position);
-    invocation.live = false;
+  if (invocation.deadline_queue == &response_deadlines_ || invocation.deadline_queue == &stream_deadlines_) {
+    DeadlineQueue::remove(invocation);
   }
   invocation.sink.reset();
 }
@@ -392,13 +481,12 @@ void FunctionPool::abandon(const std::shared_ptr<Invocation>& invocation) {
       break;
     case Invocation::State::kDispatched:
     case Invocation::State::kResponding: {
-      Instance* instance = invocation->instance;
-      if (instance != nullptr && instance->in_flight().front() != invocation) {
-        std::string cancel;
-        frame::append(cancel, frame::Type::kCancel, frame::kFlagEnd, invocation->id, {});
-        instance->send(cancel);
-      }
       detach(*invocation);
+      Instance* instance = invocation->instance;
+      // A handler cannot be interrupted: let the one executing finish.
+      bool executing_handler = kind_ == config::Kind::kHandler && instance != nullptr &&
+                               instance->in_flight().front() == invocation;
+      if (!executing_handler) send_cancel(invocation);
       break;
     }
     case Invocation::State::kDone:
@@ -412,8 +500,11 @@ void FunctionPool::remove_from_queue(const Invocation& invocation) {
 }
 
 void FunctionPool::arm_deadline_timer() {
-  if (live_.empty()) return;
-  Clock::time_point next = live_.front()->deadline;
+  Clock::time_point next = Clock::time_point::max();
+  for (const DeadlineQueue* queue : {&response_deadlines_, &stream_deadlines_, &cancel_deadlines_}) {
+    if (!queue->empty()) next = std::min(next, queue->front()->deadline);
+  }
+  if (next == Clock::time_point::max()) return;
   if (timer_armed_ && timer_at_ <= next) return;
   timer_armed_ = true;
   timer_at_ = next;
@@ -427,44 +518,59 @@ void FunctionPool::arm_deadline_timer() {
 
 void FunctionPool::on_deadline() {
   Clock::time_point now = Clock::now();
-  while (!live_.empty() && live_.front()->deadline <= now) {
-    expire(live_.front());
+  while (!response_deadlines_.empty() && response_deadlines_.front()->deadline <= now) {
+    expire_response(response_deadlines_.front());
+  }
+  while (!stream_deadlines_.empty() && stream_deadlines_.front()->deadline <= now) {
+    expire_stream(stream_deadlines_.front());
+  }
+  while (!cancel_deadlines_.empty() && cancel_deadlines_.front()->deadline <= now) {
+    std::shared_ptr<Invocation> invocation = cancel_deadlines_.front();
+    DeadlineQueue::remove(*invocation);
+    if (Instance* instance = invocation->instance) {
+      log::info("instance {} pid={} did not end a cancelled request within {} ms: its event loop is blocked; "
+                "killing it", config_.name, instance->pid(), kCancelGrace.count());
+      kill(*instance, "event loop blocked");
+      retire(*instance, 502, "instance of " + config_.name + " was killed: its event loop was blocked");
+    }
   }
   arm_deadline_timer();
 }
 
-void FunctionPool::expire(const std::shared_ptr<Invocation>& invocation) {
+void FunctionPool::expire_response(const std::shared_ptr<Invocation>& invocation) {
   std::string message = "timeout after " + std::to_string(config_.timeout_ms) + " ms";
   Instance* instance = invocation->instance;
-  switch (invocation->state) {
-    case Invocation::State::kQueued:
-      remove_from_queue(*invocation);
-      fail(*invocation, 504, message);
-      invocation->state = Invocation::State::kDone;
-      return;
-    case Invocation::State::kDispatched:
-    case Invocation::State::kResponding:
-      if (instance != nullptr && instance->in_flight().front() == invocation) {
-        // Executing: the only way to stop a handler is to end its process.
-        log::info("function {} pid={} exceeded timeout_ms={}; killing the instance", config_.name, instance->pid(),
-                  config_.timeout_ms);
-        exit_reasons_[instance->pid()] = "killed: timeout";
-        instance->kill();
-        retire(*instance, 504, message);
-        return;
-      }
-      // Waiting behind another request on its instance: answer now, and let
-      // the instance skip it.
-      fail(*invocation, 504, message);
-      if (instance != nullptr) {
-        std::string cancel;
-        frame::append(cancel, frame::Type::kCancel, frame::kFlagEnd, invocation->id, {});
-        instance->send(cancel);
-      }
-      return;
-    case Invocation::State::kDone:
-      detach(*invocation);
-      return;
+  if (invocation->state == Invocation::State::kQueued || instance == nullptr) {
+    remove_from_queue(*invocation);
+    fail(*invocation, 504, message);
+    invocation->state = Invocation::State::kDone;
+    return;
+  }
+  if (kind_ == config::Kind::kHandler && instance->in_flight().front() == invocation) {
+    // Executing: the only way to stop a handler is to end its process.
+    log::info("function {} pid={} exceeded timeout_ms={}; killing the instance", config_.name, instance->pid(),
+              config_.timeout_ms);
+    kill(*instance, "timeout");
+    retire(*instance, 504, message);
+    return;
+  }
+  // Waiting behind another request (handler) or executing on an event loop
+  // (ASGI): answer now, and cancel it on the instance.
+  fail(*invocation, 504, message);
+  send_cancel(invocation);
+}
+
+void FunctionPool::expire_stream(const std::shared_ptr<Invocation>& invocation) {
+  Instance* instance = invocation->instance;
+  log::info("function {}: no response data for stream_idle_timeout_ms={}; aborting the response", config_.name,
+            config_.stream_idle_timeout_ms);
+  fail(*invocation, 504, "stream idle for " + std::to_string(config_.stream_idle_timeout_ms) + " ms");
+  if (instance == nullptr) return;
+  if (kind_ == config::Kind::kHandler) {
+    kill(*instance, "stream idle");
+    retire(*instance, 502, "instance of " + config_.name + " was killed");
+  } else {
+    send_cancel(invocation);
   }
 }
 
@@ -473,7 +579,8 @@ void FunctionPool::tick(Clock::time_point now) {
   auto idle_limit = std::chrono::milliseconds(config_.idle_timeout_ms);
   for (size_t i = 0; i < instances_.size() && instances_.size() > config_.min_instances;) {
     Instance& instance = *instances_[i];
-    if (instance.in_flight().empty() && instance.pid() > 0 && now - instance.idle_since() >= idle_limit) {
+    if (instance.in_flight().empty() && instance.pid() > 0 && &instance != trial_ &&
+        now - instance.idle_since() >= idle_limit) {
       exit_reasons_[instance.pid()] = "idle";
       retire(instance, 502, "");
       continue;  // retire() removed it from instances_
@@ -493,7 +600,10 @@ void FunctionPool::stop() {
     fail(*invocation, 503, "coil is shutting down");
   }
   for (auto& instance : std::vector(instances_)) {
-    for (auto& invocation : instance->in_flight()) fail(*invocation, 503, "coil is shutting down");
+    for (auto& invocation : instance->in_flight()) {
+      fail(*invocation, 503, "coil is shutting down");
+      DeadlineQueue::remove(*invocation);
+    }
     instance->in_flight().clear();
     instance->close();
   }

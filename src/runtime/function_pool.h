@@ -1,18 +1,28 @@
 // FunctionPool: everything the host runs for one function — its template,
 // its instances, the queue of requests waiting for one, and the deadlines.
 //
-// Scheduling (handler kind, one request at a time per instance):
-//   1. an idle instance takes the request;
-//   2. else, below max_instances, a new instance is forked from the template
-//      and takes it (frames wait in the socket until the fork completes);
-//   3. else the request waits: pipelined on the least busy instance (up to
-//      kPipelineDepth, so that the instance reads and answers requests in
-//      batches), then in the pool's queue. Waiting requests beyond
-//      max_queue are refused with 503.
-// Deadlines: timeout_ms counts from submit(). A request whose deadline passes
-// while it waits is answered 504 and cancelled; if it is executing, its
-// instance is killed (it serves one request at a time) and the requests
-// pipelined behind it, which have not started, go back to the queue.
+// Scheduling depends on the kind the template reported:
+//   handler  one request executes at a time per instance. An idle instance
+//            takes a request; else, below max_instances, a new instance is
+//            forked; else the request waits, pipelined on the least busy
+//            instance (up to kPipelineDepth, so the instance reads and answers
+//            requests in batches) or in the pool's queue.
+//   asgi     up to max_concurrency requests execute at once per instance (on
+//            its event loop); the least busy instance with room takes a
+//            request, else a new one is forked, else the request is queued.
+//            The request is dispatched as soon as its head is here; its body
+//            follows as it arrives (send_body()).
+// Waiting requests beyond max_queue are refused with 503.
+//
+// Deadlines (each a DeadlineQueue, so one timer serves them all):
+//   - until the response starts: timeout_ms from submit(). Past it a waiting
+//     request gets 504. An executing handler is stopped by killing its
+//     instance (the requests pipelined behind it had not started: they go back
+//     to the queue); an executing ASGI request is answered 504 and cancelled
+//     on its instance;
+//   - once the response started: stream_idle_timeout_ms between messages;
+//   - a cancelled ASGI request must end within kCancelGrace, or the
+//     instance's event loop is taken to be blocked and the instance is killed.
 //
 // Single-threaded: all methods run on the host's event loop.
 #pragma once
@@ -23,7 +33,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <deque>
 #include <functional>
-#include <list>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -40,24 +49,31 @@ namespace coil::runtime {
 class FunctionPool : public InstanceEvents {
  public:
   static constexpr size_t kPipelineDepth = 32;
+  static constexpr auto kCancelGrace = std::chrono::milliseconds(1000);
 
   FunctionPool(boost::asio::io_context& io, config::FunctionConfig config, ZygoteProcess& zygote);
   ~FunctionPool() override;
   FunctionPool(const FunctionPool&) = delete;
   FunctionPool& operator=(const FunctionPool&) = delete;
 
-  // Builds the template. `done` is called once: OK when it is ready, or an
-  // error "ORIGIN: entrypoint: why" when the code does not import.
+  // Builds the template (and, for an ASGI function, starts one trial
+  // instance, so that a failing lifespan startup shows now). `done` is called
+  // once: OK, or an error "ORIGIN: entrypoint: why".
   void start(std::function<void(Status)> done);
-  // Takes a complete request. Always answers it eventually through its sink.
+  // Whether requests are submitted as soon as their head is here, their body
+  // following through send_body() (ASGI), rather than once complete.
+  bool streams_request_body() const { return kind_ == config::Kind::kAsgi; }
+  // Takes a request. Always answers it eventually through its sink.
   void submit(std::shared_ptr<Invocation> invocation);
-  // The client is gone: the invocation is forgotten (cancelled if it has not
-  // started; a running handler is let finish, its response dropped).
+  // More of the body of a submitted request (`end`: that was the last part).
+  void send_body(const std::shared_ptr<Invocation>& invocation, std::string_view chunk, bool end);
+  // The client is gone: the invocation is forgotten. A queued one is dropped;
+  // an executing ASGI request is cancelled; a running handler is let finish.
   void abandon(const std::shared_ptr<Invocation>& invocation);
   // Housekeeping, called periodically: idle instances exit, min_instances kept.
   void tick(Clock::time_point now);
-  // Requests not yet answered.
-  size_t unanswered() const { return live_.size(); }
+  // Requests whose client has not had its complete answer yet.
+  size_t unanswered() const { return response_deadlines_.size() + stream_deadlines_.size(); }
   // Refuses new work and stops the template and every instance.
   void stop();
 
@@ -72,33 +88,42 @@ class FunctionPool : public InstanceEvents {
 
   void build_template();
   void on_template_message(Status status, control::Message& message);
+  void finish_start(Status status);
   void place(const std::shared_ptr<Invocation>& invocation);
+  Instance* instance_with_room() const;
   void dispatch(Instance& instance, const std::shared_ptr<Invocation>& invocation);
   std::shared_ptr<Instance> spawn_instance();
   void drain_queue();
   void keep_minimum();
   size_t waiting() const;
-  // Removes an instance from service: its unstarted requests go back to the
-  // front of the queue, its running one is answered `status`.
-  void retire(Instance& instance, uint16_t running_status, const std::string& running_message);
-  // Ends an invocation's relation with its client: `fail` answers it first.
+  void on_instance_frame(Instance& instance, const frame::Frame& frame);
+  void end_stream(Instance& instance, const std::shared_ptr<Invocation>& invocation);
+  // Removes an instance from service. Requests that were executing on it are
+  // answered `status`; handler requests pipelined behind the executing one
+  // had not started and go back to the front of the queue.
+  void retire(Instance& instance, uint16_t status, const std::string& message);
+  void kill(Instance& instance, const std::string& reason);
+  void send_cancel(const std::shared_ptr<Invocation>& invocation);
+  // Answers the client (if it is still waiting) and forgets it.
   void fail(Invocation& invocation, uint16_t status, const std::string& message);
   void detach(Invocation& invocation);
   void arm_deadline_timer();
   void on_deadline();
-  void expire(const std::shared_ptr<Invocation>& invocation);
+  void expire_response(const std::shared_ptr<Invocation>& invocation);
+  void expire_stream(const std::shared_ptr<Invocation>& invocation);
   void remove_from_queue(const Invocation& invocation);
 
   boost::asio::io_context& io_;
   config::FunctionConfig config_;
   ZygoteProcess& zygote_;
+  config::Kind kind_ = config::Kind::kHandler;
 
   TemplateState template_state_ = TemplateState::kBuilding;
-  std::string template_error_;
   std::shared_ptr<ControlChannel> template_;
   pid_t template_pid_ = 0;
   Clock::time_point build_started_;
   std::function<void(Status)> on_started_;
+  Instance* trial_ = nullptr;  // the ASGI trial instance, until it is ready or failed
   bool stopping_ = false;
 
   std::vector<std::shared_ptr<Instance>> instances_;
@@ -106,7 +131,9 @@ class FunctionPool : public InstanceEvents {
   std::unordered_map<pid_t, std::string> exit_reasons_;  // why the host ended an instance
 
   std::deque<std::shared_ptr<Invocation>> queue_;
-  std::list<std::shared_ptr<Invocation>> live_;  // unanswered, in deadline order
+  DeadlineQueue response_deadlines_;  // unanswered, response not started
+  DeadlineQueue stream_deadlines_;    // response started, not complete
+  DeadlineQueue cancel_deadlines_;    // cancelled on an ASGI instance, not yet ended there
   boost::asio::steady_timer deadline_timer_;
   bool timer_armed_ = false;
   Clock::time_point timer_at_;

@@ -3,7 +3,7 @@
 //
 // Ownership: the pool holds the invocation while it is queued or in flight;
 // the front holds it while its connection waits. The invocation holds its
-// ResponseSink (the connection) until it completes, then drops it, so a
+// ResponseSink (the connection) until it is answered, then drops it, so a
 // connection waiting for a response stays alive and the cycle is broken on
 // completion. Single-threaded: everything runs on the host's event loop.
 #pragma once
@@ -36,22 +36,56 @@ class ResponseSink {
 };
 
 class Instance;
+class DeadlineQueue;
 
 struct Invocation {
   enum class State { kQueued, kDispatched, kResponding, kDone };
 
   uint32_t id = 0;
   frame::RequestHead head;
-  std::string body;
+  std::string body;            // body bytes not yet handed to an instance
+  bool body_complete = true;   // false while the body still streams in
   Clock::time_point started;
-  Clock::time_point deadline;
   State state = State::kQueued;
-  std::shared_ptr<ResponseSink> sink;  // dropped when done
+  std::shared_ptr<ResponseSink> sink;  // set until the client has its answer
   Instance* instance = nullptr;        // while dispatched/responding
-  // Position in the pool's deadline-ordered list of unanswered invocations,
-  // valid while `live` is true.
-  std::list<std::shared_ptr<Invocation>>::iterator live_position;
-  bool live = false;
+  bool cancel_sent = false;
+
+  // Owned by the DeadlineQueue the invocation is in (at most one).
+  Clock::time_point deadline;
+  DeadlineQueue* deadline_queue = nullptr;
+  std::list<std::shared_ptr<Invocation>>::iterator deadline_position;
+};
+
+// A FIFO of invocations whose deadlines are all "time of entry + one fixed
+// span", hence in deadline order: the head is always the next to expire, so
+// one timer serves the whole queue and entering or leaving costs O(1).
+class DeadlineQueue {
+ public:
+  explicit DeadlineQueue(Clock::duration span) : span_(span) {}
+
+  // Enters `invocation` (leaving any queue it was in) with deadline now + span.
+  void push(const std::shared_ptr<Invocation>& invocation, Clock::time_point now) {
+    remove(*invocation);
+    invocation->deadline = now + span_;
+    entries_.push_back(invocation);
+    invocation->deadline_queue = this;
+    invocation->deadline_position = std::prev(entries_.end());
+  }
+  // Removes `invocation` from whichever queue holds it.
+  static void remove(Invocation& invocation) {
+    if (DeadlineQueue* queue = invocation.deadline_queue) {
+      queue->entries_.erase(invocation.deadline_position);
+      invocation.deadline_queue = nullptr;
+    }
+  }
+  bool empty() const { return entries_.empty(); }
+  size_t size() const { return entries_.size(); }
+  const std::shared_ptr<Invocation>& front() const { return entries_.front(); }
+
+ private:
+  Clock::duration span_;
+  std::list<std::shared_ptr<Invocation>> entries_;
 };
 
 }  // namespace coil::runtime

@@ -79,6 +79,10 @@ Result<TemplateHandles> ZygoteProcess::build_template(const config::FunctionConf
   message.build.source = function.source;
   message.build.entrypoint = function.entrypoint;
   message.build.environment = function.environment;
+  message.build.options.emplace_back("kind", config::kind_name(function.kind));
+  if (function.root_path_in_path) {
+    message.build.options.emplace_back("root_path_in_path", *function.root_path_in_path ? "true" : "false");
+  }
   message.fds.push_back(std::move(template_end));
   message.fds.emplace_back(pipe_fds[1]);
   if (Status s = channel_->send(message); !s) return Status::error("zygote: " + s.message());

@@ -1,0 +1,351 @@
+"""The ASGI server that runs inside an instance.
+
+An instance of an ASGI function runs one asyncio event loop (uvloop when it is
+installed), created after the fork: a template never has a live loop. The loop
+reads frames from the instance socket (decoded by the C codec in `_coil`),
+runs each request as a task of `app(scope, receive, send)`, and writes
+response frames back in batches: everything sent during one turn of the loop
+goes out in one write.
+
+Contract with the host (see src/protocol/frame.h):
+  - after lifespan startup the instance sends READY, or FAILED with the app's
+    message and exits 1;
+  - every request stream ends with exactly one final frame: a response (head
+    or body) frame with END, or RESET when the response cannot be completed
+    (the app raised after starting it, or the host cancelled the stream);
+  - CANCEL from the host (client gone, deadline passed) makes receive() return
+    http.disconnect and cancels the request's task;
+  - when the host closes the socket, lifespan shutdown runs and the process exits.
+"""
+import asyncio
+import os
+import socket
+import sys
+import traceback
+
+import _coil
+
+REQUEST_HEAD, REQUEST_BODY, CANCEL, RESET, READY, FAILED = 1, 2, 5, 6, 7, 8
+_ASGI = {"version": "3.0", "spec_version": "2.3"}
+_LIFESPAN_TIMEOUT = 30.0
+_DISCONNECT = {"type": "http.disconnect"}
+
+
+def serve(fd, app, function, root_path_in_path):
+    """Runs the instance until the host closes the socket; never returns."""
+    try:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    except ImportError:
+        loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    server = _Server(loop, fd, app, function, root_path_in_path)
+    code = loop.run_until_complete(server.run())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _address(text):
+    host, _, port = text.rpartition(":")
+    if host.startswith("["):
+        host = host[1:-1]
+    return (host, int(port))
+
+
+class _Server:
+    def __init__(self, loop, fd, app, function, root_path_in_path):
+        self.loop = loop
+        self.fd = fd
+        self.sock = socket.socket(fileno=fd)
+        self.sock.setblocking(False)
+        self.app = app
+        self.function = function
+        self.root_path_in_path = root_path_in_path
+        self.inbuf = bytearray()
+        self.out = bytearray()
+        self.writing = False
+        self.flush_scheduled = False
+        self.exchanges = {}
+        self.state = {}
+        self.closed = loop.create_future()
+        self.lifespan_task = None
+        self.lifespan_receive = None
+        self.lifespan_send = None
+        self.addresses = {}
+
+    # ------------------------------------------------------------------ life
+
+    async def run(self):
+        ok, message = await self.startup()
+        if not ok:
+            print(f"coil: lifespan startup failed: {message}", file=sys.stderr)
+            _coil.put_frame(self.out, FAILED, 0, message.encode("utf-8", "replace"))
+            self.sock.setblocking(True)
+            self.sock.sendall(self.out)
+            return 1
+        _coil.put_frame(self.out, READY, 0, b"")
+        self.flush()
+        self.loop.add_reader(self.fd, self.on_readable)
+        await self.closed
+        self.loop.remove_reader(self.fd)
+        for exchange in list(self.exchanges.values()):
+            exchange.cancel()
+        await self.shutdown()
+        return 0
+
+    async def startup(self):
+        """Runs lifespan startup. Returns (ok, message)."""
+        self.lifespan_receive = asyncio.Queue()
+        self.lifespan_send = asyncio.Queue()
+        scope = {"type": "lifespan", "asgi": _ASGI, "state": self.state}
+        self.lifespan_receive.put_nowait({"type": "lifespan.startup"})
+        self.lifespan_task = self.loop.create_task(
+            self.app(scope, self.lifespan_receive.get, self.lifespan_send.put))
+        event = self.loop.create_task(self.lifespan_send.get())
+        done, _ = await asyncio.wait({event, self.lifespan_task}, timeout=_LIFESPAN_TIMEOUT,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if event in done:
+            message = event.result()
+            kind = message.get("type")
+            if kind == "lifespan.startup.complete":
+                return True, ""
+            if kind == "lifespan.startup.failed":
+                return False, message.get("message", "") or "lifespan.startup.failed"
+            return False, f"unexpected lifespan message {kind!r}"
+        event.cancel()
+        if not done:
+            return False, f"lifespan startup did not complete within {_LIFESPAN_TIMEOUT:.0f} s"
+        # The app returned or raised without answering: it does not support
+        # lifespan, which is allowed (as uvicorn's "auto" mode has it).
+        self.lifespan_task = None
+        return True, ""
+
+    async def shutdown(self):
+        if self.lifespan_task is None or self.lifespan_task.done():
+            return
+        self.lifespan_receive.put_nowait({"type": "lifespan.shutdown"})
+        event = self.loop.create_task(self.lifespan_send.get())
+        await asyncio.wait({event, self.lifespan_task}, timeout=10.0, return_when=asyncio.FIRST_COMPLETED)
+        event.cancel()
+
+    # ------------------------------------------------------------------ I/O
+
+    def on_readable(self):
+        try:
+            data = self.sock.recv(262144)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            if not self.closed.done():
+                self.closed.set_result(None)
+            return
+        buffer = self.inbuf
+        buffer += data
+        frames, consumed = _coil.decode(buffer)
+        if consumed:
+            del buffer[:consumed]
+        for frame in frames:
+            kind = frame[0]
+            if kind == REQUEST_HEAD:
+                self.start(frame)
+            elif kind == REQUEST_BODY:
+                exchange = self.exchanges.get(frame[1])
+                if exchange is not None:
+                    exchange.feed(frame[3], frame[2])
+            elif kind == CANCEL:
+                exchange = self.exchanges.get(frame[1])
+                if exchange is not None:
+                    exchange.cancel()
+
+    def schedule_flush(self):
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self):
+        self.flush_scheduled = False
+        if self.writing or not self.out:
+            return
+        try:
+            sent = self.sock.send(self.out)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self.out.clear()
+            return
+        del self.out[:sent]
+        if self.out:
+            self.writing = True
+            self.loop.add_writer(self.fd, self.on_writable)
+
+    def on_writable(self):
+        self.writing = False
+        self.loop.remove_writer(self.fd)
+        self.flush()
+
+    # ------------------------------------------------------------------ requests
+
+    def address(self, text):
+        found = self.addresses.get(text)
+        if found is None:
+            found = _address(text)
+            if len(self.addresses) < 1024:
+                self.addresses[text] = found
+        return found
+
+    def start(self, frame):
+        (_, stream, end, method, target, version, scheme, client, server, _host, route, path_info, headers,
+         body) = frame
+        raw_path, _, query = target.partition(b"?")
+        if route.endswith("/..."):
+            root_path = route[:-4]
+            path = root_path + path_info if self.root_path_in_path else (path_info or "/")
+        else:
+            root_path = ""
+            path = route
+        scope = {
+            "type": "http",
+            "asgi": _ASGI,
+            "http_version": version,
+            "method": method,
+            "scheme": scheme,
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "root_path": root_path,
+            "headers": headers,
+            "client": self.address(client),
+            "server": self.address(server),
+            "state": self.state.copy(),
+        }
+        exchange = _Exchange(self, stream, body, end)
+        self.exchanges[stream] = exchange
+        exchange.task = self.loop.create_task(exchange.run(self.app, scope))
+
+    def finished(self, exchange):
+        self.exchanges.pop(exchange.stream, None)
+
+
+class _Exchange:
+    """One request: its receive()/send() callables and its response state."""
+
+    __slots__ = ("server", "stream", "chunks", "body_done", "disconnected", "waiter", "status", "headers",
+                 "started", "head_sent", "finished", "task")
+
+    def __init__(self, server, stream, body, end):
+        self.server = server
+        self.stream = stream
+        self.chunks = [body] if (body or end) else []
+        self.body_done = end
+        self.disconnected = False
+        self.waiter = None
+        self.status = 0
+        self.headers = None
+        self.started = False
+        self.head_sent = False
+        self.finished = False
+        self.task = None
+
+    # receive() ------------------------------------------------------------
+
+    async def receive(self):
+        while True:
+            if self.chunks:
+                chunk = self.chunks.pop(0)
+                return {"type": "http.request", "body": chunk,
+                        "more_body": not (self.body_done and not self.chunks)}
+            if self.disconnected or self.finished:
+                return _DISCONNECT
+            self.waiter = self.server.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+    def wake(self):
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def feed(self, data, end):
+        if data or end:
+            self.chunks.append(data)
+        self.body_done = end
+        self.wake()
+
+    def cancel(self):
+        self.disconnected = True
+        self.wake()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    # send() ---------------------------------------------------------------
+
+    async def send(self, message):
+        kind = message["type"]
+        if kind == "http.response.body":
+            if not self.started:
+                raise RuntimeError("http.response.body sent before http.response.start")
+            if self.finished or self.disconnected:
+                return
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            out = self.server.out
+            if not self.head_sent:
+                # The head and the first body part travel in one frame.
+                _coil.put_response(out, self.stream, self.status, self.headers, body, not more)
+                self.head_sent = True
+                self.headers = None
+            else:
+                _coil.put_body(out, self.stream, body, not more)
+            if not more:
+                self.finished = True
+                self.wake()
+            self.server.schedule_flush()
+        elif kind == "http.response.start":
+            if self.started:
+                raise RuntimeError("http.response.start sent twice")
+            self.status = message["status"]
+            self.headers = message.get("headers", ())
+            self.started = True
+        elif kind == "http.response.trailers":
+            pass
+        else:
+            raise RuntimeError(f"unexpected ASGI message type {kind!r} for an http request")
+
+    # the task -------------------------------------------------------------
+
+    async def run(self, app, scope):
+        try:
+            await app(scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            self.end_abnormally(None)
+        except BaseException:  # noqa: BLE001 - the app's failure is reported, never propagated
+            print(f"coil: exception in ASGI application {self.server.function}:", file=sys.stderr)
+            traceback.print_exc()
+            self.end_abnormally(f"internal error in function {self.server.function}\n")
+        else:
+            if not self.started:
+                print(f"coil: ASGI application {self.server.function} returned without sending a response",
+                      file=sys.stderr)
+                self.end_abnormally(f"internal error in function {self.server.function}\n")
+            elif not self.finished:
+                self.end_abnormally(None)
+        finally:
+            self.server.finished(self)
+
+    def end_abnormally(self, error_body):
+        """Ends the stream: a 500 if nothing reached the wire yet, else RESET."""
+        if self.finished:
+            return
+        self.finished = True
+        out = self.server.out
+        if error_body is not None and not self.head_sent and not self.disconnected:
+            _coil.put_response(out, self.stream, 500, ((b"content-type", b"text/plain; charset=utf-8"),),
+                               error_body.encode(), True)
+        else:
+            _coil.put_frame(out, RESET, self.stream, b"")
+        self.server.schedule_flush()

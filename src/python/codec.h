@@ -1,0 +1,25 @@
+// The frame codec exposed to Python as functions of the `_coil` module, for
+// instance loops written in Python (the ASGI server, python/coil/_asgi.py).
+//
+//   _coil.decode(buffer: bytearray) -> (frames: list, consumed: int)
+//       Parses the complete frames at the start of `buffer`. Each frame is a
+//       tuple whose first two items are (type, stream):
+//         (1, stream, end, method, target: bytes, version, scheme, client, server,
+//          host, route, path_info, headers: list[(bytes, bytes)], body: bytes)
+//         (2, stream, end, body: bytes)       request body
+//         (5, stream)                          cancel
+//       Raises ValueError on a corrupt stream.
+//   _coil.put_response(out: bytearray, stream, status, headers, body, end)
+//       headers: an iterable of (bytes-like, bytes-like) pairs.
+//   _coil.put_body(out: bytearray, stream, body, end)
+//   _coil.put_frame(out: bytearray, type, stream, payload)   (flags = END)
+#pragma once
+
+#include <Python.h>
+
+namespace coil::python {
+
+// The codec's entries of the _coil method table (terminated by a null entry).
+PyMethodDef* codec_methods();
+
+}  // namespace coil::python
