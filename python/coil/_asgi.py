@@ -29,6 +29,10 @@ REQUEST_HEAD, REQUEST_BODY, CANCEL, RESET, READY, FAILED = 1, 2, 5, 6, 7, 8
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _LIFESPAN_TIMEOUT = 30.0
 _DISCONNECT = {"type": "http.disconnect"}
+# An app listening on receive() when its client goes away gets http.disconnect
+# and this long to finish before its task is cancelled (the host kills the
+# instance if a cancelled request has not ended within a second).
+_DISCONNECT_GRACE = 0.5
 
 
 def serve(fd, app, function, root_path_in_path):
@@ -159,7 +163,7 @@ class _Server:
             elif kind == CANCEL:
                 exchange = self.exchanges.get(frame[1])
                 if exchange is not None:
-                    exchange.cancel()
+                    exchange.cancel(frame[2])
 
     def schedule_flush(self):
         if not self.flush_scheduled:
@@ -276,9 +280,18 @@ class _Exchange:
         self.body_done = end
         self.wake()
 
-    def cancel(self):
+    def cancel(self, reason=b"timeout"):
         self.disconnected = True
+        listening = self.waiter is not None
         self.wake()
+        if self.task is None or self.task.done():
+            return
+        if reason == b"disconnect" and listening:
+            self.server.loop.call_later(_DISCONNECT_GRACE, self.cancel_task)
+        else:
+            self.task.cancel()
+
+    def cancel_task(self):
         if self.task is not None and not self.task.done():
             self.task.cancel()
 
@@ -307,6 +320,11 @@ class _Exchange:
             self.server.schedule_flush()
         elif kind == "http.response.start":
             if self.started:
+                # The first head goes out, then the stream is reset: the
+                # client sees a broken response and the connection closes.
+                if not self.head_sent and not self.disconnected:
+                    _coil.put_response(self.server.out, self.stream, self.status, self.headers, b"", False)
+                    self.head_sent = True
                 raise RuntimeError("http.response.start sent twice")
             self.status = message["status"]
             self.headers = message.get("headers", ())

@@ -9,6 +9,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <cstdio>
 #include <memory>
 #include <vector>
@@ -24,6 +25,7 @@ namespace coil::cli {
 namespace {
 
 constexpr int kConfigError = 2;
+constexpr auto kInstanceStopTimeout = std::chrono::seconds(5);
 
 void print_error(const std::string& message) { std::fprintf(stderr, "%s\n", message.c_str()); }
 
@@ -149,6 +151,22 @@ int run_up(const UpOptions& options) {
                                                                          : server_options.host;
   log::info("listening on http://{}:{}", host, server.local_port());
   io.run();
+
+  // Instances exit on their own once their socket closes (ASGI instances run
+  // lifespan shutdown first); whatever is left after a bounded wait is killed.
+  io.restart();
+  size_t stopping = pools.size();
+  boost::asio::steady_timer give_up(io, kInstanceStopTimeout);
+  give_up.async_wait([&](boost::system::error_code ec) {
+    if (!ec) log::info("instances still running after {} s are killed", kInstanceStopTimeout.count());
+    io.stop();
+  });
+  for (auto& pool : pools) {
+    pool->stop_instances([&] {
+      if (--stopping == 0) io.stop();
+    });
+  }
+  if (stopping > 0) io.run();
 
   for (auto& pool : pools) pool->stop();
   (*zygote)->stop();

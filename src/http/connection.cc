@@ -2,7 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <strings.h>
+
 #include <boost/asio/write.hpp>
+#include <optional>
 
 #include "common/log.h"
 #include "http/response_writer.h"
@@ -151,6 +154,7 @@ bool Connection::on_head() {
   frame::RequestHead& head = invocation->head;
   head.method = parser_.method();
   head.target = parser_.target();
+  head.version = parser_.version() >= 11 ? "1.1" : "1.0";
   head.scheme = "http";
   head.client = client_;
   head.server = local_;
@@ -207,6 +211,25 @@ void Connection::on_request() {
   if (watch_disconnect_ && phase_ == Phase::kWaiting) read();
 }
 
+namespace {
+
+// The function's own Content-Length, when it gave a valid one.
+std::optional<uint64_t> declared_length(const frame::ResponseHead& head) {
+  for (const auto& [name, value] : head.headers) {
+    if (name.size() != 14 || strncasecmp(name.c_str(), "content-length", 14) != 0) continue;
+    if (value.empty() || value.size() > 18) return std::nullopt;
+    uint64_t length = 0;
+    for (char c : value) {
+      if (c < '0' || c > '9') return std::nullopt;
+      length = length * 10 + static_cast<uint64_t>(c - '0');
+    }
+    return length;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 void Connection::on_response_head(const frame::ResponseHead& head, std::string_view body, bool end) {
   if (phase_ == Phase::kBody) {
     // The function answered before reading the whole body: the rest of the
@@ -217,9 +240,21 @@ void Connection::on_response_head(const frame::ResponseHead& head, std::string_v
   }
   phase_ = Phase::kResponding;
   response_status_ = head.status;
+  // Framing is coil's decision: a complete response gets its exact length; a
+  // streamed one keeps the length the function declared (and is cut off if
+  // the function breaks it), or else is chunked (HTTP/1.1) or ends with the
+  // connection (HTTP/1.0).
   BodyFraming framing = BodyFraming::kContentLength;
+  uint64_t length = body.size();
+  std::optional<uint64_t> declared = declared_length(head);
+  response_remaining_.reset();
   if (body_forbidden(head.status)) {
     framing = BodyFraming::kNone;
+  } else if (head_request_ && declared) {
+    length = *declared;
+  } else if (!end && declared) {
+    length = *declared;
+    response_remaining_ = *declared;
   } else if (!end) {
     if (parser_.version() >= 11) {
       framing = BodyFraming::kChunked;
@@ -230,17 +265,18 @@ void Connection::on_response_head(const frame::ResponseHead& head, std::string_v
       keep_alive_ = false;
     }
   }
-  append_head(output_, head.status, head.headers, framing, body.size(), keep_alive_);
+  append_head(output_, head.status, head.headers, framing, length, keep_alive_);
   if (head_request_ || framing == BodyFraming::kNone) {
     // no body bytes on the wire
   } else if (response_chunked_) {
     append_chunk(output_, body);
   } else {
-    output_.append(body);
+    append_counted(body);
   }
   if (end) {
     if (response_chunked_ && !head_request_) append_last_chunk(output_);
     response_complete_ = true;
+    check_declared_length();
   }
   flush();
 }
@@ -252,11 +288,31 @@ void Connection::on_response_body(std::string_view body, bool end) {
       append_chunk(output_, body);
       if (end) append_last_chunk(output_);
     } else {
-      output_.append(body);
+      append_counted(body);
     }
   }
-  if (end) response_complete_ = true;
+  if (end) {
+    response_complete_ = true;
+    check_declared_length();
+  }
   flush();
+}
+
+void Connection::append_counted(std::string_view body) {
+  if (response_remaining_) {
+    if (body.size() > *response_remaining_) {
+      body = body.substr(0, *response_remaining_);
+      keep_alive_ = false;  // the function sent more than it declared: the rest is dropped
+    }
+    *response_remaining_ -= body.size();
+  }
+  output_.append(body);
+}
+
+void Connection::check_declared_length() {
+  // A declared length that the body fell short of cannot be completed
+  // honestly: the connection closes, and the client sees a short body.
+  if (response_remaining_ && *response_remaining_ > 0) keep_alive_ = false;
 }
 
 void Connection::on_failure(uint16_t status, const std::string& message) {

@@ -16,6 +16,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "http/request_parser.h"
@@ -65,6 +66,8 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   void respond_error(uint16_t status, std::string_view message, bool close_after,
                      std::string_view extra_headers = {});
   void write(std::string_view data);
+  void append_counted(std::string_view body);
+  void check_declared_length();
   void flush();
   void on_written();
   void close();
@@ -102,6 +105,7 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   bool head_request_ = false;
   bool response_chunked_ = false;
   bool response_until_close_ = false;
+  std::optional<uint64_t> response_remaining_;  // body bytes still due under a declared length
   bool response_complete_ = false;
   uint16_t response_status_ = 0;
 };

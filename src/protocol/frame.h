@@ -48,6 +48,9 @@ enum class Type : uint8_t {
 };
 
 inline constexpr uint8_t kFlagEnd = 0x01;
+// The payload of a kCancel frame: why the host gave up on the stream.
+inline constexpr std::string_view kCancelDisconnect = "disconnect";  // the client went away
+inline constexpr std::string_view kCancelTimeout = "timeout";        // a deadline passed
 inline constexpr size_t kHeaderSize = 12;
 // The largest payload a peer accepts; larger bodies are split into chunks of
 // kBodyChunk bytes.

@@ -48,6 +48,9 @@ PyObject* frame_tuple(const frame::Frame& f) {
     case frame::Type::kRequestBody:
       return Py_BuildValue("(iION)", static_cast<int>(f.type), f.stream, f.end() ? Py_True : Py_False,
                            bytes_of(f.payload));
+    case frame::Type::kCancel:
+      return Py_BuildValue("(iIy#)", static_cast<int>(f.type), f.stream, f.payload.data(),
+                           static_cast<Py_ssize_t>(f.payload.size()));
     default:
       return Py_BuildValue("(iI)", static_cast<int>(f.type), f.stream);
   }

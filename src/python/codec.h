@@ -7,7 +7,7 @@
 //         (1, stream, end, method, target: bytes, version, scheme, client, server,
 //          host, route, path_info, headers: list[(bytes, bytes)], body: bytes)
 //         (2, stream, end, body: bytes)       request body
-//         (5, stream)                          cancel
+//         (5, stream, reason: bytes)           cancel (b"disconnect" or b"timeout")
 //       Raises ValueError on a corrupt stream.
 //   _coil.put_response(out: bytearray, stream, status, headers, body, end)
 //       headers: an iterable of (bytes-like, bytes-like) pairs.

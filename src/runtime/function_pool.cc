@@ -157,6 +157,7 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
       if (it != instances_.end() && !m.fds.empty()) {
         (*it)->set_process(pid, std::move(m.fds[0]));
       }
+      live_pids_.insert(pid);
       log::info("instance {} pid={} started", config_.name, pid);
       break;
     }
@@ -168,6 +169,8 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
         exit_reasons_.erase(it);
       }
       log::info("instance {} pid={} exited ({})", config_.name, pid, reason);
+      live_pids_.erase(pid);
+      if (live_pids_.empty() && on_instances_stopped_) std::exchange(on_instances_stopped_, nullptr)();
       break;
     }
     default:
@@ -349,14 +352,20 @@ void FunctionPool::on_frame(Instance& instance, const frame::Frame& f) {
       }
       invocation->state = Invocation::State::kResponding;
       if (invocation->sink) {
-        if (!end) stream_deadlines_.push(invocation, Clock::now());
+        if (!end) {
+          stream_deadlines_.push(invocation, Clock::now());
+          arm_deadline_timer();
+        }
         invocation->sink->on_response_head(head, body, end);
       }
       break;
     }
     case frame::Type::kResponseBody:
       if (invocation->sink) {
-        if (!end) stream_deadlines_.push(invocation, Clock::now());
+        if (!end) {
+          stream_deadlines_.push(invocation, Clock::now());
+          arm_deadline_timer();
+        }
         invocation->sink->on_response_body(f.payload, end);
       }
       break;
@@ -447,12 +456,12 @@ void FunctionPool::retire(Instance& instance, uint16_t status, const std::string
   drain_queue();
 }
 
-void FunctionPool::send_cancel(const std::shared_ptr<Invocation>& invocation) {
+void FunctionPool::send_cancel(const std::shared_ptr<Invocation>& invocation, std::string_view reason) {
   Instance* instance = invocation->instance;
   if (instance == nullptr || invocation->cancel_sent) return;
   invocation->cancel_sent = true;
   std::string cancel;
-  frame::append(cancel, frame::Type::kCancel, frame::kFlagEnd, invocation->id, {});
+  frame::append(cancel, frame::Type::kCancel, frame::kFlagEnd, invocation->id, reason);
   instance->send(cancel);
   if (kind_ == config::Kind::kAsgi) {
     cancel_deadlines_.push(invocation, Clock::now());
@@ -486,7 +495,7 @@ void FunctionPool::abandon(const std::shared_ptr<Invocation>& invocation) {
       // A handler cannot be interrupted: let the one executing finish.
       bool executing_handler = kind_ == config::Kind::kHandler && instance != nullptr &&
                                instance->in_flight().front() == invocation;
-      if (!executing_handler) send_cancel(invocation);
+      if (!executing_handler) send_cancel(invocation, frame::kCancelDisconnect);
       break;
     }
     case Invocation::State::kDone:
@@ -518,11 +527,14 @@ void FunctionPool::arm_deadline_timer() {
 
 void FunctionPool::on_deadline() {
   Clock::time_point now = Clock::now();
+  // Copies, not references: expiring removes the entry from its queue.
   while (!response_deadlines_.empty() && response_deadlines_.front()->deadline <= now) {
-    expire_response(response_deadlines_.front());
+    std::shared_ptr<Invocation> invocation = response_deadlines_.front();
+    expire_response(invocation);
   }
   while (!stream_deadlines_.empty() && stream_deadlines_.front()->deadline <= now) {
-    expire_stream(stream_deadlines_.front());
+    std::shared_ptr<Invocation> invocation = stream_deadlines_.front();
+    expire_stream(invocation);
   }
   while (!cancel_deadlines_.empty() && cancel_deadlines_.front()->deadline <= now) {
     std::shared_ptr<Invocation> invocation = cancel_deadlines_.front();
@@ -557,7 +569,7 @@ void FunctionPool::expire_response(const std::shared_ptr<Invocation>& invocation
   // Waiting behind another request (handler) or executing on an event loop
   // (ASGI): answer now, and cancel it on the instance.
   fail(*invocation, 504, message);
-  send_cancel(invocation);
+  send_cancel(invocation, frame::kCancelTimeout);
 }
 
 void FunctionPool::expire_stream(const std::shared_ptr<Invocation>& invocation) {
@@ -570,7 +582,7 @@ void FunctionPool::expire_stream(const std::shared_ptr<Invocation>& invocation) 
     kill(*instance, "stream idle");
     retire(*instance, 502, "instance of " + config_.name + " was killed");
   } else {
-    send_cancel(invocation);
+    send_cancel(invocation, frame::kCancelTimeout);
   }
 }
 
@@ -590,9 +602,34 @@ void FunctionPool::tick(Clock::time_point now) {
   keep_minimum();
 }
 
-void FunctionPool::stop() {
-  if (stopping_) return;
+void FunctionPool::stop_instances(std::function<void()> done) {
   stopping_ = true;
+  while (!queue_.empty()) {
+    auto invocation = queue_.front();
+    queue_.pop_front();
+    fail(*invocation, 503, "coil is shutting down");
+  }
+  for (auto& instance : std::vector(instances_)) {
+    for (auto& invocation : instance->in_flight()) {
+      fail(*invocation, 503, "coil is shutting down");
+      DeadlineQueue::remove(*invocation);
+    }
+    instance->in_flight().clear();
+    exit_reasons_[instance->pid()] = "shutdown";
+    instance->close();
+  }
+  instances_.clear();
+  if (live_pids_.empty() || !template_) {
+    done();
+    return;
+  }
+  on_instances_stopped_ = std::move(done);
+}
+
+void FunctionPool::stop() {
+  if (stopping_ && !template_) return;
+  stopping_ = true;
+  on_instances_stopped_ = nullptr;
   deadline_timer_.cancel();
   while (!queue_.empty()) {
     auto invocation = queue_.front();

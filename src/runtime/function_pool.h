@@ -36,6 +36,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "config/manifest.h"
@@ -74,6 +75,10 @@ class FunctionPool : public InstanceEvents {
   void tick(Clock::time_point now);
   // Requests whose client has not had its complete answer yet.
   size_t unanswered() const { return response_deadlines_.size() + stream_deadlines_.size(); }
+  // Refuses new work and closes every instance's socket, so that instances
+  // exit on their own (an ASGI instance runs lifespan shutdown first).
+  // `done` is called once every instance has exited.
+  void stop_instances(std::function<void()> done);
   // Refuses new work and stops the template and every instance.
   void stop();
 
@@ -103,7 +108,7 @@ class FunctionPool : public InstanceEvents {
   // had not started and go back to the front of the queue.
   void retire(Instance& instance, uint16_t status, const std::string& message);
   void kill(Instance& instance, const std::string& reason);
-  void send_cancel(const std::shared_ptr<Invocation>& invocation);
+  void send_cancel(const std::shared_ptr<Invocation>& invocation, std::string_view reason);
   // Answers the client (if it is still waiting) and forgets it.
   void fail(Invocation& invocation, uint16_t status, const std::string& message);
   void detach(Invocation& invocation);
@@ -129,6 +134,8 @@ class FunctionPool : public InstanceEvents {
   std::vector<std::shared_ptr<Instance>> instances_;
   uint32_t next_token_ = 0;
   std::unordered_map<pid_t, std::string> exit_reasons_;  // why the host ended an instance
+  std::unordered_set<pid_t> live_pids_;                  // instances forked and not yet reaped
+  std::function<void()> on_instances_stopped_;
 
   std::deque<std::shared_ptr<Invocation>> queue_;
   DeadlineQueue response_deadlines_;  // unanswered, response not started
