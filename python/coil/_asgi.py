@@ -25,7 +25,7 @@ import traceback
 
 import _coil
 
-REQUEST_HEAD, REQUEST_BODY, CANCEL, RESET, READY, FAILED = 1, 2, 5, 6, 7, 8
+REQUEST_HEAD, REQUEST_BODY, CANCEL, RESET, READY, FAILED, WS_CLOSE = 1, 2, 5, 6, 7, 8, 9
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _LIFESPAN_TIMEOUT = 30.0
 _DISCONNECT = {"type": "http.disconnect"}
@@ -159,7 +159,11 @@ class _Server:
             elif kind == REQUEST_BODY:
                 exchange = self.exchanges.get(frame[1])
                 if exchange is not None:
-                    exchange.feed(frame[3], frame[2])
+                    exchange.feed(frame[3], frame[2], frame[4])
+            elif kind == WS_CLOSE:
+                exchange = self.exchanges.get(frame[1])
+                if exchange is not None:
+                    exchange.client_closed(frame[2])
             elif kind == CANCEL:
                 exchange = self.exchanges.get(frame[1])
                 if exchange is not None:
@@ -211,6 +215,9 @@ class _Server:
         else:
             root_path = ""
             path = route
+        if scheme == "ws":
+            self.start_websocket(stream, version, path, raw_path, query, root_path, headers, client, server)
+            return
         scope = {
             "type": "http",
             "asgi": _ASGI,
@@ -227,6 +234,30 @@ class _Server:
             "state": self.state.copy(),
         }
         exchange = _Exchange(self, stream, body, end)
+        self.exchanges[stream] = exchange
+        exchange.task = self.loop.create_task(exchange.run(self.app, scope))
+
+    def start_websocket(self, stream, version, path, raw_path, query, root_path, headers, client, server):
+        subprotocols = []
+        for name, value in headers:
+            if name == b"sec-websocket-protocol":
+                subprotocols.extend(p.strip() for p in value.decode("latin-1").split(",") if p.strip())
+        scope = {
+            "type": "websocket",
+            "asgi": _ASGI,
+            "http_version": version,
+            "scheme": "ws",
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "root_path": root_path,
+            "headers": headers,
+            "client": self.address(client),
+            "server": self.address(server),
+            "subprotocols": subprotocols,
+            "state": self.state.copy(),
+        }
+        exchange = _WebSocket(self, stream)
         self.exchanges[stream] = exchange
         exchange.task = self.loop.create_task(exchange.run(self.app, scope))
 
@@ -274,7 +305,10 @@ class _Exchange:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
-    def feed(self, data, end):
+    def client_closed(self, code):
+        self.cancel(b"disconnect")
+
+    def feed(self, data, end, text=False):
         if data or end:
             self.chunks.append(data)
         self.body_done = end
@@ -366,4 +400,135 @@ class _Exchange:
                                error_body.encode(), True)
         else:
             _coil.put_frame(out, RESET, self.stream, b"")
+        self.server.schedule_flush()
+
+
+class _WebSocket:
+    """One WebSocket session: the websocket scope's receive()/send()."""
+
+    __slots__ = ("server", "stream", "inbox", "connect_delivered", "disconnected", "close_code", "waiter", "state",
+                 "finished", "task")
+
+    def __init__(self, server, stream):
+        self.server = server
+        self.stream = stream
+        self.inbox = []
+        self.connect_delivered = False
+        self.disconnected = False
+        self.close_code = 1006
+        self.waiter = None
+        self.state = "connecting"  # then "connected", then "closed"
+        self.finished = False
+        self.task = None
+
+    async def receive(self):
+        if not self.connect_delivered:
+            self.connect_delivered = True
+            return {"type": "websocket.connect"}
+        while True:
+            if self.inbox:
+                return self.inbox.pop(0)
+            if self.disconnected:
+                return {"type": "websocket.disconnect", "code": self.close_code}
+            self.waiter = self.server.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+    def wake(self):
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def feed(self, data, end, text):
+        if text:
+            self.inbox.append({"type": "websocket.receive", "text": data.decode("utf-8", "replace")})
+        else:
+            self.inbox.append({"type": "websocket.receive", "bytes": data})
+        self.wake()
+
+    def client_closed(self, code):
+        self.disconnected = True
+        self.close_code = code
+        self.wake()
+
+    def cancel(self, reason=b"timeout"):
+        listening = self.waiter is not None
+        self.disconnected = True
+        self.wake()
+        if self.task is None or self.task.done():
+            return
+        if reason == b"disconnect" and listening:
+            self.server.loop.call_later(_DISCONNECT_GRACE, self.cancel_task)
+        else:
+            self.task.cancel()
+
+    def cancel_task(self):
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    async def send(self, message):
+        kind = message["type"]
+        out = self.server.out
+        if kind == "websocket.send":
+            if self.state != "connected":
+                raise RuntimeError(f"websocket.send while the socket is {self.state}")
+            if self.disconnected:
+                return
+            text = message.get("text")
+            if text is not None:
+                _coil.put_ws_message(out, self.stream, text.encode("utf-8"), True)
+            else:
+                _coil.put_ws_message(out, self.stream, message.get("bytes") or b"", False)
+        elif kind == "websocket.accept":
+            if self.state != "connecting":
+                raise RuntimeError("websocket.accept sent twice")
+            headers = list(message.get("headers") or ())
+            subprotocol = message.get("subprotocol")
+            if subprotocol:
+                headers.append((b"sec-websocket-protocol", subprotocol.encode("latin-1")))
+            _coil.put_response(out, self.stream, 101, headers, b"", False)
+            self.state = "connected"
+        elif kind == "websocket.close":
+            if self.finished:
+                return
+            if self.state == "connecting":
+                # Closing before accepting refuses the handshake (ASGI: HTTP 403).
+                _coil.put_response(out, self.stream, 403, (), b"", True)
+            else:
+                _coil.put_ws_close(out, self.stream, int(message.get("code", 1000)), message.get("reason") or "")
+            self.state = "closed"
+            self.finished = True
+        else:
+            raise RuntimeError(f"unexpected ASGI message type {kind!r} for a websocket")
+        self.server.schedule_flush()
+
+    async def run(self, app, scope):
+        try:
+            await app(scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            self.end(None)
+        except BaseException:  # noqa: BLE001 - the app's failure is reported, never propagated
+            print(f"coil: exception in ASGI application {self.server.function} (websocket):", file=sys.stderr)
+            traceback.print_exc()
+            self.end(1011)
+        else:
+            self.end(self.close_code if self.disconnected else 1000)
+        finally:
+            self.server.finished(self)
+
+    def end(self, code):
+        """The stream's final frame, unless the app already closed."""
+        if self.finished:
+            return
+        self.finished = True
+        out = self.server.out
+        if self.state == "connecting":
+            if code is None:
+                _coil.put_frame(out, RESET, self.stream, b"")
+            else:
+                _coil.put_response(out, self.stream, 500 if code == 1011 else 403, (), b"", True)
+        else:
+            _coil.put_ws_close(out, self.stream, code if code is not None else 1001, "")
+        self.state = "closed"
         self.server.schedule_flush()

@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "http/response_writer.h"
 #include "http/server.h"
+#include "http/websocket_session.h"
 #include "router/route_table.h"
 
 namespace coil::http {
@@ -170,6 +171,7 @@ bool Connection::on_head() {
   invocation_ = std::move(invocation);
   streaming_body_ = pool.streams_request_body();
   watch_disconnect_ = streaming_body_;
+  if (streaming_body_ && asks_for_websocket(invocation_->head)) return upgrade_to_websocket();
   body_received_ = 0;
   body_checkpoint_ = 0;
 
@@ -190,6 +192,46 @@ bool Connection::on_head() {
     return phase_ == Phase::kBody;  // submit() may have answered already
   }
   return true;
+}
+
+bool Connection::asks_for_websocket(const frame::RequestHead& head) {
+  auto contains = [](std::string_view value, std::string_view word) {
+    std::string lower(value);
+    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return lower.find(word) != std::string::npos;
+  };
+  bool upgrade = false, connection_upgrade = false;
+  for (const auto& [name, value] : head.headers) {
+    if (name == "upgrade" && contains(value, "websocket")) upgrade = true;
+    if (name == "connection" && contains(value, "upgrade")) connection_upgrade = true;
+  }
+  return upgrade && connection_upgrade;
+}
+
+// Hands the socket over to a WebSocketSession; this connection ends here.
+bool Connection::upgrade_to_websocket() {
+  frame::RequestHead& head = invocation_->head;
+  std::string_view key, version;
+  for (const auto& [name, value] : head.headers) {
+    if (name == "sec-websocket-key") key = value;
+    if (name == "sec-websocket-version") version = value;
+  }
+  if (head.method != "GET" || parser_.version() < 11 || key.empty() || version != "13" || !parser_.done()) {
+    invocation_.reset();
+    respond_error(400, "bad request: invalid WebSocket handshake", true);
+    return false;
+  }
+  head.scheme = "ws";
+  WebSocketSession::Request request;
+  request.method(boost::beast::http::verb::get);
+  request.target(head.target);
+  request.version(11);
+  for (const auto& [name, value] : head.headers) request.insert(name, value);
+  auto session = std::make_shared<WebSocketSession>(server_, std::move(socket_), target_pool_,
+                                                    std::move(invocation_), std::move(request));
+  phase_ = Phase::kClosed;
+  session->start();
+  return false;
 }
 
 void Connection::on_request() {

@@ -61,6 +61,8 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   void read();
   void process();
   bool on_head();
+  static bool asks_for_websocket(const frame::RequestHead& head);
+  bool upgrade_to_websocket();
   void on_request();
   void finish_response(uint16_t status);
   void respond_error(uint16_t status, std::string_view message, bool close_after,

@@ -91,6 +91,20 @@ void append_response(std::string& out, uint32_t stream, const ResponseHead& head
       body, end);
 }
 
+void append_ws_close(std::string& out, uint32_t stream, uint16_t code, std::string_view reason) {
+  std::string payload;
+  put_u16(payload, code);
+  payload.append(reason.substr(0, 123));  // a close frame's reason is at most 123 bytes
+  append(out, Type::kWsClose, kFlagEnd, stream, payload);
+}
+
+bool decode_ws_close(std::string_view payload, uint16_t& code, std::string& reason) {
+  Cursor c(payload);
+  if (!c.u16(code)) return false;
+  reason.assign(c.rest());
+  return true;
+}
+
 Status decode_request_head(std::string_view payload, RequestHead& head, std::string_view& body) {
   Cursor c(payload);
   if (!c.str(head.method) || !c.str(head.target) || !c.str(head.version) || !c.str(head.scheme) || !c.str(head.client) ||
@@ -121,7 +135,7 @@ std::optional<Frame> Reader::next(Status& error) {
     error = Status::error("frame payload of " + std::to_string(length) + " bytes exceeds the limit");
     return std::nullopt;
   }
-  if (type < static_cast<uint8_t>(Type::kRequestHead) || type > static_cast<uint8_t>(Type::kFailed)) {
+  if (type < static_cast<uint8_t>(Type::kRequestHead) || type > static_cast<uint8_t>(Type::kWsClose)) {
     error = Status::error("unknown frame type " + std::to_string(type));
     return std::nullopt;
   }

@@ -20,7 +20,14 @@
 // kFlagEnd completes the body. Responses mirror that with kResponseHead and
 // kResponseBody. kCancel (host -> instance) says the host gave up on a stream
 // (client gone or deadline passed): the instance should drop it. kReset
-// (instance -> host) aborts a stream (the final frame of a cancelled stream,
+//
+// WebSockets ride on the same frames. The request head has scheme "ws"; the
+// application accepts with a 101 response head (sec-websocket-protocol among
+// its headers) or refuses with any other status; messages travel as body
+// frames (kFlagText for text) in both directions; kWsClose from either side
+// ends the stream (from the instance, it is the stream's final frame).
+//
+// kReset (instance -> host) aborts a stream (the final frame of a cancelled stream,
 // or of a response that cannot be completed). An instance says kReady once
 // it can serve, or kFailed (and exits) if it cannot.
 #pragma once
@@ -45,9 +52,12 @@ enum class Type : uint8_t {
   kReset = 6,
   kReady = 7,   // instance -> host, stream 0: started (ASGI: lifespan startup complete)
   kFailed = 8,  // instance -> host, stream 0: could not start; payload says why
+  kWsClose = 9, // either way: a WebSocket closes; payload u16 code + UTF-8 reason
 };
 
 inline constexpr uint8_t kFlagEnd = 0x01;
+// On body frames of a WebSocket stream: the message is text (else binary).
+inline constexpr uint8_t kFlagText = 0x02;
 // The payload of a kCancel frame: why the host gave up on the stream.
 inline constexpr std::string_view kCancelDisconnect = "disconnect";  // the client went away
 inline constexpr std::string_view kCancelTimeout = "timeout";        // a deadline passed
@@ -99,6 +109,10 @@ void append_response(std::string& out, uint32_t stream, const ResponseHead& head
                      std::string_view body, bool end);
 // Body frames only (`body` may be empty when only the end is to be signalled).
 void append_body(std::string& out, Type type, uint32_t stream, std::string_view body, bool end);
+
+// A WebSocket close (code and reason) as a kWsClose frame, and its decoding.
+void append_ws_close(std::string& out, uint32_t stream, uint16_t code, std::string_view reason);
+bool decode_ws_close(std::string_view payload, uint16_t& code, std::string& reason);
 
 // Parses the payload of a head frame. On success `body` is the body part that
 // followed the head in the same frame.

@@ -46,8 +46,14 @@ PyObject* frame_tuple(const frame::Frame& f) {
                            head.path_info.c_str(), headers, bytes_of(body));
     }
     case frame::Type::kRequestBody:
-      return Py_BuildValue("(iION)", static_cast<int>(f.type), f.stream, f.end() ? Py_True : Py_False,
-                           bytes_of(f.payload));
+      return Py_BuildValue("(iIONO)", static_cast<int>(f.type), f.stream, f.end() ? Py_True : Py_False,
+                           bytes_of(f.payload), (f.flags & frame::kFlagText) ? Py_True : Py_False);
+    case frame::Type::kWsClose: {
+      uint16_t code = 1005;
+      std::string reason;
+      if (!frame::decode_ws_close(f.payload, code, reason)) code = 1005;  // no status received
+      return Py_BuildValue("(iIiN)", static_cast<int>(f.type), f.stream, static_cast<int>(code), str_of(reason));
+    }
     case frame::Type::kCancel:
       return Py_BuildValue("(iIy#)", static_cast<int>(f.type), f.stream, f.payload.data(),
                            static_cast<Py_ssize_t>(f.payload.size()));
@@ -69,7 +75,7 @@ PyObject* decode(PyObject*, PyObject* arg) {
     const char* p = data.data() + consumed;
     const auto* u = reinterpret_cast<const unsigned char*>(p);
     uint32_t length = uint32_t{u[0]} | uint32_t{u[1]} << 8 | uint32_t{u[2]} << 16 | uint32_t{u[3]} << 24;
-    if (length > frame::kMaxPayload || u[4] < 1 || u[4] > 8) {
+    if (length > frame::kMaxPayload || u[4] < 1 || u[4] > static_cast<uint8_t>(frame::Type::kWsClose)) {
       Py_DECREF(frames);
       PyErr_SetString(PyExc_ValueError, "corrupt frame stream");
       return nullptr;
@@ -182,7 +188,45 @@ PyObject* put_frame(PyObject*, PyObject* args) {
   Py_RETURN_NONE;
 }
 
+PyObject* put_ws_message(PyObject*, PyObject* args) {
+  PyObject *out, *data;
+  unsigned int stream;
+  int text;
+  if (!PyArg_ParseTuple(args, "YIOp", &out, &stream, &data, &text)) return nullptr;
+  Py_buffer view;
+  if (!buffer_view(data, view)) return nullptr;
+  std::string_view message(static_cast<const char*>(view.buf), static_cast<size_t>(view.len));
+  bool ok = true;
+  if (message.size() > frame::kMaxPayload - 64) {
+    PyErr_SetString(PyExc_ValueError, "WebSocket message larger than 1 MiB");
+    ok = false;
+  } else {
+    std::string encoded;
+    frame::append(encoded, frame::Type::kResponseBody, text ? frame::kFlagText : 0, stream, message);
+    ok = append_to(out, encoded);
+  }
+  PyBuffer_Release(&view);
+  if (!ok) return nullptr;
+  Py_RETURN_NONE;
+}
+
+PyObject* put_ws_close(PyObject*, PyObject* args) {
+  PyObject* out;
+  unsigned int stream;
+  int code;
+  const char* reason;
+  Py_ssize_t reason_size;
+  if (!PyArg_ParseTuple(args, "YIis#", &out, &stream, &code, &reason, &reason_size)) return nullptr;
+  std::string encoded;
+  frame::append_ws_close(encoded, stream, static_cast<uint16_t>(code),
+                         std::string_view(reason, static_cast<size_t>(reason_size)));
+  if (!append_to(out, encoded)) return nullptr;
+  Py_RETURN_NONE;
+}
+
 PyMethodDef kCodecMethods[] = {
+    {"put_ws_message", put_ws_message, METH_VARARGS, "Append a WebSocket message frame to a bytearray."},
+    {"put_ws_close", put_ws_close, METH_VARARGS, "Append a WebSocket close frame to a bytearray."},
     {"decode", decode, METH_O, "Parse the complete frames at the start of a bytearray."},
     {"put_response", put_response, METH_VARARGS, "Append a response head (and body) to a bytearray."},
     {"put_body", put_body, METH_VARARGS, "Append response body frames to a bytearray."},

@@ -6,13 +6,16 @@
 //       tuple whose first two items are (type, stream):
 //         (1, stream, end, method, target: bytes, version, scheme, client, server,
 //          host, route, path_info, headers: list[(bytes, bytes)], body: bytes)
-//         (2, stream, end, body: bytes)       request body
+//         (2, stream, end, body: bytes, text: bool)   request body / WebSocket message
+//         (9, stream, code: int, reason: str)  WebSocket closed by the client
 //         (5, stream, reason: bytes)           cancel (b"disconnect" or b"timeout")
 //       Raises ValueError on a corrupt stream.
 //   _coil.put_response(out: bytearray, stream, status, headers, body, end)
 //       headers: an iterable of (bytes-like, bytes-like) pairs.
 //   _coil.put_body(out: bytearray, stream, body, end)
 //   _coil.put_frame(out: bytearray, type, stream, payload)   (flags = END)
+//   _coil.put_ws_message(out: bytearray, stream, data, text: bool)
+//   _coil.put_ws_close(out: bytearray, stream, code, reason: str)
 #pragma once
 
 #include <Python.h>

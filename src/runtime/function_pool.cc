@@ -228,6 +228,26 @@ void FunctionPool::send_body(const std::shared_ptr<Invocation>& invocation, std:
   }
 }
 
+void FunctionPool::send_websocket_message(const std::shared_ptr<Invocation>& invocation, std::string_view data,
+                                          bool text) {
+  Instance* instance = invocation->instance;
+  if (instance == nullptr || invocation->cancel_sent) return;
+  if (invocation->deadline_queue == &stream_deadlines_) {
+    stream_deadlines_.push(invocation, Clock::now());  // activity either way keeps the session alive
+  }
+  std::string frames;
+  frame::append(frames, frame::Type::kRequestBody, text ? frame::kFlagText : 0, invocation->id, data);
+  instance->send(frames);
+}
+
+void FunctionPool::send_websocket_close(const std::shared_ptr<Invocation>& invocation, uint16_t code) {
+  Instance* instance = invocation->instance;
+  if (instance == nullptr || invocation->cancel_sent) return;
+  std::string frames;
+  frame::append_ws_close(frames, invocation->id, code, {});
+  instance->send(frames);
+}
+
 size_t FunctionPool::waiting() const {
   size_t count = queue_.size();
   if (kind_ == config::Kind::kHandler) {
@@ -366,9 +386,21 @@ void FunctionPool::on_frame(Instance& instance, const frame::Frame& f) {
           stream_deadlines_.push(invocation, Clock::now());
           arm_deadline_timer();
         }
-        invocation->sink->on_response_body(f.payload, end);
+        if (invocation->websocket) {
+          invocation->sink->on_websocket_message(f.payload, (f.flags & frame::kFlagText) != 0);
+        } else {
+          invocation->sink->on_response_body(f.payload, end);
+        }
       }
       break;
+    case frame::Type::kWsClose: {
+      end = true;
+      uint16_t code = 1000;
+      std::string reason;
+      if (!frame::decode_ws_close(f.payload, code, reason)) code = 1000;
+      if (invocation->sink) invocation->sink->on_websocket_close(code, reason);
+      break;
+    }
     case frame::Type::kReset:
       end = true;
       fail(*invocation, 502, "function " + config_.name + " aborted the response");
@@ -614,8 +646,12 @@ void FunctionPool::stop_instances(std::function<void()> done) {
       fail(*invocation, 503, "coil is shutting down");
       DeadlineQueue::remove(*invocation);
     }
+    // A handler still executing cannot be interrupted any other way, and
+    // has no shutdown of its own to run.
+    bool busy_handler = kind_ == config::Kind::kHandler && !instance->in_flight().empty();
     instance->in_flight().clear();
     exit_reasons_[instance->pid()] = "shutdown";
+    if (busy_handler) instance->kill();
     instance->close();
   }
   instances_.clear();

@@ -68,6 +68,9 @@ class FunctionPool : public InstanceEvents {
   void submit(std::shared_ptr<Invocation> invocation);
   // More of the body of a submitted request (`end`: that was the last part).
   void send_body(const std::shared_ptr<Invocation>& invocation, std::string_view chunk, bool end);
+  // WebSocket sessions: a client message, and the client closing.
+  void send_websocket_message(const std::shared_ptr<Invocation>& invocation, std::string_view data, bool text);
+  void send_websocket_close(const std::shared_ptr<Invocation>& invocation, uint16_t code);
   // The client is gone: the invocation is forgotten. A queued one is dropped;
   // an executing ASGI request is cancelled; a running handler is let finish.
   void abandon(const std::shared_ptr<Invocation>& invocation);

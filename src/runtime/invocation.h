@@ -33,6 +33,10 @@ class ResponseSink {
   // A response the host makes itself (502, 503, 504...). `message` is the
   // plain-text body, written for the client.
   virtual void on_failure(uint16_t status, const std::string& message) = 0;
+  // WebSocket streams, once accepted (a 101 head): a message from the
+  // application, and the application closing the socket.
+  virtual void on_websocket_message(std::string_view /*data*/, bool /*text*/) {}
+  virtual void on_websocket_close(uint16_t /*code*/, const std::string& /*reason*/) {}
 };
 
 class Instance;
@@ -45,6 +49,7 @@ struct Invocation {
   frame::RequestHead head;
   std::string body;            // body bytes not yet handed to an instance
   bool body_complete = true;   // false while the body still streams in
+  bool websocket = false;      // a WebSocket session (head.scheme "ws")
   Clock::time_point started;
   State state = State::kQueued;
   std::shared_ptr<ResponseSink> sink;  // set until the client has its answer

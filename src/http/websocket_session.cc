@@ -1,0 +1,156 @@
+#include "http/websocket_session.h"
+
+#include <fmt/format.h>
+
+#include <boost/asio/write.hpp>
+#include <boost/beast/websocket/rfc6455.hpp>
+
+#include "common/log.h"
+#include "http/response_writer.h"
+#include "http/server.h"
+
+namespace coil::http {
+namespace websocket = boost::beast::websocket;
+
+WebSocketSession::WebSocketSession(Server& server, boost::asio::ip::tcp::socket socket, size_t pool,
+                                   std::shared_ptr<runtime::Invocation> invocation, Request request)
+    : server_(server),
+      ws_(std::move(socket)),
+      pool_(pool),
+      invocation_(std::move(invocation)),
+      request_(std::move(request)),
+      started_(std::chrono::steady_clock::now()) {}
+
+WebSocketSession::~WebSocketSession() {
+  if (invocation_ && !finished_) server_.pool(pool_).abandon(invocation_);
+}
+
+void WebSocketSession::start() {
+  invocation_->websocket = true;
+  invocation_->started = std::chrono::steady_clock::now();
+  invocation_->sink = shared_from_this();
+  server_.pool(pool_).submit(invocation_);
+}
+
+void WebSocketSession::log_access(uint16_t status) {
+  double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_).count();
+  log::buffered_line(fmt::format("coil: access {} {} {} {} {:.2f}ms", server_.pool(pool_).config().name,
+                                 invocation_->head.method, invocation_->head.target, status, ms));
+}
+
+void WebSocketSession::on_response_head(const frame::ResponseHead& head, std::string_view body, bool) {
+  if (accepted_ || finished_) return;
+  if (head.status != 101) {
+    refuse(head.status, head.headers, body);
+    return;
+  }
+  accepted_ = true;
+  // The application's headers (sec-websocket-protocol among them) go into the
+  // handshake response; Beast writes the protocol's own.
+  auto headers = head.headers;
+  ws_.set_option(websocket::stream_base::decorator([headers](websocket::response_type& response) {
+    for (const auto& [name, value] : headers) response.set(name, value);
+  }));
+  ws_.set_option(websocket::stream_base::timeout::suggested(boost::beast::role_type::server));
+  ws_.read_message_max(frame::kMaxPayload - 64);
+  ws_.async_accept(request_, [self = shared_from_this()](boost::system::error_code ec) {
+    self->log_access(ec ? 400 : 101);
+    if (ec) {
+      self->client_gone(1006);
+      return;
+    }
+    self->read();
+    self->write_next();
+  });
+}
+
+void WebSocketSession::refuse(uint16_t status, const std::vector<frame::Header>& headers, std::string_view body) {
+  finished_ = true;
+  log_access(status);
+  std::string out;
+  append_head(out, status, headers, BodyFraming::kContentLength, body.size(), false);
+  out.append(body);
+  raw_response_ = std::move(out);
+  boost::asio::async_write(ws_.next_layer(), boost::asio::buffer(raw_response_),
+                           [self = shared_from_this()](boost::system::error_code, size_t) {
+                             boost::system::error_code ignored;
+                             self->ws_.next_layer().shutdown(boost::asio::ip::tcp::socket::shutdown_both, ignored);
+                             self->ws_.next_layer().close(ignored);
+                           });
+}
+
+void WebSocketSession::on_response_body(std::string_view body, bool) { on_websocket_message(body, false); }
+
+void WebSocketSession::on_failure(uint16_t status, const std::string& message) {
+  if (finished_) return;
+  if (!accepted_) {
+    refuse(status, {{"content-type", "text/plain; charset=utf-8"}}, message);
+    return;
+  }
+  log::info("{} websocket {}: closing: {}", server_.pool(pool_).config().name, invocation_->head.target,
+            std::string_view(message).substr(0, message.find('\n')));
+  on_websocket_close(status == 504 ? 1001 : 1011, "");
+}
+
+void WebSocketSession::on_websocket_message(std::string_view data, bool text) {
+  if (finished_) return;
+  outgoing_.push_back(Outgoing{std::string(data), text, false, 0});
+  write_next();
+}
+
+void WebSocketSession::on_websocket_close(uint16_t code, const std::string& reason) {
+  if (finished_) return;
+  finished_ = true;
+  Outgoing close{reason, false, true, code};
+  outgoing_.push_back(std::move(close));
+  write_next();
+}
+
+void WebSocketSession::write_next() {
+  if (writing_ || outgoing_.empty() || !accepted_ || !ws_.is_open()) return;
+  writing_ = true;
+  Outgoing& next = outgoing_.front();
+  auto done = [self = shared_from_this()](boost::system::error_code ec, size_t = 0) {
+    self->writing_ = false;
+    self->outgoing_.pop_front();
+    if (ec) {
+      self->client_gone(1006);
+      return;
+    }
+    self->write_next();
+  };
+  if (next.close) {
+    ws_.async_close(websocket::close_reason(static_cast<websocket::close_code>(next.code), next.data),
+                    [done](boost::system::error_code ec) mutable { done(ec); });
+  } else {
+    ws_.text(next.text);
+    ws_.async_write(boost::asio::buffer(next.data), std::move(done));
+  }
+}
+
+void WebSocketSession::read() {
+  ws_.async_read(read_buffer_, [self = shared_from_this()](boost::system::error_code ec, size_t) {
+    if (ec) {
+      uint16_t code = 1006;  // closed without a close frame
+      if (ec == websocket::error::closed) code = self->ws_.reason().code;
+      self->client_gone(code);
+      return;
+    }
+    auto data = self->read_buffer_.cdata();
+    std::string_view message(static_cast<const char*>(data.data()), data.size());
+    if (!self->finished_) self->server_.pool(self->pool_).send_websocket_message(self->invocation_, message,
+                                                                                  self->ws_.got_text());
+    self->read_buffer_.consume(self->read_buffer_.size());
+    self->read();
+  });
+}
+
+void WebSocketSession::client_gone(uint16_t code) {
+  if (finished_) return;
+  finished_ = true;
+  runtime::FunctionPool& pool = server_.pool(pool_);
+  pool.send_websocket_close(invocation_, code);
+  pool.abandon(invocation_);
+}
+
+}  // namespace coil::http
