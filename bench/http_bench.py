@@ -5,9 +5,12 @@
     bench/http_bench.py --servers uvicorn,nginx --modes pinned -d 3
 
 Servers (each started by this script on a free loopback port, one at a time):
-  coil     build/coil up bench/apps/hello (one function, 1 instance, Spin hello handler)
-  uvicorn  Debian's uvicorn, 1 worker, --http httptools --loop uvloop, raw ASGI hello
-  nginx    Debian's nginx, 1 worker, `return 200 "Hello, world!"` (the HTTP limit here)
+  coil             build/coil up bench/apps/hello (1 instance, Spin hello handler)
+  coil-asgi        build/coil up bench/apps/asgi_coil (1 instance, the raw ASGI hello uvicorn serves)
+  coil-fastapi     build/coil up bench/apps/fastapi (1 instance, the FastAPI tutorial app)
+  uvicorn          Debian's uvicorn, 1 worker, --http httptools --loop uvloop, raw ASGI hello
+  uvicorn-fastapi  the same uvicorn serving the FastAPI tutorial app
+  nginx            Debian's nginx, 1 worker, `return 200 "Hello, world!"` (the HTTP limit here)
 Modes:
   pinned   every server (and all its processes) on CPU 0, wrk on CPU 1
   unpinned no affinity set
@@ -36,7 +39,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 APPS = ROOT / "bench" / "apps"
 BODY = b"Hello, world!"
-SERVERS = ("coil", "uvicorn", "nginx")
+FASTAPI_BODY = b'{"message":"Hello World"}'
+SERVERS = ("coil", "coil-asgi", "coil-fastapi", "uvicorn", "uvicorn-fastapi", "nginx")
+# What each server answers to GET /.
+EXPECTED = {name: FASTAPI_BODY if name.endswith("fastapi") else BODY for name in SERVERS}
+# The comparisons the targets are about: (coil scenario, peer).
+RATIOS = (("coil", "uvicorn"), ("coil", "nginx"), ("coil-asgi", "uvicorn"), ("coil-fastapi", "uvicorn-fastapi"))
 MODES = ("pinned", "unpinned")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 READY_RE = re.compile(rb"coil: listening on http://([0-9.]+):([0-9]+)")
@@ -143,9 +151,9 @@ class Server:
             raise BenchError(f"{self.name}: GET / failed: {e}") from e
         finally:
             conn.close()
-        if resp.status != 200 or body != BODY:
+        if resp.status != 200 or body != EXPECTED[self.name]:
             raise BenchError(f"{self.name}: GET / answered {resp.status} {body[:200]!r}, "
-                             f"expected 200 {BODY!r}")
+                             f"expected 200 {EXPECTED[self.name]!r}")
 
     def stop(self, timeout=15.0):
         if self.proc is None:
@@ -161,7 +169,7 @@ class Server:
         # Whatever is left of the tree (it should be nothing) goes with its group.
         time.sleep(0.05)
         left = [p for p in session_pids(proc.pid) if p != proc.pid]
-        if left and self.name == "coil":
+        if left and self.name.startswith("coil"):
             print(f"warning: coil left {len(left)} process(es) behind after exiting: {left}",
                   file=sys.stderr)
         try:
@@ -216,14 +224,16 @@ def run_wrk(args, port, cpu, duration, latency=True):
 
 def make_server(name, args, tmp, mode):
     log = tmp / f"{name}-{mode}.log"
-    if name == "coil":
+    coil_apps = {"coil": "hello", "coil-asgi": "asgi_coil", "coil-fastapi": "fastapi"}
+    if name in coil_apps:
         port = free_port()
-        return Server("coil", [str(args.coil_bin), "up", str(APPS / "hello"),
-                               "--listen", f"127.0.0.1:{port}"], port, log, ready_line=True)
-    if name == "uvicorn":
+        return Server(name, [str(args.coil_bin), "up", str(APPS / coil_apps[name]),
+                             "--listen", f"127.0.0.1:{port}"], port, log, ready_line=True)
+    if name in ("uvicorn", "uvicorn-fastapi"):
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON") and k != "PYENV_VERSION"}
-        return Server("uvicorn", ["/usr/bin/python3", "-m", "uvicorn", "--app-dir", str(APPS / "asgi_hello"),
+        app_dir = APPS / ("fastapi" if name == "uvicorn-fastapi" else "asgi_hello")
+        return Server(name, ["/usr/bin/python3", "-m", "uvicorn", "--app-dir", str(app_dir),
                                   "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
                                   "--http", "httptools", "--loop", "uvloop", "--no-access-log",
                                   "--log-level", "warning", "main:app"], port, log, env=env)
@@ -337,7 +347,7 @@ def main():
     for m in modes:
         if m not in MODES:
             ap.error(f"unknown mode {m!r}")
-    if "coil" in servers and not os.access(args.coil_bin, os.X_OK):
+    if any(s.startswith("coil") for s in servers) and not os.access(args.coil_bin, os.X_OK):
         sys.exit(f"error: {args.coil_bin} not found: build it first (./scripts/setup), "
                  "or leave coil out with --servers uvicorn,nginx")
     for tool in ["wrk", "taskset"] + (["nginx"] if "nginx" in servers else []):
@@ -376,7 +386,7 @@ def run_all(args, servers, modes, servers_live, tmp):
     try:
         for mode in modes:
             for name in servers:
-                label = f"{mode:8} {name:8}"
+                label = f"{mode:8} {name:15}"
                 print(f"bench: {label} ...", end="", flush=True, file=sys.stderr)
                 try:
                     res = measure(name, args, tmp, mode, servers_live)
@@ -399,7 +409,7 @@ def run_all(args, servers, modes, servers_live, tmp):
     print(f"load: wrk {wrk_v} -t{args.threads} -c{args.connections} -d{args.duration}s --latency "
           f"(keep-alive, after a {args.warmup}s warm-up); pinned: servers on CPU {args.server_cpu}, "
           f"wrk on CPU {args.wrk_cpu}")
-    print(f"peers: uvicorn {uvicorn_v} (httptools, uvloop, 1 worker, raw ASGI), "
+    print(f"peers: uvicorn {uvicorn_v} (httptools, uvloop, 1 worker; raw ASGI hello or the FastAPI tutorial app), "
           f"nginx {nginx_v} (1 worker, return 200)")
     print()
     print("| mode | server | req/s | p50 ms | p99 ms | server CPU % | errors |")
@@ -413,20 +423,19 @@ def run_all(args, servers, modes, servers_live, tmp):
             print(f"| {mode} | {name} | {r['rps']:,.0f} | {fmt(r.get('p50_ms'), '.3f')} | "
                   f"{fmt(r.get('p99_ms'), '.3f')} | {r['server_cpu_pct']:.0f} | {r['errors']} |")
     ratios = {}
-    if "coil" in servers:
-        print()
-        for mode in modes:
-            c = results.get((mode, "coil"))
-            parts = []
-            for peer in ("uvicorn", "nginx"):
-                if peer not in servers:
-                    continue
-                p = results.get((mode, peer))
-                if c and p and p["rps"] > 0:
-                    ratios[f"{mode} coil/{peer}"] = c["rps"] / p["rps"]
-                    parts.append(f"coil/{peer} = {c['rps'] / p['rps']:.2f}x")
-                else:
-                    parts.append(f"coil/{peer} = n/a")
+    print()
+    for mode in modes:
+        parts = []
+        for mine, peer in RATIOS:
+            if mine not in servers or peer not in servers:
+                continue
+            c, p = results.get((mode, mine)), results.get((mode, peer))
+            if c and p and p["rps"] > 0:
+                ratios[f"{mode} {mine}/{peer}"] = c["rps"] / p["rps"]
+                parts.append(f"{mine}/{peer} = {c['rps'] / p['rps']:.2f}x")
+            else:
+                parts.append(f"{mine}/{peer} = n/a")
+        if parts:
             print(f"{mode} req/s ratios: " + ", ".join(parts))
     if any(r["errors"] for r in results.values()):
         print("\nnote: wrk counted errors (non-2xx answers or socket errors); see the errors column")
