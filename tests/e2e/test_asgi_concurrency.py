@@ -1,0 +1,278 @@
+"""Concurrency inside one ASGI instance (max_concurrency), FastAPI's sync endpoints, and
+timeouts with several requests in flight on one instance (timeout_ms until the response
+starts, a blocked event loop, stream_idle_timeout_ms after it)."""
+
+import select
+
+import pytest
+
+from asgi_support import (APP_GATE, Gates, asgi_manifest, fn_line, read_chunked_bytes, read_chunked_rest,
+                          read_until_closed)
+from conftest import BgRequest, RawConn
+
+CONC_APP = APP_GATE + r'''
+import asyncio, json, os, time
+
+ARRIVED = 0
+IN_FLIGHT = 0
+PEAK = 0
+ALL_HERE = None
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+async def reply(send, obj, status=200):
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": json.dumps(obj).encode()})
+
+
+async def app(scope, receive, send):
+    global ARRIVED, IN_FLIGHT, PEAK, ALL_HERE
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    path = scope["path"]
+    IN_FLIGHT += 1
+    PEAK = max(PEAK, IN_FLIGHT)
+    try:
+        if path.startswith("/barrier/"):
+            # wait until N requests are in flight at once on this instance
+            n = int(path.rsplit("/", 1)[1])
+            if ALL_HERE is None:
+                ALL_HERE = asyncio.Event()
+            ARRIVED += 1
+            log("arrived %d" % ARRIVED)
+            if ARRIVED >= n:
+                ALL_HERE.set()
+            await asyncio.wait_for(ALL_HERE.wait(), 25)
+            return await reply(send, {"pid": os.getpid(), "arrived": ARRIVED})
+        if path.startswith("/gate/"):
+            log("at gate pid=%d" % os.getpid())
+            await gate(path[len("/gate/"):])
+            return await reply(send, {"pid": os.getpid(), "peak": PEAK})
+        if path == "/never":
+            log("never started pid=%d" % os.getpid())
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                log("never cancelled")
+                raise
+            return
+        if path == "/never-listens":
+            # waits for http.disconnect instead of being cancelled
+            log("never-listens started")
+            try:
+                m = await receive()
+            except asyncio.CancelledError:
+                log("never-listens cancelled")
+                raise
+            log("never-listens got " + m["type"])
+            return
+        if path.startswith("/stream-gated/"):
+            # the response starts at once; the rest waits for the test
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"part1;", "more_body": True})
+            log("streaming pid=%d" % os.getpid())
+            await gate(path[len("/stream-gated/"):])
+            await send({"type": "http.response.body", "body": ("part2 pid=%d" % os.getpid()).encode()})
+            return
+        if path == "/stream-slow":
+            # started, then a pause longer than timeout_ms but shorter than stream_idle_timeout_ms
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"a", "more_body": True})
+            await asyncio.sleep(float(os.environ.get("PAUSE", "0")))
+            await send({"type": "http.response.body", "body": b"b"})
+            return
+        if path == "/stream-stall":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"first", "more_body": True})
+            log("stalling")
+            await asyncio.sleep(3600)
+            return
+        if path == "/block-loop":
+            log("blocking the loop pid=%d" % os.getpid())
+            time.sleep(3600)          # a sync call inside async code
+            return
+        return await reply(send, {"pid": os.getpid()})
+    finally:
+        IN_FLIGHT -= 1
+'''
+
+
+def start(coil, tmp_path, env=None, **opts):
+    gates = Gates(tmp_path / "gates")
+    toml = asgi_manifest("conc", "/...", gate_dir=gates.dir, env=env, **opts)
+    c = coil({"coil.toml": toml, "main.py": CONC_APP})
+    c.gates = gates
+    return c
+
+
+# ---------------------------------------------------------------- concurrency
+
+@pytest.mark.parametrize("max_instances", [1, 4])
+def test_ten_requests_in_flight_on_one_instance(coil, tmp_path, max_instances):
+    # with room for more instances, coil still forks another only when the first is full
+    c = start(coil, tmp_path, max_instances=max_instances, timeout_ms=10000)
+    reqs = [BgRequest(c.port, "GET", "/barrier/10", timeout=20) for _ in range(10)]
+    results = [r.response(timeout=30) for r in reqs]
+    for r in results:
+        assert r.status == 200, f"{r}: the 10 requests were not in flight at once on the instance"
+    pids = {r.json()["pid"] for r in results}
+    assert len(pids) == 1, pids
+    assert all(r.json()["arrived"] == 10 for r in results)
+
+
+def test_max_concurrency_bounds_requests_in_flight(coil, tmp_path):
+    c = start(coil, tmp_path, max_instances=1, max_concurrency=2, max_queue=1, timeout_ms=20000)
+    g = c.gates.new()
+    a = BgRequest(c.port, "GET", f"/gate/{g}")
+    b = BgRequest(c.port, "GET", f"/gate/{g}")
+    c.wait_for_lines(fn_line("conc", r"at gate pid=\d+$"), 2, timeout=15)
+    # two more: one waits in the queue (max_queue=1), the other is refused at once
+    x, y = RawConn(c.port, timeout=20), RawConn(c.port, timeout=20)
+    try:
+        x.send(f"GET /gate/{g} HTTP/1.1\r\nHost: x\r\n\r\n")
+        y.send(f"GET /gate/{g} HTTP/1.1\r\nHost: x\r\n\r\n")
+        ready, _, _ = select.select([x.sock, y.sock], [], [], 10)
+        assert ready, "no 503: with max_concurrency=2 the instance must not take a third request"
+        refused, queued = (x, y) if ready[0] is x.sock else (y, x)
+        r = refused.read_response()
+        assert r.status == 503, r
+        c.gates.open(g)
+        for req in (a, b):
+            resp = req.response()
+            assert resp.status == 200, resp
+            assert resp.json()["peak"] <= 2
+        r = queued.read_response(timeout=15)
+        assert r.status == 200, r
+        assert r.json()["peak"] == 2, "never more than max_concurrency requests in flight"
+    finally:
+        x.close()
+        y.close()
+
+
+FASTAPI_SYNC_APP = '''
+import os, threading
+from fastapi import FastAPI
+
+app = FastAPI()
+barrier = threading.Barrier(5, timeout=20)
+
+
+@app.get("/sync")
+def sync_endpoint():
+    return {"pid": os.getpid(), "main_thread": threading.current_thread() is threading.main_thread()}
+
+
+@app.get("/sync-barrier")
+def sync_barrier():
+    # five sync endpoints blocking at once: only works with FastAPI's thread pool
+    barrier.wait()
+    return {"pid": os.getpid()}
+
+
+@app.get("/async")
+async def async_endpoint():
+    return {"pid": os.getpid()}
+'''
+
+
+def test_fastapi_sync_endpoints_run_in_its_thread_pool(coil):
+    c = coil({"coil.toml": asgi_manifest("fa", "/...", max_instances=1, timeout_ms=25000),
+              "main.py": FASTAPI_SYNC_APP})
+    r = c.get("/sync")
+    assert r.status == 200, r
+    assert r.json()["main_thread"] is False
+    reqs = [BgRequest(c.port, "GET", "/sync-barrier", timeout=30) for _ in range(5)]
+    results = [q.response(timeout=30) for q in reqs]
+    assert all(r.status == 200 for r in results), results
+    assert len({r.json()["pid"] for r in results}) == 1
+    assert c.get("/async").status == 200
+
+
+# ---------------------------------------------------------------- timeouts
+
+def test_request_over_timeout_gets_504_others_in_flight_complete(coil, tmp_path):
+    c = start(coil, tmp_path, max_instances=1, timeout_ms=1500)
+    g = c.gates.new()
+    mark = c.mark()
+    # a request whose response started (timeout_ms no longer applies to it) ...
+    held = RawConn(c.port, timeout=20)
+    try:
+        held.send(f"GET /stream-gated/{g} HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = held.read_head()
+        assert head.status == 200, head
+        assert read_chunked_bytes(held, len(b"part1;")) == b"part1;"
+        m = c.wait_for_line(fn_line("conc", r"streaming pid=(\d+)$"), since=mark, timeout=10)
+        pid = m.group(2)
+        # ... and one that never starts its response, on the same instance
+        r = c.get("/never", timeout=10)
+        assert r.status == 504, r
+        assert r.body.startswith(b"timeout after 1500 ms"), r
+        c.wait_for_line(fn_line("conc", rf"never started pid={pid}$"), since=mark, timeout=5)
+        # the streaming one was not disturbed
+        c.gates.open(g)
+        assert read_chunked_rest(held) == f"part2 pid={pid}".encode()
+    finally:
+        held.close()
+    # the instance was not killed
+    assert str(c.get("/pid").json()["pid"]) == pid
+    assert not c.find_lines(rf"^coil: instance conc pid={pid} exited", since=mark)
+
+
+def test_timed_out_request_that_listens_gets_disconnect(coil, tmp_path):
+    c = start(coil, tmp_path, max_instances=1, timeout_ms=1000)
+    mark = c.mark()
+    r = c.get("/never-listens", timeout=10)
+    assert r.status == 504, r
+    # the timed-out request's task ends: it gets http.disconnect, or it is cancelled
+    c.wait_for_line(fn_line("conc", r"never-listens started$"), since=mark, timeout=5)
+    c.wait_for_line(fn_line("conc", r"never-listens (got http\.disconnect|cancelled)$"), since=mark, timeout=10)
+    pid = c.get("/pid").json()["pid"]
+    assert not c.find_lines(rf"^coil: instance conc pid={pid} exited", since=mark)
+
+
+def test_blocked_event_loop_kills_the_instance(coil, tmp_path):
+    c = start(coil, tmp_path, max_instances=1, timeout_ms=1500)
+    pid1 = c.get("/pid").json()["pid"]
+    mark = c.mark()
+    blocker = BgRequest(c.port, "GET", "/block-loop", timeout=10)
+    c.wait_for_line(fn_line("conc", rf"blocking the loop pid={pid1}$"), since=mark, timeout=10)
+    # another request sent to the same (stuck) instance
+    other = BgRequest(c.port, "GET", "/pid", timeout=10)
+    r = blocker.response(timeout=15)
+    assert r.status == 504, r
+    assert r.body.startswith(b"timeout after 1500 ms"), r
+    o = other.response(timeout=15)
+    assert o.status in (200, 502, 504), o
+    if o.status == 200:
+        assert o.json()["pid"] != pid1, "a request answered by a blocked instance?"
+    c.wait_for_line(rf"^coil: instance conc pid={pid1} exited", since=mark, timeout=10)
+    r = c.get("/pid")
+    assert r.status == 200, r
+    assert r.json()["pid"] != pid1
+
+
+def test_timeout_ms_does_not_apply_after_the_response_started(coil, tmp_path):
+    # a 1.5 s pause inside the stream: longer than timeout_ms, shorter than stream_idle_timeout_ms
+    c = start(coil, tmp_path, env={"PAUSE": "1.5"}, timeout_ms=700, stream_idle_timeout_ms=10000)
+    r = c.get("/stream-slow", timeout=20)
+    assert r.status == 200, r
+    assert r.body == b"ab"
+
+
+def test_stream_idle_timeout_closes_a_stalled_stream(coil, tmp_path):
+    c = start(coil, tmp_path, stream_idle_timeout_ms=800)
+    mark = c.mark()
+    with c.raw(timeout=20) as conn:
+        conn.send("GET /stream-stall HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = conn.read_head()
+        assert head.status == 200, head
+        assert read_chunked_bytes(conn, 5) == b"first"
+        c.wait_for_line(fn_line("conc", "stalling$"), since=mark, timeout=5)
+        rest = read_until_closed(conn, timeout=10)
+    assert not rest.endswith(b"0\r\n\r\n"), f"a stalled stream must end with the connection closed: {rest!r}"
+    assert c.get("/pid").status == 200

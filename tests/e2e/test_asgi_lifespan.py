@@ -1,0 +1,179 @@
+"""ASGI lifespan: startup/shutdown in every instance (never in the template), one trial
+instance at `coil up`, lifespan.startup.failed refusing the start, apps without lifespan
+support, and the lifespan state reaching requests as a copy."""
+
+import re
+
+import pytest
+
+from asgi_support import APP_GATE, Gates, asgi_manifest, fn_line
+from conftest import BgRequest, manifest
+
+LIFESPAN_APP = APP_GATE + r'''
+import json, os
+
+MODE = os.environ.get("MODE", "ok")
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+async def lifespan(scope, receive, send):
+    if MODE == "raise":             # an app that does not support lifespan
+        raise RuntimeError("lifespan not supported here")
+    if MODE == "return":            # another one: ignores the scope
+        return
+    while True:
+        m = await receive()
+        if m["type"] == "lifespan.startup":
+            if MODE == "fail":
+                await send({"type": "lifespan.startup.failed",
+                            "message": "database unreachable: marker-3141"})
+                return
+            scope["state"]["startup_pid"] = os.getpid()
+            scope["state"]["items"] = ["from-lifespan"]
+            log("startup pid=%d" % os.getpid())
+            await send({"type": "lifespan.startup.complete"})
+        elif m["type"] == "lifespan.shutdown":
+            log("shutdown pid=%d" % os.getpid())
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        return await lifespan(scope, receive, send)
+    assert scope["type"] == "http"
+    while (await receive()).get("more_body"):
+        pass
+    path = scope["path"]
+    state = scope.get("state")
+    if path.startswith("/block/"):
+        log("blocking pid=%d" % os.getpid())
+        await gate(path[len("/block/"):])
+    if path == "/mutate":
+        state["mutated"] = True
+        state["items"].append("mutated")   # shallow copy: nested objects are shared, keys are not
+    body = json.dumps({"pid": os.getpid(), "state": state}).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+'''
+
+
+def start(coil, tmp_path, mode="ok", **opts):
+    gates = Gates(tmp_path / "gates")
+    toml = asgi_manifest("life", "/...", gate_dir=gates.dir, env={"MODE": mode}, **opts)
+    c = coil({"coil.toml": toml, "main.py": LIFESPAN_APP})
+    c.gates = gates
+    return c
+
+
+def test_trial_instance_runs_startup_at_coil_up(coil, tmp_path):
+    toml = manifest(asgi_manifest("life", "/...", env={"MODE": "ok"}),
+                    asgi_manifest("life-two", "/two/...", env={"MODE": "ok"}))
+    c = coil({"coil.toml": toml, "main.py": LIFESPAN_APP})
+    # no request sent: the startups come from the trial instances started by `coil up`,
+    # one per ASGI function
+    for name in ("life", "life-two"):
+        m = c.wait_for_line(fn_line(name, r"startup pid=(\d+)$"), timeout=15)
+        assert m.group(1) == m.group(2), "lifespan startup must run in the instance that prints it"
+
+
+def test_startup_and_shutdown_run_in_each_instance(coil, tmp_path):
+    c = start(coil, tmp_path, max_instances=2, max_concurrency=1, timeout_ms=20000)
+    g = c.gates.new()
+    a = BgRequest(c.port, "GET", f"/block/{g}")
+    b = BgRequest(c.port, "GET", f"/block/{g}")
+    blocked = c.wait_for_lines(fn_line("life", r"blocking pid=(\d+)$"), 2, timeout=15)
+    pids = {int(m.group(2)) for m in blocked}
+    assert len(pids) == 2, "max_concurrency=1: the two requests must be on two instances"
+    c.gates.open(g)
+    for req in (a, b):
+        r = req.response()
+        assert r.status == 200, r
+        d = r.json()
+        # the state of the request comes from a startup that ran in the serving instance
+        # (after the fork, not in the template)
+        assert d["state"]["startup_pid"] == d["pid"], d
+        assert d["state"]["items"] == ["from-lifespan"]
+    startups = {int(m.group(2)) for m in c.find_lines(fn_line("life", r"startup pid=(\d+)$"))}
+    assert pids <= startups, f"startup did not run in instances {pids - startups}"
+    assert c.stop() == 0
+    shutdowns = {int(m.group(2)) for m in c.find_lines(fn_line("life", r"shutdown pid=(\d+)$"))}
+    assert pids <= shutdowns, f"shutdown did not run in instances {pids - shutdowns}:\n{c.log()}"
+
+
+def test_shutdown_runs_when_an_idle_instance_exits(coil, tmp_path):
+    c = start(coil, tmp_path, idle_timeout_ms=300, min_instances=0)
+    m = c.wait_for_line(fn_line("life", r"startup pid=(\d+)$"), timeout=15)
+    pid = m.group(2)
+    c.wait_for_line(fn_line("life", rf"shutdown pid={pid}$"), timeout=15)
+    c.wait_for_line(rf"^coil: instance life pid={pid} exited", timeout=15)
+    # the next request starts a new instance, with its own startup
+    mark = c.mark()
+    d = c.get("/x").json()
+    assert d["state"]["startup_pid"] == d["pid"]
+    assert str(d["pid"]) != pid
+    c.wait_for_line(fn_line("life", rf"startup pid={d['pid']}$"), since=mark, timeout=5)
+
+
+def test_startup_failed_refuses_to_start(coil_fail, tmp_path):
+    toml = asgi_manifest("life", "/...", env={"MODE": "fail"})
+    rc, err = coil_fail({"coil.toml": toml, "main.py": LIFESPAN_APP})
+    assert rc == 2, err
+    assert "database unreachable: marker-3141" in err, err
+    assert not re.search(r"^coil: listening", err, re.M), err
+
+
+def test_startup_failed_refuses_to_start_without_manifest(coil_fail):
+    # no manifest, so no environment: the mode is written into the code
+    app = LIFESPAN_APP.replace('MODE = os.environ.get("MODE", "ok")', 'MODE = "fail"')
+    rc, err = coil_fail({"main.py": app}, entry="main:app")
+    assert rc == 2, err
+    assert "database unreachable: marker-3141" in err, err
+
+
+FASTAPI_FAILING_STARTUP = '''
+from fastapi import FastAPI
+
+app = FastAPI()
+
+
+@app.on_event("startup")
+async def connect():
+    raise RuntimeError("cannot reach the database: marker-2236")
+
+
+@app.get("/")
+async def root():
+    return {"message": "Hello World"}
+'''
+
+
+def test_framework_startup_exception_refuses_to_start(coil_fail):
+    # Starlette turns the exception into lifespan.startup.failed (with the traceback as message)
+    rc, err = coil_fail({"coil.toml": asgi_manifest("fa", "/..."), "main.py": FASTAPI_FAILING_STARTUP})
+    assert rc == 2, err
+    assert "cannot reach the database: marker-2236" in err, err
+
+
+@pytest.mark.parametrize("mode", ["raise", "return"])
+def test_apps_without_lifespan_support_still_run(coil, tmp_path, mode):
+    c = start(coil, tmp_path, mode=mode)
+    r = c.get("/x")
+    assert r.status == 200, r
+    d = r.json()
+    assert "startup_pid" not in (d["state"] or {})
+    assert c.get("/y").status == 200
+    assert c.stop() == 0
+
+
+def test_state_is_a_copy_for_each_request(coil, tmp_path):
+    c = start(coil, tmp_path, max_instances=1)
+    first = c.get("/mutate").json()
+    assert first["state"]["mutated"] is True
+    second = c.get("/look").json()
+    assert second["pid"] == first["pid"]
+    assert "mutated" not in second["state"], "a key set by one request leaked into the next one's state"
+    assert second["state"]["startup_pid"] == second["pid"]

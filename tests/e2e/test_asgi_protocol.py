@@ -1,0 +1,545 @@
+"""ASGI 3.0 HTTP protocol, checked with a raw ASGI app (no framework): the http scope,
+receive() (body chunks, http.disconnect), send() (streaming, trailers), prefix routes and
+root_path, kind detection, and apps that misbehave."""
+
+import hashlib
+import os
+
+import pytest
+
+from asgi_support import (APP_DESCRIBE, APP_GATE, B, Gates, asgi_manifest, fn_line, jdump,
+                          parse_complete_response, read_chunked_bytes,
+                          read_chunked_rest, read_until_closed)
+from conftest import fn_toml, manifest
+
+# What the app does is chosen by the `x-do` request header, so that the path is free
+# for the scope checks.
+RAW_APP = APP_GATE + APP_DESCRIBE + r'''
+import asyncio, hashlib, json, os
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+async def read_body(receive):
+    msgs = []
+    while True:
+        m = await receive()
+        assert m["type"] == "http.request", m
+        msgs.append(m)
+        if not m.get("more_body", False):
+            return msgs
+
+
+async def respond(send, status, body, headers=(), ctype=b"application/json"):
+    if not isinstance(body, bytes):
+        body = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", ctype)] + list(headers)})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def lifespan(scope, receive, send):
+    while True:
+        m = await receive()
+        if m["type"] == "lifespan.startup":
+            scope["state"]["greeting"] = "hello"
+            scope["state"]["startup_pid"] = os.getpid()
+            await send({"type": "lifespan.startup.complete"})
+        elif m["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        return await lifespan(scope, receive, send)
+    assert scope["type"] == "http", scope["type"]
+    do = dict(scope["headers"]).get(b"x-do", b"scope").decode()
+
+    if do == "scope":
+        msgs = await read_body(receive)
+        d = describe_scope(scope)
+        d["_body_msgs"] = [{"type": m["type"], "body": _tag(m.get("body", b"")),
+                            "more_body": m.get("more_body", False)} for m in msgs]
+        d["_pid"] = os.getpid()
+        return await respond(send, 200, d)
+
+    if do == "body":
+        msgs = await read_body(receive)
+        body = b"".join(m.get("body", b"") for m in msgs)
+        return await respond(send, 200, {
+            "len": len(body), "sha256": hashlib.sha256(body).hexdigest(),
+            "types": sorted({type(m.get("body", b"")).__name__ for m in msgs}),
+            "more": [m.get("more_body", False) for m in msgs]})
+
+    if do == "pieces":
+        # log the running total as each message arrives
+        total, pieces = b"", []
+        while True:
+            m = await receive()
+            total += m.get("body", b"")
+            pieces.append(len(m.get("body", b"")))
+            log("received %d more=%s" % (len(total), m.get("more_body", False)))
+            if not m.get("more_body", False):
+                break
+        return await respond(send, 200, {"body": total.decode(), "pieces": pieces})
+
+    if do == "disconnect":
+        await read_body(receive)
+        log("waiting for disconnect")
+        m = await receive()
+        log("got " + m["type"])
+        return
+
+    if do == "sse":
+        g = dict(scope["headers"])[b"x-gate"].decode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
+        await send({"type": "http.response.body", "body": b"data: one\n\n", "more_body": True})
+        log("sent one")
+        await gate(g)
+        await send({"type": "http.response.body", "body": b"data: two\n\n", "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
+
+    if do == "content-length":
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain"), (b"content-length", b"10")]})
+        await send({"type": "http.response.body", "body": b"01234", "more_body": True})
+        await send({"type": "http.response.body", "body": b"56789"})
+        return
+
+    if do == "trailers":
+        await send({"type": "http.response.start", "status": 200, "trailers": True,
+                    "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"with trailers", "more_body": False})
+        await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"abc")],
+                    "more_trailers": False})
+        return
+
+    if do == "headers":
+        await send({"type": "http.response.start", "status": 201,
+                    "headers": [(b"content-type", b"text/plain"), (b"set-cookie", b"a=1; Path=/"),
+                                (b"X-Custom-Thing", b"Mixed Case Value"), (b"set-cookie", b"b=2; HttpOnly")]})
+        await send({"type": "http.response.body", "body": b"created"})
+        return
+
+    if do == "big":
+        n = int(dict(scope["headers"])[b"x-size"])
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/octet-stream")]})
+        block = bytes(range(256)) * 256  # 64 KiB
+        sent = 0
+        while sent < n:
+            part = block[: min(len(block), n - sent)]
+            sent += len(part)
+            await send({"type": "http.response.body", "body": part, "more_body": sent < n})
+        return
+
+    if do == "stream-until-disconnect":
+        await read_body(receive)
+        gone = asyncio.Event()
+
+        async def watch():
+            m = await receive()
+            log("stream got " + m["type"])
+            gone.set()
+        watcher = asyncio.ensure_future(watch())
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        n = 0
+        while not gone.is_set():
+            n += 1
+            try:
+                await send({"type": "http.response.body", "body": b"data: tick %d\n\n" % n, "more_body": True})
+            except OSError:   # the spec allows send() to raise once the client is gone
+                log("send raised after disconnect")
+                await watcher
+                break
+            try:
+                await asyncio.wait_for(gone.wait(), 0.05)
+            except asyncio.TimeoutError:
+                pass
+        log("stream stopped")
+        return
+
+    # ---- misbehaving apps
+    if do == "no-response":
+        await read_body(receive)
+        return
+    if do == "raise-before":
+        raise ValueError("marker-before-start-2718")
+    if do == "raise-after":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        raise ValueError("marker-after-start-1618")
+    if do == "double-start":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"never"})
+        return
+    if do == "start-then-return":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        return
+
+    if do == "mutate-state":
+        before = sorted(scope["state"])
+        scope["state"]["mutated"] = True
+        return await respond(send, 200, {"before": before})
+
+    return await respond(send, 400, {"unknown": do})
+'''
+
+
+def start_raw(coil, tmp_path, route="/...", name="raw", **opts):
+    gates = Gates(tmp_path / "gates")
+    toml = asgi_manifest(name, route, gate_dir=gates.dir, **opts)
+    c = coil({"coil.toml": toml, "main.py": RAW_APP})
+    c.gates = gates
+    return c
+
+
+def scope_of(c, raw_request):
+    """Send raw request bytes, return the scope the app described."""
+    with c.raw() as conn:
+        conn.send(raw_request)
+        r = conn.read_response()
+    assert r.status == 200, r
+    return r.json()
+
+
+# ---------------------------------------------------------------- the http scope
+
+def test_http_scope_is_complete_and_exact(coil, tmp_path):
+    c = start_raw(coil, tmp_path)
+    with c.raw() as conn:
+        client_port = conn.sock.getsockname()[1]
+        conn.send("PATCH /caf%C3%A9/a%20b/x+y?x=%20y&z=caf%C3%A9&&e= HTTP/1.1\r\n"
+                  "Host: example.test:8080\r\n"
+                  "X-Dup: one\r\n"
+                  "X-MiXeD-Case: Value  With Spaces\r\n"
+                  "x-dup: two\r\n"
+                  "\r\n")
+        r = conn.read_response()
+    assert r.status == 200, r
+    s = r.json()
+    assert s["type"] == "http"
+    assert s["asgi"]["version"] == "3.0"
+    assert s["asgi"]["spec_version"] in ("2.3", "2.4"), s["asgi"]
+    assert s["http_version"] == "1.1"
+    assert s["method"] == "PATCH"
+    assert s["scheme"] == "http"
+    assert s["path"] == "/caf\u00e9/a b/x+y", "path must be percent-decoded UTF-8 (and '+' kept)"
+    assert s["raw_path"] == B(b"/caf%C3%A9/a%20b/x+y"), "raw_path: the path as received, bytes, no query"
+    assert s["query_string"] == B(b"x=%20y&z=caf%C3%A9&&e="), "query_string: raw bytes, not decoded"
+    assert s["root_path"] == ""
+    assert s["headers"] == [[B(b"host"), B(b"example.test:8080")],
+                            [B(b"x-dup"), B(b"one")],
+                            [B(b"x-mixed-case"), B(b"Value  With Spaces")],
+                            [B(b"x-dup"), B(b"two")]], jdump(s["headers"])
+    assert s["client"] == ["127.0.0.1", client_port]
+    assert s["server"] == ["127.0.0.1", c.port]
+    assert s["_types"]["path"] == "str" and s["_types"]["method"] == "str"
+    assert s["state"]["greeting"] == "hello", "scope['state'] must carry the lifespan state"
+    assert s["_body_msgs"] == [{"type": "http.request", "body": B(b""), "more_body": False}]
+
+
+def test_http_1_0_request(coil, tmp_path):
+    c = start_raw(coil, tmp_path)
+    with c.raw() as conn:
+        conn.send("GET /old?x=1 HTTP/1.0\r\n\r\n")
+        r = conn.read_response()
+        assert r.status == 200, r
+        s = r.json()
+        assert s["http_version"] == "1.0"
+        assert s["path"] == "/old"
+        assert s["headers"] == []
+
+
+def test_header_values_and_methods(coil, tmp_path):
+    c = start_raw(coil, tmp_path)
+    for method in ("GET", "POST", "PUT", "DELETE", "OPTIONS"):
+        r = c.request(method, "/m", body=b"" if method in ("POST", "PUT") else None,
+                      headers=[("Accept", "*/*"), ("X-Latin", "caf\u00e9".encode("latin-1").decode("latin-1"))])
+        assert r.status == 200, (method, r)
+        s = r.json()
+        assert s["method"] == method
+        hd = {k["bytes"]: v["bytes"] for k, v in s["headers"]}
+        assert hd["accept"] == "*/*"
+        assert hd["x-latin"] == "caf\u00e9", "header values are the raw bytes (latin-1 here)"
+
+
+@pytest.mark.parametrize("setting", [None, True, False], ids=["default", "in_path", "stripped"])
+def test_root_path_on_prefix_route(coil, tmp_path, setting):
+    opts = {} if setting is None else {"root_path_in_path": setting}
+    c = start_raw(coil, tmp_path, route="/api/...", **opts)
+    s = c.get("/api/items/1?q=a%20b").json()
+    assert s["root_path"] == "/api"
+    if setting is False:
+        assert s["path"] == "/items/1"
+    else:  # the default for a raw ASGI app keeps the prefix in path (the current reading of the spec)
+        assert s["path"] == "/api/items/1"
+        assert s["raw_path"] == B(b"/api/items/1")
+    assert s["query_string"] == B(b"q=a%20b")
+    # a path outside the route is not the app's
+    assert c.get("/other").status == 404
+
+
+def test_root_path_nested_prefix_and_bare_prefix(coil, tmp_path):
+    c = start_raw(coil, tmp_path, route="/v1/api/...")
+    s = c.get("/v1/api/users/%C3%A9").json()
+    assert s["root_path"] == "/v1/api"
+    assert s["path"] == "/v1/api/users/\u00e9"
+    s = c.get("/v1/api").json()   # the bare prefix matches the route too
+    assert s["root_path"] == "/v1/api"
+    assert s["path"] == "/v1/api"
+
+
+# ---------------------------------------------------------------- receive()
+
+def test_request_body_with_content_length(coil, tmp_path):
+    c = start_raw(coil, tmp_path)
+    body = os.urandom(3 * 1024 * 1024 + 17)
+    r = c.request("POST", "/upload", body=body, headers={"x-do": "body"}, timeout=30)
+    assert r.status == 200, r
+    d = r.json()
+    assert d["len"] == len(body)
+    assert d["sha256"] == hashlib.sha256(body).hexdigest()
+    assert d["types"] == ["bytes"]
+    assert d["more"][-1] is False and all(d["more"][:-1]), d["more"]
+
+
+def test_chunked_upload_is_delivered_in_pieces(coil, tmp_path):
+    c = start_raw(coil, tmp_path)
+    with c.raw() as conn:
+        conn.send("POST /up HTTP/1.1\r\nHost: x\r\nX-Do: pieces\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  "5\r\nhello\r\n")
+        # the app gets the first piece while the rest has not even been sent
+        c.wait_for_line(fn_line("raw", r"received 5 more=True$"), timeout=10)
+        conn.send("6\r\n world\r\n0\r\n\r\n")
+        r = conn.read_response()
+    assert r.status == 200, r
+    d = r.json()
+    assert d["body"] == "hello world"
+    assert sum(d["pieces"]) == 11 and len(d["pieces"]) >= 2
+
+
+def test_http_disconnect_when_client_goes_away(coil, tmp_path):
+    c = start_raw(coil, tmp_path)
+    mark = c.mark()
+    conn = c.raw()
+    conn.send("GET /wait HTTP/1.1\r\nHost: x\r\nX-Do: disconnect\r\n\r\n")
+    c.wait_for_line(fn_line("raw", "waiting for disconnect$"), since=mark, timeout=10)
+    conn.close()
+    c.wait_for_line(fn_line("raw", "got http.disconnect$"), since=mark, timeout=10)
+    assert c.get("/after").status == 200
+
+
+def test_client_leaving_a_stream_is_seen_by_the_app(coil, tmp_path):
+    c = start_raw(coil, tmp_path)
+    mark = c.mark()
+    conn = c.raw()
+    conn.send("GET /events HTTP/1.1\r\nHost: x\r\nX-Do: stream-until-disconnect\r\n\r\n")
+    head = conn.read_head()
+    assert head.status == 200, head
+    assert read_chunked_bytes(conn, len(b"data: tick 1\n\n")).startswith(b"data: tick 1\n\n")
+    conn.close()
+    c.wait_for_line(fn_line("raw", "stream got http.disconnect$"), since=mark, timeout=10)
+    c.wait_for_line(fn_line("raw", "stream stopped$"), since=mark, timeout=10)
+    assert c.get("/after").status == 200
+
+
+def test_body_over_max_body_bytes_is_413(coil, tmp_path):
+    c = start_raw(coil, tmp_path, max_body_bytes=1000)
+    r = c.request("POST", "/up", body=b"x" * 1000, headers={"x-do": "body"})
+    assert r.status == 200 and r.json()["len"] == 1000, r
+    r = c.request("POST", "/up", body=b"x" * 1001, headers={"x-do": "body"})
+    assert r.status == 413, r
+
+
+# ---------------------------------------------------------------- send()
+
+def test_sse_events_arrive_one_by_one(coil, tmp_path):
+    c = start_raw(coil, tmp_path)
+    g = c.gates.new("sse")
+    with c.raw() as conn:
+        conn.send(f"GET /events HTTP/1.1\r\nHost: x\r\nX-Do: sse\r\nX-Gate: {g}\r\n\r\n")
+        head = conn.read_head()
+        assert head.status == 200, head
+        assert head.header("content-type") == "text/event-stream"
+        assert head.header("content-length") is None
+        assert (head.header("transfer-encoding") or "").lower() == "chunked"
+        # the first event is readable while the app is still holding back the second
+        assert read_chunked_bytes(conn, len(b"data: one\n\n")) == b"data: one\n\n"
+        c.gates.open(g)
+        assert read_chunked_rest(conn) == b"data: two\n\n"
+        # the connection is still usable (keep-alive)
+        conn.send("GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.read_response().status == 200
+
+
+def test_streamed_body_with_content_length(coil, tmp_path):
+    c = start_raw(coil, tmp_path)
+    r = c.get("/cl", headers={"x-do": "content-length"})
+    assert r.status == 200, r
+    assert r.header("content-length") == "10"
+    assert r.header("transfer-encoding") is None
+    assert r.body == b"0123456789"
+
+
+def test_large_streamed_response(coil, tmp_path):
+    c = start_raw(coil, tmp_path)
+    n = 5 * 1024 * 1024 + 3
+    r = c.get("/big", headers={"x-do": "big", "x-size": str(n)}, timeout=30)
+    assert r.status == 200, r
+    expected = (bytes(range(256)) * 256 * (n // 65536 + 1))[:n]
+    assert len(r.body) == n
+    assert r.body == expected
+
+
+def test_response_trailers_are_ignored_without_breaking(coil, tmp_path):
+    c = start_raw(coil, tmp_path)
+    with c.raw() as conn:
+        conn.send("GET /t HTTP/1.1\r\nHost: x\r\nX-Do: trailers\r\n\r\n")
+        r = conn.read_response()
+        assert r.status == 200, r
+        assert r.body == b"with trailers"
+        conn.send("GET /t2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.read_response().status == 200
+
+
+def test_response_status_and_headers(coil, tmp_path):
+    c = start_raw(coil, tmp_path)
+    r = c.get("/h", headers={"x-do": "headers"})
+    assert r.status == 201, r
+    assert r.body == b"created"
+    assert r.headers_all("set-cookie") == ["a=1; Path=/", "b=2; HttpOnly"]
+    assert r.header("x-custom-thing") == "Mixed Case Value"
+
+
+def test_pipelined_requests_answered_in_order(coil, tmp_path):
+    c = start_raw(coil, tmp_path)
+    with c.raw() as conn:
+        conn.send("GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
+                  "GET /second HTTP/1.1\r\nHost: x\r\nX-Do: content-length\r\n\r\n"
+                  "GET /third HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.read_response().json()["path"] == "/first"
+        assert conn.read_response().body == b"0123456789"
+        assert conn.read_response().json()["path"] == "/third"
+
+
+# ---------------------------------------------------------------- misbehaving apps
+
+@pytest.mark.parametrize("do", ["no-response", "raise-before"])
+def test_no_response_or_exception_before_start_is_500(coil, tmp_path, do):
+    c = start_raw(coil, tmp_path)
+    mark = c.mark()
+    r = c.get("/bad", headers={"x-do": do})
+    assert r.status == 500, r
+    assert b"Traceback" not in r.body and b"marker" not in r.body
+    if do == "raise-before":
+        c.wait_for_line(fn_line("raw", r"ValueError: marker-before-start-2718$"), since=mark, timeout=5)
+    assert c.get("/fine").status == 200
+
+
+@pytest.mark.parametrize("do", ["raise-after", "double-start", "start-then-return"])
+def test_broken_response_after_start_closes_the_connection(coil, tmp_path, do):
+    c = start_raw(coil, tmp_path)
+    mark = c.mark()
+    with c.raw() as conn:
+        conn.send(f"GET /bad HTTP/1.1\r\nHost: x\r\nX-Do: {do}\r\n\r\n")
+        data = read_until_closed(conn, timeout=5)
+    parsed = parse_complete_response(data)
+    assert parsed is None or parsed[0] >= 500, \
+        f"{do}: the client must not get a complete successful response, got {data[:300]!r}"
+    if do == "raise-after":
+        assert data.startswith(b"HTTP/1.1 200"), data[:200]
+        assert b"partial" in data, "what was sent before the exception reaches the client"
+        c.wait_for_line(fn_line("raw", r"ValueError: marker-after-start-1618$"), since=mark, timeout=5)
+    assert c.get("/fine").status == 200
+
+
+# ---------------------------------------------------------------- entrypoints and kinds
+
+def test_manifestless_entrypoint_serves_asgi_app_at_root(coil, tmp_path):
+    c = coil({"main.py": RAW_APP}, entry="main:app")
+    s = c.get("/some/path?x=1").json()
+    assert s["type"] == "http"
+    assert s["path"] == "/some/path"
+    assert s["root_path"] == ""
+    assert s["query_string"] == B(b"x=1")
+    assert c.get("/").json()["path"] == "/"
+
+
+CLASS_APP = '''
+import json
+
+class App:
+    def __init__(self, tag):
+        self.tag = tag
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": ("%s %s" % (self.tag, scope["path"])).encode()})
+
+app = App("object")
+'''
+
+HANDLER_APP = '''
+from spin_http import Response
+
+def handle_request(request):
+    return Response(200, [("content-type", "text/plain")], "handler " + request.uri)
+'''
+
+
+def test_kind_detected_and_explicit(coil, tmp_path):
+    toml = manifest(
+        fn_toml("obj", "/obj/...", entrypoint="objapp:app"),                       # object with async __call__
+        fn_toml("explicit", "/explicit/...", entrypoint="main:app", kind="asgi"),
+        fn_toml("spin", "/spin", entrypoint="handler:handle_request"),              # detected: handler
+        fn_toml("spin2", "/spin2", entrypoint="handler:handle_request", kind="handler"),
+    )
+    c = coil({"coil.toml": toml, "objapp.py": CLASS_APP, "main.py": RAW_APP, "handler.py": HANDLER_APP})
+    r = c.get("/obj/x")
+    assert (r.status, r.body) == (200, b"object /obj/x"), r
+    s = c.get("/explicit/y").json()
+    assert (s["type"], s["root_path"]) == ("http", "/explicit")
+    r = c.get("/spin?a=1")
+    assert (r.status, r.body) == (200, b"handler /spin?a=1"), r
+    r = c.get("/spin2")
+    assert (r.status, r.body) == (200, b"handler /spin2"), r
+    # the detected kinds, as the template start-up lines report them
+    for name, kind in (("obj", "asgi"), ("explicit", "asgi"), ("spin", "handler"), ("spin2", "handler")):
+        assert c.find_lines(rf"^coil: template {name} imported \S+ in [\d.]+ms \(kind {kind}\)$"), \
+            f"no start-up line saying function {name} is of kind {kind}"
+
+
+@pytest.mark.parametrize("entry,kind,module,source", [
+    ("main:app", "handler", "main.py", RAW_APP),
+    ("handler:handle_request", "asgi", "handler.py", HANDLER_APP),
+    ("main:app", "wsgi", "main.py", RAW_APP),
+], ids=["asgi_app_as_handler", "handler_as_asgi", "unknown_kind"])
+def test_wrong_kind_is_a_startup_error(coil_fail, entry, kind, module, source):
+    toml = fn_toml("k", "/...", entrypoint=entry, kind=kind)
+    rc, err = coil_fail({"coil.toml": toml, module: source})
+    assert rc == 2, err
+    assert "listening" not in err
+    assert any(f": {field}:" in err for field in ("kind", "entrypoint")), \
+        f"the error must name the field (kind or entrypoint):\n{err}"
+    assert "coil.toml:" in err, err
+
+
+@pytest.mark.parametrize("key,value", [
+    ("max_concurrency", 0), ("max_concurrency", "many"), ("stream_idle_timeout_ms", "soon"),
+    ("root_path_in_path", "yes"), ("kind", 1),
+])
+def test_invalid_asgi_manifest_values(coil_fail, key, value):
+    toml = fn_toml("v", "/api/...", entrypoint="main:app", **{key: value})
+    rc, err = coil_fail({"coil.toml": toml, "main.py": RAW_APP})
+    assert rc == 2, err
+    assert "coil.toml:" in err and f": {key}:" in err, err

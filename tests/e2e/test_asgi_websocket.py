@@ -1,0 +1,280 @@
+"""WebSockets through coil's front to a raw ASGI app, driven with the `websockets` client
+library (and a raw socket for the handshake details): the websocket scope, text and bytes
+frames, subprotocols, close codes both ways, rejection before accept (HTTP 403), several
+sockets on one instance, and timeout_ms bounding the time until accept."""
+
+import asyncio
+import base64
+import json
+import os
+
+import pytest
+import websockets
+
+from asgi_support import APP_DESCRIBE, B, asgi_manifest, fn_line, ws_run, ws_url
+
+WS_APP = APP_DESCRIBE + r'''
+import asyncio, json, os
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"plain http"})
+        return
+    if scope["type"] != "websocket":
+        return
+    path = scope["path"]
+    if scope.get("root_path") and path.startswith(scope["root_path"]):
+        path = path[len(scope["root_path"]):]
+    m = await receive()
+    assert m["type"] == "websocket.connect", m
+
+    if path == "/reject":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    if path == "/never-accept":
+        log("not accepting")
+        await asyncio.sleep(3600)
+        return
+
+    accept = {"type": "websocket.accept"}
+    if "chat.v2" in scope.get("subprotocols", []):
+        accept["subprotocol"] = "chat.v2"
+    if path == "/headers":
+        accept["headers"] = [(b"x-ws-extra", b"yes")]
+    await send(accept)
+
+    if path == "/scope":
+        d = describe_scope(scope)
+        d["_pid"] = os.getpid()
+        await send({"type": "websocket.send", "text": json.dumps(d)})
+        m = await receive()
+        return
+
+    if path == "/server-close":
+        await send({"type": "websocket.send", "text": "closing soon"})
+        await send({"type": "websocket.close", "code": 4001, "reason": "bye"})
+        return
+
+    # echo
+    while True:
+        m = await receive()
+        if m["type"] == "websocket.disconnect":
+            log("disconnect code=%s" % m.get("code"))
+            return
+        assert m["type"] == "websocket.receive", m
+        if m.get("text") is not None:
+            t = m["text"]
+            if t == "close-me":
+                await send({"type": "websocket.close", "code": 4003})
+                return
+            if t == "pid":
+                await send({"type": "websocket.send", "text": str(os.getpid())})
+                continue
+            await send({"type": "websocket.send", "text": "echo:" + t})
+        else:
+            await send({"type": "websocket.send", "bytes": b"echo:" + m["bytes"]})
+'''
+
+
+def start(coil, route="/...", **opts):
+    return coil({"coil.toml": asgi_manifest("ws", route, **opts), "main.py": WS_APP})
+
+
+def test_echo_text_and_bytes(coil):
+    c = start(coil)
+
+    async def session():
+        async with websockets.connect(ws_url(c, "/echo"), max_size=None) as ws:
+            await ws.send("hello")
+            assert await ws.recv() == "echo:hello"
+            await ws.send(b"\x00\x01\xffbin")
+            got = await ws.recv()
+            assert isinstance(got, bytes) and got == b"echo:\x00\x01\xffbin"
+            big = "x" * 300_000 + "\u00e9"
+            await ws.send(big)
+            assert await ws.recv() == "echo:" + big
+            blob = os.urandom(200_000)
+            await ws.send(blob)
+            assert await ws.recv() == b"echo:" + blob
+            for i in range(50):
+                await ws.send(f"m{i}")
+            for i in range(50):
+                assert await ws.recv() == f"echo:m{i}"
+    ws_run(session())
+    assert c.get("/plain").body == b"plain http", "plain HTTP still works next to websockets"
+
+
+def test_websocket_scope(coil):
+    c = start(coil, route="/sock/...")
+
+    async def session():
+        async with websockets.connect(ws_url(c, "/sock/scope?token=a%20b"),
+                                      subprotocols=["chat.v1", "chat.v2"],
+                                      extra_headers=[("X-Test", "One"), ("x-test", "two")]) as ws:
+            return json.loads(await ws.recv()), ws.subprotocol
+    s, proto = ws_run(session())
+    assert s["type"] == "websocket"
+    assert s["asgi"]["version"] == "3.0"
+    assert s["http_version"] == "1.1"
+    assert s["scheme"] == "ws"
+    assert s["path"] == "/sock/scope"
+    assert s["raw_path"] == B(b"/sock/scope")
+    assert s["root_path"] == "/sock"
+    assert s["query_string"] == B(b"token=a%20b")
+    assert s["subprotocols"] == ["chat.v1", "chat.v2"]
+    assert proto == "chat.v2"
+    names = [k["bytes"] for k, _ in s["headers"]]
+    assert all(n == n.lower() for n in names), names
+    tests = [v["bytes"] for k, v in s["headers"] if k["bytes"] == "x-test"]
+    assert tests == ["One", "two"]
+    assert s["server"] == ["127.0.0.1", c.port]
+    assert s["client"][0] == "127.0.0.1"
+
+
+def test_subprotocol_negotiation(coil):
+    c = start(coil)
+
+    async def session(protos):
+        async with websockets.connect(ws_url(c, "/echo"), subprotocols=protos) as ws:
+            await ws.send("x")
+            assert await ws.recv() == "echo:x"
+            return ws.subprotocol
+    assert ws_run(session(["chat.v2"])) == "chat.v2"
+    assert ws_run(session(["chat.v1", "chat.v2"])) == "chat.v2"
+    assert ws_run(session(None)) is None
+
+
+def test_accept_headers_reach_the_client(coil):
+    c = start(coil)
+
+    async def session():
+        async with websockets.connect(ws_url(c, "/headers")) as ws:
+            await ws.send("x")
+            assert await ws.recv() == "echo:x"
+            return ws.response_headers.get("x-ws-extra")
+    assert ws_run(session()) == "yes"
+
+
+def test_client_sees_the_apps_close_code(coil):
+    c = start(coil)
+
+    async def server_close():
+        async with websockets.connect(ws_url(c, "/server-close")) as ws:
+            assert await ws.recv() == "closing soon"
+            with pytest.raises(websockets.ConnectionClosed) as e:
+                await ws.recv()
+            return e.value.rcvd.code if e.value.rcvd else None
+
+    assert ws_run(server_close()) == 4001
+
+    async def asked_to_close():
+        async with websockets.connect(ws_url(c, "/echo")) as ws:
+            await ws.send("close-me")
+            with pytest.raises(websockets.ConnectionClosed) as e:
+                await ws.recv()
+            return e.value.rcvd.code if e.value.rcvd else None
+
+    assert ws_run(asked_to_close()) == 4003
+
+
+def test_app_sees_the_clients_close_code(coil):
+    c = start(coil)
+    mark = c.mark()
+
+    async def session():
+        async with websockets.connect(ws_url(c, "/echo")) as ws:
+            await ws.send("x")
+            assert await ws.recv() == "echo:x"
+            await ws.close(code=4002, reason="client done")
+    ws_run(session())
+    c.wait_for_line(fn_line("ws", r"disconnect code=4002$"), since=mark, timeout=10)
+
+
+def test_close_before_accept_is_http_403(coil):
+    c = start(coil)
+
+    async def session():
+        async with websockets.connect(ws_url(c, "/reject")):
+            pass
+    with pytest.raises(websockets.InvalidStatusCode) as e:
+        ws_run(session())
+    assert e.value.status_code == 403
+    assert c.get("/still-ok").status == 200
+
+
+def test_abrupt_client_disconnect_reaches_the_app(coil):
+    c = start(coil)
+    mark = c.mark()
+    key = base64.b64encode(os.urandom(16)).decode()
+    with c.raw() as conn:
+        conn.send(f"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        head = conn.read_head()
+        assert head.status == 101, head
+        assert head.header("upgrade", "").lower() == "websocket"
+    # the TCP connection went away without a close frame: the app gets websocket.disconnect
+    # (1006 is what servers report for that; any code is accepted here)
+    c.wait_for_line(fn_line("ws", r"disconnect code=\S+$"), since=mark, timeout=10)
+
+
+def test_several_websockets_on_one_instance(coil):
+    c = start(coil, max_instances=1)
+
+    async def session():
+        socks = [await websockets.connect(ws_url(c, "/echo")) for _ in range(5)]
+        try:
+            for round_ in range(3):
+                for i, ws in enumerate(socks):
+                    await ws.send(f"{i}-{round_}")
+                for i, ws in reversed(list(enumerate(socks))):
+                    assert await ws.recv() == f"echo:{i}-{round_}"
+            pids = set()
+            for ws in socks:
+                await ws.send("pid")
+                pids.add(await ws.recv())
+            return pids
+        finally:
+            for ws in socks:
+                await ws.close()
+    pids = ws_run(session())
+    assert len(pids) == 1, pids
+
+
+def test_stream_idle_timeout_closes_an_idle_websocket(coil):
+    c = start(coil, stream_idle_timeout_ms=800)
+
+    async def session():
+        async with websockets.connect(ws_url(c, "/echo")) as ws:
+            await ws.send("a")
+            assert await ws.recv() == "echo:a"
+            # nobody says anything: coil closes the socket after stream_idle_timeout_ms
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 15)
+    ws_run(session())
+
+
+def test_timeout_bounds_the_time_until_accept(coil):
+    c = start(coil, timeout_ms=1000)
+
+    async def session():
+        async with websockets.connect(ws_url(c, "/never-accept"), open_timeout=8):
+            pass
+    with pytest.raises(websockets.InvalidStatusCode) as e:
+        ws_run(session())
+    assert e.value.status_code == 504
+    # an accepted socket may stay open longer than timeout_ms
+
+    async def long_session():
+        async with websockets.connect(ws_url(c, "/echo")) as ws:
+            await ws.send("a")
+            assert await ws.recv() == "echo:a"
+            await asyncio.sleep(1.5)
+            await ws.send("b")
+            assert await ws.recv() == "echo:b"
+    ws_run(long_session())
