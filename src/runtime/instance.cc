@@ -4,6 +4,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 
 #include "common/log.h"
@@ -20,7 +21,15 @@ void Instance::start() { read(); }
 void Instance::send(std::string_view frames) {
   if (closed_) return;
   pending_.append(frames);
-  if (!write_in_progress_) flush();
+  if (write_in_progress_ || flush_posted_) return;
+  // Write after the handlers already queued on the event loop (other
+  // connections' requests that arrived in the same wake-up) have run, so
+  // that they reach the instance in one write and one wake-up.
+  flush_posted_ = true;
+  boost::asio::post(socket_.get_executor(), [self = shared_from_this()] {
+    self->flush_posted_ = false;
+    if (!self->write_in_progress_) self->flush();
+  });
 }
 
 void Instance::flush() {

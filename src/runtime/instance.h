@@ -65,6 +65,7 @@ class Instance : public std::enable_shared_from_this<Instance> {
   std::string pending_;  // frames not yet handed to the socket
   std::string writing_;  // frames being written
   bool write_in_progress_ = false;
+  bool flush_posted_ = false;
   bool closed_ = false;
   bool kill_requested_ = false;
   pid_t pid_ = 0;
