@@ -33,6 +33,7 @@ _DISCONNECT = {"type": "http.disconnect"}
 # and this long to finish before its task is cancelled (the host kills the
 # instance if a cancelled request has not ended within a second).
 _DISCONNECT_GRACE = 0.5
+_FLUSH_AFTER = 0.0002  # seconds
 
 
 def serve(fd, app, function, root_path_in_path):
@@ -71,6 +72,7 @@ class _Server:
         self.out = bytearray()
         self.writing = False
         self.flush_scheduled = False
+        self.last_flush = 0.0
         self.exchanges = {}
         self.state = {}
         self.closed = loop.create_future()
@@ -170,12 +172,19 @@ class _Server:
                     exchange.cancel(frame[2])
 
     def schedule_flush(self):
-        if not self.flush_scheduled:
+        # Responses finished within one turn of the loop go out in one write,
+        # unless the last write is older than _FLUSH_AFTER: then a slow turn
+        # (a heavy app running many requests) does not hold back the clients
+        # whose responses are ready.
+        if self.loop.time() - self.last_flush >= _FLUSH_AFTER:
+            self.flush()
+        elif not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self.flush)
 
     def flush(self):
         self.flush_scheduled = False
+        self.last_flush = self.loop.time()
         if self.writing or not self.out:
             return
         try:
