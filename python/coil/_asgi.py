@@ -274,58 +274,37 @@ class _Server:
         self.exchanges.pop(exchange.stream, None)
 
 
-class _Exchange:
-    """One request: its receive()/send() callables and its response state."""
+class _Stream:
+    """What HTTP and WebSocket exchanges share: the task running the app, a
+    receive() waiting for input, and cancellation from the host."""
 
-    __slots__ = ("server", "stream", "chunks", "body_done", "disconnected", "waiter", "status", "headers",
-                 "started", "head_sent", "finished", "task")
+    __slots__ = ("server", "stream", "waiter", "disconnected", "finished", "task")
 
-    def __init__(self, server, stream, body, end):
+    def __init__(self, server, stream):
         self.server = server
         self.stream = stream
-        self.chunks = [body] if (body or end) else []
-        self.body_done = end
-        self.disconnected = False
         self.waiter = None
-        self.status = 0
-        self.headers = None
-        self.started = False
-        self.head_sent = False
+        self.disconnected = False
         self.finished = False
         self.task = None
 
-    # receive() ------------------------------------------------------------
-
-    async def receive(self):
-        while True:
-            if self.chunks:
-                chunk = self.chunks.pop(0)
-                return {"type": "http.request", "body": chunk,
-                        "more_body": not (self.body_done and not self.chunks)}
-            if self.disconnected or self.finished:
-                return _DISCONNECT
-            self.waiter = self.server.loop.create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
+    async def wait(self):
+        self.waiter = self.server.loop.create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
 
     def wake(self):
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
-    def client_closed(self, code):
-        self.cancel(b"disconnect")
-
-    def feed(self, data, end, text=False):
-        if data or end:
-            self.chunks.append(data)
-        self.body_done = end
-        self.wake()
-
     def cancel(self, reason=b"timeout"):
-        self.disconnected = True
+        """The host gave up on the stream. An app listening on receive() when
+        its client went away learns it from there and is cancelled only if it
+        has not finished within _DISCONNECT_GRACE; otherwise it is cancelled now."""
         listening = self.waiter is not None
+        self.disconnected = True
         self.wake()
         if self.task is None or self.task.done():
             return
@@ -337,6 +316,42 @@ class _Exchange:
     def cancel_task(self):
         if self.task is not None and not self.task.done():
             self.task.cancel()
+
+
+class _Exchange(_Stream):
+    """One request: its receive()/send() callables and its response state."""
+
+    __slots__ = ("chunks", "body_done", "status", "headers", "started", "head_sent")
+
+    def __init__(self, server, stream, body, end):
+        super().__init__(server, stream)
+        self.chunks = [body] if (body or end) else []
+        self.body_done = end
+        self.status = 0
+        self.headers = None
+        self.started = False
+        self.head_sent = False
+
+    # receive() ------------------------------------------------------------
+
+    async def receive(self):
+        while True:
+            if self.chunks:
+                chunk = self.chunks.pop(0)
+                return {"type": "http.request", "body": chunk,
+                        "more_body": not (self.body_done and not self.chunks)}
+            if self.disconnected or self.finished:
+                return _DISCONNECT
+            await self.wait()
+
+    def client_closed(self, code):
+        self.cancel(b"disconnect")
+
+    def feed(self, data, end, text=False):
+        if data or end:
+            self.chunks.append(data)
+        self.body_done = end
+        self.wake()
 
     # send() ---------------------------------------------------------------
 
@@ -412,23 +427,17 @@ class _Exchange:
         self.server.schedule_flush()
 
 
-class _WebSocket:
+class _WebSocket(_Stream):
     """One WebSocket session: the websocket scope's receive()/send()."""
 
-    __slots__ = ("server", "stream", "inbox", "connect_delivered", "disconnected", "close_code", "waiter", "state",
-                 "finished", "task")
+    __slots__ = ("inbox", "connect_delivered", "close_code", "state")
 
     def __init__(self, server, stream):
-        self.server = server
-        self.stream = stream
+        super().__init__(server, stream)
         self.inbox = []
         self.connect_delivered = False
-        self.disconnected = False
         self.close_code = 1006
-        self.waiter = None
         self.state = "connecting"  # then "connected", then "closed"
-        self.finished = False
-        self.task = None
 
     async def receive(self):
         if not self.connect_delivered:
@@ -439,15 +448,7 @@ class _WebSocket:
                 return self.inbox.pop(0)
             if self.disconnected:
                 return {"type": "websocket.disconnect", "code": self.close_code}
-            self.waiter = self.server.loop.create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
-
-    def wake(self):
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
+            await self.wait()
 
     def feed(self, data, end, text):
         if text:
@@ -460,21 +461,6 @@ class _WebSocket:
         self.disconnected = True
         self.close_code = code
         self.wake()
-
-    def cancel(self, reason=b"timeout"):
-        listening = self.waiter is not None
-        self.disconnected = True
-        self.wake()
-        if self.task is None or self.task.done():
-            return
-        if reason == b"disconnect" and listening:
-            self.server.loop.call_later(_DISCONNECT_GRACE, self.cancel_task)
-        else:
-            self.task.cancel()
-
-    def cancel_task(self):
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
 
     async def send(self, message):
         kind = message["type"]

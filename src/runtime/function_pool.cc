@@ -634,7 +634,7 @@ void FunctionPool::tick(Clock::time_point now) {
   keep_minimum();
 }
 
-void FunctionPool::stop_instances(std::function<void()> done) {
+void FunctionPool::close_all_instances(bool kill_busy_handlers) {
   stopping_ = true;
   while (!queue_.empty()) {
     auto invocation = queue_.front();
@@ -648,13 +648,16 @@ void FunctionPool::stop_instances(std::function<void()> done) {
     }
     // A handler still executing cannot be interrupted any other way, and
     // has no shutdown of its own to run.
-    bool busy_handler = kind_ == config::Kind::kHandler && !instance->in_flight().empty();
+    if (kill_busy_handlers && kind_ == config::Kind::kHandler && !instance->in_flight().empty()) instance->kill();
     instance->in_flight().clear();
     exit_reasons_[instance->pid()] = "shutdown";
-    if (busy_handler) instance->kill();
     instance->close();
   }
   instances_.clear();
+}
+
+void FunctionPool::stop_instances(std::function<void()> done) {
+  close_all_instances(true);
   if (live_pids_.empty() || !template_) {
     done();
     return;
@@ -664,23 +667,9 @@ void FunctionPool::stop_instances(std::function<void()> done) {
 
 void FunctionPool::stop() {
   if (stopping_ && !template_) return;
-  stopping_ = true;
   on_instances_stopped_ = nullptr;
   deadline_timer_.cancel();
-  while (!queue_.empty()) {
-    auto invocation = queue_.front();
-    queue_.pop_front();
-    fail(*invocation, 503, "coil is shutting down");
-  }
-  for (auto& instance : std::vector(instances_)) {
-    for (auto& invocation : instance->in_flight()) {
-      fail(*invocation, 503, "coil is shutting down");
-      DeadlineQueue::remove(*invocation);
-    }
-    instance->in_flight().clear();
-    instance->close();
-  }
-  instances_.clear();
+  close_all_instances(false);
   if (template_) template_->close();
   template_.reset();
 }

@@ -120,6 +120,8 @@ class FunctionPool : public InstanceEvents {
   void expire_response(const std::shared_ptr<Invocation>& invocation);
   void expire_stream(const std::shared_ptr<Invocation>& invocation);
   void remove_from_queue(const Invocation& invocation);
+  // Refuses every waiting and running request (503) and closes every instance.
+  void close_all_instances(bool kill_busy_handlers);
 
   boost::asio::io_context& io_;
   config::FunctionConfig config_;

@@ -565,7 +565,7 @@ TEST(Reader, OversizedLengthIsAnErrorAsSoonAsTheHeaderIsIn) {
 }
 
 TEST(Reader, UnknownTypeIsAnError) {
-  for (uint8_t type : {uint8_t{0}, uint8_t{9}, uint8_t{0xff}}) {
+  for (uint8_t type : {uint8_t{0}, uint8_t{10}, uint8_t{0xff}}) {
     SCOPED_TRACE(static_cast<int>(type));
     Status error;
     std::vector<Owned> frames = read_all(raw_header(0, type), kHeaderSize, &error);
@@ -589,10 +589,24 @@ TEST(Reader, CorruptFrameAfterGoodOnesStopsTheStream) {
 
 TEST(Reader, EveryKnownTypeIsAccepted) {
   std::string out;
-  for (uint8_t t = 1; t <= 8; ++t) append(out, static_cast<Type>(t), 0, t, "");
+  for (uint8_t t = 1; t <= 9; ++t) append(out, static_cast<Type>(t), 0, t, "");
   std::vector<Owned> frames = read_all(out, out.size());
-  ASSERT_EQ(frames.size(), 8u);
-  for (uint8_t t = 1; t <= 8; ++t) EXPECT_EQ(static_cast<uint8_t>(frames[t - 1].type), t);
+  ASSERT_EQ(frames.size(), 9u);
+  for (uint8_t t = 1; t <= 9; ++t) EXPECT_EQ(static_cast<uint8_t>(frames[t - 1].type), t);
+}
+
+TEST(WsClose, RoundTripsCodeAndReason) {
+  std::string out;
+  append_ws_close(out, 7, 4001, "going away");
+  std::vector<Owned> frames = read_all(out, out.size());
+  ASSERT_EQ(frames.size(), 1u);
+  EXPECT_EQ(frames[0].type, Type::kWsClose);
+  uint16_t code = 0;
+  std::string reason;
+  ASSERT_TRUE(decode_ws_close(frames[0].payload, code, reason));
+  EXPECT_EQ(code, 4001);
+  EXPECT_EQ(reason, "going away");
+  EXPECT_FALSE(decode_ws_close("x", code, reason));  // shorter than the code
 }
 
 }  // namespace
