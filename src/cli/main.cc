@@ -33,6 +33,8 @@ int main(int argc, char** argv) {
                          "On SIGINT/SIGTERM, how long requests in flight may take to finish")
       ->capture_default_str();
 
+  up_command->add_flag("--no-sandbox", up.no_sandbox, "Run function code without isolation (debugging only)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

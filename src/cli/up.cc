@@ -94,7 +94,13 @@ int run_up(const UpOptions& options) {
   boost::asio::io_context io(1);
 
   // 2. The zygote, while this process is still single-threaded.
-  Result<std::unique_ptr<runtime::ZygoteProcess>> zygote = runtime::ZygoteProcess::start(io);
+  if (options.no_sandbox) {
+    log::info("WARNING: --no-sandbox: function code runs without any isolation; use it only to debug");
+  } else {
+    log::info("sandbox: seccomp filter + no_new_privs in every template and instance; "
+              "not yet isolated: namespaces, cgroups, rlimits");
+  }
+  Result<std::unique_ptr<runtime::ZygoteProcess>> zygote = runtime::ZygoteProcess::start(io, !options.no_sandbox);
   if (!zygote) {
     print_error("coil: cannot start the zygote: " + zygote.message());
     return 1;

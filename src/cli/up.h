@@ -13,6 +13,7 @@ struct UpOptions {
   uint32_t header_timeout_ms = 30000;
   uint32_t keepalive_timeout_ms = 60000;
   uint32_t shutdown_timeout_ms = 10000;
+  bool no_sandbox = false;  // for debugging only: function code runs without isolation
 };
 
 // Returns the process exit code: 0 after a clean shutdown, 2 for a

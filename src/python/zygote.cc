@@ -18,6 +18,7 @@
 #include "python/child_process.h"
 #include "python/instance.h"
 #include "python/interpreter.h"
+#include "sandbox/seccomp.h"
 
 namespace coil::python {
 namespace {
@@ -173,6 +174,16 @@ void report_exits(int control, int signal_fd) {
     Py_DECREF(v);
   }
   Py_DECREF(os_environ);
+
+  // Isolation comes before the function's code runs, and is inherited by
+  // every instance forked from here.
+  bool sandbox = true;
+  for (const auto& [key, value] : spec.options) {
+    if (key == "sandbox" && value == "off") sandbox = false;
+  }
+  if (sandbox) {
+    if (Status s = sandbox::install_seccomp_filter(); !s) report_failure(s.message());
+  }
 
   uint64_t import_started = now_us();
   PyObject* load = import_attr("coil._runtime", "load");

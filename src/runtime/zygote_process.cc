@@ -27,7 +27,7 @@ Status socket_pair(int type, unique_fd& a, unique_fd& b) {
 
 }  // namespace
 
-Result<std::unique_ptr<ZygoteProcess>> ZygoteProcess::start(boost::asio::io_context& io) {
+Result<std::unique_ptr<ZygoteProcess>> ZygoteProcess::start(boost::asio::io_context& io, bool sandbox) {
   unique_fd host_end, zygote_end;
   if (Status s = socket_pair(SOCK_SEQPACKET, host_end, zygote_end); !s) return s;
 
@@ -60,7 +60,7 @@ Result<std::unique_ptr<ZygoteProcess>> ZygoteProcess::start(boost::asio::io_cont
   channel->start([pid](Status s, control::Message&) {
     if (!s) log::info("zygote (pid {}) exited; no new templates can be built", pid);
   });
-  return std::unique_ptr<ZygoteProcess>(new ZygoteProcess(std::move(channel), pid));
+  return std::unique_ptr<ZygoteProcess>(new ZygoteProcess(std::move(channel), pid, sandbox));
 }
 
 ZygoteProcess::~ZygoteProcess() { stop(); }
@@ -80,6 +80,7 @@ Result<TemplateHandles> ZygoteProcess::build_template(const config::FunctionConf
   message.build.entrypoint = function.entrypoint;
   message.build.environment = function.environment;
   message.build.options.emplace_back("kind", config::kind_name(function.kind));
+  if (!sandbox_) message.build.options.emplace_back("sandbox", "off");
   if (function.root_path_in_path) {
     message.build.options.emplace_back("root_path_in_path", *function.root_path_in_path ? "true" : "false");
   }

@@ -26,7 +26,8 @@ struct TemplateHandles {
 
 class ZygoteProcess {
  public:
-  static Result<std::unique_ptr<ZygoteProcess>> start(boost::asio::io_context& io);
+  // `sandbox`: whether templates (and so instances) are isolated (see src/sandbox/).
+  static Result<std::unique_ptr<ZygoteProcess>> start(boost::asio::io_context& io, bool sandbox = true);
   ~ZygoteProcess();
 
   // Asks the zygote to fork a template for `function`. The template reports
@@ -39,9 +40,11 @@ class ZygoteProcess {
   void stop();
 
  private:
-  ZygoteProcess(std::shared_ptr<ControlChannel> channel, pid_t pid) : channel_(std::move(channel)), pid_(pid) {}
+  ZygoteProcess(std::shared_ptr<ControlChannel> channel, pid_t pid, bool sandbox)
+      : channel_(std::move(channel)), pid_(pid), sandbox_(sandbox) {}
   std::shared_ptr<ControlChannel> channel_;
   pid_t pid_;
+  bool sandbox_;
 };
 
 }  // namespace coil::runtime

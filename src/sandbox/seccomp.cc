@@ -1,0 +1,66 @@
+#include "sandbox/seccomp.h"
+
+#include <errno.h>
+#include <linux/sched.h>
+#include <seccomp.h>
+#include <sys/ioctl.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+
+namespace coil::sandbox {
+namespace {
+
+struct FilterDeleter {
+  void operator()(void* ctx) const { seccomp_release(ctx); }
+};
+
+constexpr const char* kRefused[] = {
+    "ptrace",       "mount",           "umount2",        "pivot_root",     "chroot",
+    "bpf",          "keyctl",          "add_key",        "request_key",    "userfaultfd",
+    "perf_event_open", "io_uring_setup", "io_uring_enter", "io_uring_register", "kexec_load",
+    "kexec_file_load", "init_module",   "finit_module",   "delete_module",  "unshare",
+    "setns",        "reboot",          "swapon",         "swapoff",        "acct",
+    "quotactl",     "open_by_handle_at",
+};
+
+constexpr uint64_t kNamespaceFlags[] = {CLONE_NEWNS,  CLONE_NEWUTS, CLONE_NEWIPC,    CLONE_NEWUSER,
+                                        CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWCGROUP, CLONE_NEWTIME};
+
+Status failed(const char* what, int rc) {
+  return Status::error(std::string("seccomp: ") + what + ": " + std::strerror(-rc));
+}
+
+}  // namespace
+
+Status install_seccomp_filter() {
+  std::unique_ptr<void, FilterDeleter> ctx(seccomp_init(SCMP_ACT_ALLOW));
+  if (!ctx) return Status::error("seccomp: cannot create a filter");
+  int rc = seccomp_attr_set(ctx.get(), SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
+  if (rc != 0) return failed("bad-architecture action", rc);
+
+  for (const char* name : kRefused) {
+    int nr = seccomp_syscall_resolve_name(name);
+    if (nr == __NR_SCMP_ERROR) continue;  // not a system call of this architecture
+    rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(EPERM), nr, 0);
+    if (rc != 0) return failed(name, rc);
+  }
+  rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+  if (rc != 0) return failed("clone3", rc);
+  for (uint64_t flag : kNamespaceFlags) {
+    rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
+                          SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag));
+    if (rc != 0) return failed("clone", rc);
+  }
+  for (unsigned long request : {static_cast<unsigned long>(TIOCSTI), static_cast<unsigned long>(TIOCLINUX)}) {
+    rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
+                          SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, request));
+    if (rc != 0) return failed("ioctl", rc);
+  }
+  rc = seccomp_load(ctx.get());  // also sets no_new_privs (SCMP_FLTATR_CTL_NNP)
+  if (rc != 0) return failed("load", rc);
+  return Status::ok();
+}
+
+}  // namespace coil::sandbox

@@ -1,0 +1,26 @@
+// The seccomp-bpf layer of the sandbox: a filter, built with libseccomp,
+// that refuses the system calls function code has no business making.
+//
+// Contract: install_seccomp_filter() is called in a single-threaded process
+// (a template, before it imports the function's code); the filter is then
+// inherited by every instance forked from it and by every thread they start
+// ("Seccomp: 2" in each /proc/PID/task/TID/status). It sets no_new_privs.
+//
+// Refused with EPERM: ptrace, mount/umount2/pivot_root/chroot, bpf,
+// keyctl/add_key/request_key, userfaultfd, perf_event_open, io_uring_*,
+// kexec_*, init/finit/delete_module, unshare, setns, clone with any
+// namespace flag, reboot, swapon/swapoff, acct, quotactl,
+// open_by_handle_at, and ioctl TIOCSTI/TIOCLINUX (compared on the low 32
+// bits, so high bits set by the caller change nothing). clone3 fails with
+// ENOSYS, so that glibc falls back to clone, whose flags the filter can
+// read. A system call from another ABI (i386 `int 0x80`, x32) kills the
+// process (SIGSYS).
+#pragma once
+
+#include "common/status.h"
+
+namespace coil::sandbox {
+
+Status install_seccomp_filter();
+
+}  // namespace coil::sandbox
