@@ -1,6 +1,7 @@
 #include "runtime/zygote_process.h"
 
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -52,6 +53,11 @@ Result<std::unique_ptr<ZygoteProcess>> ZygoteProcess::start(boost::asio::io_cont
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     if (::dup2(zygote_end.get(), 3) < 0) _exit(127);  // dup2 clears CLOEXEC on fd 3
+    // Nothing the host inherited reaches function code: stdin is /dev/null,
+    // and every fd above the control socket is closed.
+    int null_fd = ::open("/dev/null", O_RDONLY);
+    if (null_fd < 0 || ::dup2(null_fd, 0) < 0) _exit(127);
+    if (::close_range(4, ~0U, 0) != 0) _exit(127);
     ::execve("/proc/self/exe", argv, envp);
     _exit(127);
   }

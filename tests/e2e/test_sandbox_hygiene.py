@@ -1,0 +1,84 @@
+"""What a function can see of the host through its process: only its own
+stdio and instance socket are open, and its environment holds only what the
+manifest gives plus coil's documented variables (security guide: inherited
+fds, finding the host's secrets)."""
+
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+
+import pytest
+
+from conftest import COIL_BIN, LISTEN_RE, fn_toml, manifest, write_files
+
+PROBE_APP = '''
+import json, os
+from spin_http import Response
+
+def handle_request(request):
+    fds = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            pass  # the directory listing's own fd, closed by now
+    return Response(200, None, json.dumps({"fds": fds, "env": dict(os.environ)}))
+'''
+
+
+@pytest.fixture
+def coil_with_leaky_parent(tmp_path):
+    """Starts coil the way a careless parent would: with an extra inheritable
+    fd and a secret in the environment. Yields (port, leaked fd number)."""
+    directory = write_files(tmp_path / "fn", {
+        "coil.toml": manifest(fn_toml("probe", "/...", env={"GREETING": "hi"})),
+        "app.py": PROBE_APP,
+    })
+    read_end, write_end = os.pipe()
+    env = dict(os.environ, COIL_TEST_SECRET="hunter2")
+    proc = subprocess.Popen([COIL_BIN, "up", str(directory), "--listen", "127.0.0.1:0"], env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            pass_fds=(read_end,), start_new_session=True)
+    os.close(write_end)
+    try:
+        port = None
+        for raw in proc.stderr:
+            m = LISTEN_RE.match(raw.decode().rstrip("\n"))
+            if m:
+                port = int(m.group(1))
+                break
+        assert port, "coil did not start"
+        yield port, read_end
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        os.close(read_end)
+
+
+def probe(port):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/")
+    r = conn.getresponse()
+    assert r.status == 200
+    return json.loads(r.read())
+
+
+def test_only_stdio_and_the_instance_socket_are_open(coil_with_leaky_parent):
+    port, leaked = coil_with_leaky_parent
+    fds = probe(port)["fds"]
+    assert str(leaked) not in fds or not fds[str(leaked)].startswith("pipe:"), fds
+    assert fds["0"] == "/dev/null"
+    assert fds["1"].startswith("pipe:") and fds["1"] == fds["2"], fds
+    others = {fd: target for fd, target in fds.items() if fd not in ("0", "1", "2")}
+    assert len(others) == 1 and re.match(r"^socket:\[\d+\]$", next(iter(others.values()))), fds
+
+
+def test_environment_is_the_manifest_plus_documented_variables(coil_with_leaky_parent):
+    port, _ = coil_with_leaky_parent
+    env = probe(port)["env"]
+    assert set(env) == {"PATH", "LANG", "HOME", "GREETING"}, env
+    assert env["GREETING"] == "hi"
+    assert "hunter2" not in json.dumps(env)
