@@ -1,5 +1,9 @@
 #include "runtime/output_relay.h"
 
+#include <fmt/format.h>
+
+#include <algorithm>
+
 #include "common/log.h"
 
 namespace coil::runtime {
@@ -9,8 +13,30 @@ OutputRelay::OutputRelay(boost::asio::io_context& io, unique_fd pipe, std::strin
 
 void OutputRelay::start() { read(); }
 
+bool OutputRelay::allow(size_t bytes) {
+  auto now = std::chrono::steady_clock::now();
+  tokens_ = std::min(kBurstBytes, tokens_ + kBytesPerSecond * std::chrono::duration<double>(now - refilled_).count());
+  refilled_ = now;
+  if (tokens_ < static_cast<double>(bytes)) return false;
+  tokens_ -= static_cast<double>(bytes);
+  return true;
+}
+
+void OutputRelay::report_dropped() {
+  if (dropped_lines_ == 0) return;
+  log::line(fmt::format("{}coil: {} lines ({} bytes) of output dropped: more than {} KiB/s", prefix_,
+                        dropped_lines_, dropped_bytes_, static_cast<int>(kBytesPerSecond / 1024)));
+  dropped_lines_ = dropped_bytes_ = 0;
+}
+
 void OutputRelay::emit(std::string_view line) {
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  if (!allow(line.size() + 1)) {
+    ++dropped_lines_;
+    dropped_bytes_ += line.size() + 1;
+    return;
+  }
+  report_dropped();
   std::string text = prefix_;
   text.append(line);
   log::line(text);
@@ -42,6 +68,7 @@ void OutputRelay::read() {
     if (ec) {
       if (!self->partial_.empty()) self->emit(self->partial_);
       self->partial_.clear();
+      self->report_dropped();
       return;  // EOF or error: the child is gone
     }
     self->read();

@@ -4,10 +4,18 @@
 // Lifetime: reads until EOF (the last writer closed), then stops by itself;
 // destroying the relay closes the pipe. Lines longer than kMaxLine are cut
 // into several log lines.
+//
+// Output floods are rate-limited: each relay may log kBurstBytes at once and
+// kBytesPerSecond on average (a token bucket). Lines beyond that are read and
+// dropped — the function never blocks on its own output — and a line says
+// how much was dropped once output is allowed again. So a function printing
+// gigabytes costs the host some CPU to drain the pipe, but neither memory nor
+// disk.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -18,6 +26,8 @@ namespace coil::runtime {
 class OutputRelay : public std::enable_shared_from_this<OutputRelay> {
  public:
   static constexpr size_t kMaxLine = 16 * 1024;
+  static constexpr double kBytesPerSecond = 256 * 1024;
+  static constexpr double kBurstBytes = 1024 * 1024;
 
   OutputRelay(boost::asio::io_context& io, unique_fd pipe, std::string prefix);
   void start();
@@ -25,10 +35,16 @@ class OutputRelay : public std::enable_shared_from_this<OutputRelay> {
  private:
   void read();
   void emit(std::string_view line);
+  bool allow(size_t bytes);
+  void report_dropped();
 
   boost::asio::posix::stream_descriptor pipe_;
   std::string prefix_;
   std::string partial_;
+  double tokens_ = kBurstBytes;
+  std::chrono::steady_clock::time_point refilled_ = std::chrono::steady_clock::now();
+  uint64_t dropped_lines_ = 0;
+  uint64_t dropped_bytes_ = 0;
   char buffer_[8192];
 };
 
