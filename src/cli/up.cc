@@ -97,8 +97,8 @@ int run_up(const UpOptions& options) {
   if (options.no_sandbox) {
     log::info("WARNING: --no-sandbox: function code runs without any isolation; use it only to debug");
   } else {
-    log::info("sandbox: seccomp filter + no_new_privs in every template and instance; "
-              "not yet isolated: namespaces, cgroups, rlimits");
+    log::info("sandbox: seccomp filter + no_new_privs + rlimits (open files, no core) in every template and "
+              "instance; not yet isolated: namespaces, cgroups");
   }
   Result<std::unique_ptr<runtime::ZygoteProcess>> zygote = runtime::ZygoteProcess::start(io, !options.no_sandbox);
   if (!zygote) {

@@ -74,7 +74,7 @@ Status read_string(const toml::table& fn, std::string_view key, std::string& out
 constexpr std::string_view kKnownKeys[] = {
     "name",      "entrypoint",    "source",          "route",       "timeout_ms",
     "min_instances", "max_instances", "idle_timeout_ms", "max_queue", "max_body_bytes",
-    "environment", "kind", "max_concurrency", "stream_idle_timeout_ms", "root_path_in_path",
+    "environment", "kind", "max_concurrency", "stream_idle_timeout_ms", "root_path_in_path", "max_open_files",
 };
 
 Result<FunctionConfig> parse_function(const toml::table& fn, const Where& where,
@@ -140,6 +140,7 @@ Result<FunctionConfig> parse_function(const toml::table& fn, const Where& where,
   if (!(s = read_int(fn, "max_body_bytes", config.max_body_bytes, 0, int64_t{1} << 40, where, label)))
     return s;
   if (!(s = read_int(fn, "max_concurrency", config.max_concurrency, 1, 100000, where, label))) return s;
+  if (!(s = read_int(fn, "max_open_files", config.max_open_files, 16, 1048576, where, label))) return s;
   if (!(s = read_int(fn, "stream_idle_timeout_ms", config.stream_idle_timeout_ms, 1, kMaxU32, where, label)))
     return s;
   if (const toml::node* kind = fn.get("kind")) {

@@ -34,6 +34,7 @@ struct FunctionConfig {
   uint64_t max_body_bytes = 16u << 20;
   Kind kind = Kind::kAuto;
   uint32_t max_concurrency = 100;          // ASGI: requests in flight per instance
+  uint32_t max_open_files = 1024;          // RLIMIT_NOFILE of every instance
   uint32_t stream_idle_timeout_ms = 60000;  // once a response started: longest gap between messages
   std::optional<bool> root_path_in_path;   // ASGI: unset = detected from the framework
   std::vector<std::pair<std::string, std::string>> environment;

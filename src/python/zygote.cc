@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -18,6 +19,7 @@
 #include "python/child_process.h"
 #include "python/instance.h"
 #include "python/interpreter.h"
+#include "sandbox/rlimit.h"
 #include "sandbox/seccomp.h"
 
 namespace coil::python {
@@ -178,10 +180,13 @@ void report_exits(int control, int signal_fd) {
   // Isolation comes before the function's code runs, and is inherited by
   // every instance forked from here.
   bool sandbox = true;
+  sandbox::ResourceLimits limits;
   for (const auto& [key, value] : spec.options) {
     if (key == "sandbox" && value == "off") sandbox = false;
+    if (key == "max_open_files") limits.max_open_files = std::strtoull(value.c_str(), nullptr, 10);
   }
   if (sandbox) {
+    if (Status s = sandbox::apply_rlimits(limits); !s) report_failure(s.message());
     if (Status s = sandbox::install_seccomp_filter(); !s) report_failure(s.message());
   }
 

@@ -87,6 +87,7 @@ Result<TemplateHandles> ZygoteProcess::build_template(const config::FunctionConf
   message.build.environment = function.environment;
   message.build.options.emplace_back("kind", config::kind_name(function.kind));
   if (!sandbox_) message.build.options.emplace_back("sandbox", "off");
+  message.build.options.emplace_back("max_open_files", std::to_string(function.max_open_files));
   if (function.root_path_in_path) {
     message.build.options.emplace_back("root_path_in_path", *function.root_path_in_path ? "true" : "false");
   }

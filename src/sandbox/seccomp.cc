@@ -22,7 +22,7 @@ constexpr const char* kRefused[] = {
     "perf_event_open", "io_uring_setup", "io_uring_enter", "io_uring_register", "kexec_load",
     "kexec_file_load", "init_module",   "finit_module",   "delete_module",  "unshare",
     "setns",        "reboot",          "swapon",         "swapoff",        "acct",
-    "quotactl",     "open_by_handle_at",
+    "quotactl",     "open_by_handle_at", "setrlimit",
 };
 
 constexpr uint64_t kNamespaceFlags[] = {CLONE_NEWNS,  CLONE_NEWUTS, CLONE_NEWIPC,    CLONE_NEWUSER,
@@ -58,6 +58,10 @@ Status install_seccomp_filter() {
                           SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, request));
     if (rc != 0) return failed("ioctl", rc);
   }
+  // prlimit64 reads limits too (glibc's getrlimit uses it): refuse it only
+  // when it would set one.
+  rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(EPERM), SCMP_SYS(prlimit64), 1, SCMP_A2(SCMP_CMP_NE, 0));
+  if (rc != 0) return failed("prlimit64", rc);
   rc = seccomp_load(ctx.get());  // also sets no_new_privs (SCMP_FLTATR_CTL_NNP)
   if (rc != 0) return failed("load", rc);
   return Status::ok();
