@@ -151,7 +151,13 @@ class _Server:
             return
         buffer = self.inbuf
         buffer += data
-        frames, consumed = _coil.decode(buffer)
+        try:
+            frames, consumed = _coil.decode(buffer)
+        except Exception:  # noqa: BLE001 - a corrupt stream cannot be resynchronised
+            print("coil: corrupt frame stream from the host; the instance exits", file=sys.stderr)
+            traceback.print_exc()
+            sys.stderr.flush()
+            os._exit(1)
         if consumed:
             del buffer[:consumed]
         for frame in frames:
@@ -245,6 +251,7 @@ class _Server:
         exchange = _Exchange(self, stream, body, end)
         self.exchanges[stream] = exchange
         exchange.task = self.loop.create_task(exchange.run(self.app, scope))
+        exchange.task.add_done_callback(exchange.task_done)
 
     def start_websocket(self, stream, version, path, raw_path, query, root_path, headers, client, server):
         subprotocols = []
@@ -269,6 +276,7 @@ class _Server:
         exchange = _WebSocket(self, stream)
         self.exchanges[stream] = exchange
         exchange.task = self.loop.create_task(exchange.run(self.app, scope))
+        exchange.task.add_done_callback(exchange.task_done)
 
     def finished(self, exchange):
         self.exchanges.pop(exchange.stream, None)
@@ -316,6 +324,16 @@ class _Stream:
     def cancel_task(self):
         if self.task is not None and not self.task.done():
             self.task.cancel()
+
+    def task_done(self, task):
+        # A task cancelled before its first step never ran run(): the stream
+        # still needs its final frame, and the server must forget it.
+        if not self.finished:
+            self.abort()
+        self.server.finished(self)
+
+    def abort(self):
+        raise NotImplementedError
 
 
 class _Exchange(_Stream):
@@ -412,6 +430,9 @@ class _Exchange(_Stream):
                 self.end_abnormally(None)
         finally:
             self.server.finished(self)
+
+    def abort(self):
+        self.end_abnormally(None)
 
     def end_abnormally(self, error_body):
         """Ends the stream: a 500 if nothing reached the wire yet, else RESET."""
@@ -511,6 +532,9 @@ class _WebSocket(_Stream):
             self.end(self.close_code if self.disconnected else 1000)
         finally:
             self.server.finished(self)
+
+    def abort(self):
+        self.end(None)
 
     def end(self, code):
         """The stream's final frame, unless the app already closed."""

@@ -175,6 +175,8 @@ int run_up(const UpOptions& options) {
   if (stopping > 0) io.run();
 
   for (auto& pool : pools) pool->stop();
+  io.restart();
+  io.poll();  // write out the answers the pools just gave (503 to requests still queued)
   (*zygote)->stop();
   reap_children(true);
   log::info("stopped");

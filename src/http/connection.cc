@@ -30,20 +30,21 @@ bool body_forbidden(uint16_t status) { return status < 200 || status == 204 || s
 }  // namespace
 
 Connection::Connection(Server& server, boost::asio::ip::tcp::socket socket)
-    : server_(server), socket_(std::move(socket)), parser_(server.options().limits) {
+    : server_(&server), socket_(std::move(socket)), parser_(server.options().limits) {
   boost::system::error_code ec;
   auto remote = socket_.remote_endpoint(ec);
   if (!ec) client_ = endpoint_string(remote);
   auto local = socket_.local_endpoint(ec);
   if (!ec) local_ = endpoint_string(local);
   socket_.set_option(boost::asio::ip::tcp::no_delay(true), ec);
-  deadline_ = SteadyClock::now() + server_.options().keepalive_timeout;
-  server_.attach(this);
+  deadline_ = SteadyClock::now() + server_->options().keepalive_timeout;
+  server_->attach(this);
 }
 
 Connection::~Connection() {
-  server_.detach(this);
-  if (invocation_) server_.pool(target_pool_).abandon(invocation_);
+  if (server_ == nullptr) return;
+  server_->detach(this);
+  if (invocation_) server_->pool(target_pool_).abandon(invocation_);
 }
 
 void Connection::start() { read(); }
@@ -66,12 +67,15 @@ void Connection::read() {
                             self->input_.append(self->read_buffer_, n);
                             if (self->phase_ == Phase::kIdle) {
                               self->phase_ = Phase::kHead;
-                              self->deadline_ = SteadyClock::now() + self->server_.options().header_timeout;
+                              self->deadline_ = SteadyClock::now() + self->server_->options().header_timeout;
                             }
                             if (self->phase_ == Phase::kHead || self->phase_ == Phase::kBody) {
                               self->process();
-                            } else if (self->watch_disconnect_ && self->input_.size() - self->input_pos_ < kMaxBuffered) {
-                              self->read();  // keep watching for the client going away
+                            } else if (self->watch_disconnect_ && self->input_pos_ == self->input_.size()) {
+                              // Keep watching for the client going away, but only while nothing is
+                              // buffered: a pipelined request waits unread (it may be an upgrade,
+                              // which must take the socket over with no read pending).
+                              self->read();
                             }
                           });
 }
@@ -90,11 +94,11 @@ void Connection::process() {
     if (phase_ == Phase::kBody) {
       if (body_received_ + parser_.body_size() >= body_checkpoint_ + kBodyProgress) {
         body_checkpoint_ = body_received_ + parser_.body_size();
-        deadline_ = SteadyClock::now() + server_.options().header_timeout;
+        deadline_ = SteadyClock::now() + server_->options().header_timeout;
       }
       if (streaming_body_ && outcome != RequestParser::Outcome::kDone && parser_.body_size() > 0) {
         body_received_ += parser_.body_size();
-        server_.pool(target_pool_).send_body(invocation_, parser_.take_body(), false);
+        server_->pool(target_pool_).send_body(invocation_, parser_.take_body(), false);
       }
     }
     switch (outcome) {
@@ -127,7 +131,7 @@ void Connection::process() {
 bool Connection::on_head() {
   request_started_ = SteadyClock::now();
   head_request_ = parser_.method() == "HEAD";
-  keep_alive_ = parser_.keep_alive() && !server_.draining();
+  keep_alive_ = parser_.keep_alive() && !server_->draining();
   function_ = "-";
   bool has_body = parser_.chunked() || parser_.content_length().value_or(0) > 0;
 
@@ -136,13 +140,13 @@ bool Connection::on_head() {
     respond_error(400, "bad request: " + path.message(), true);
     return false;
   }
-  auto match = server_.routes().match(*path);
+  auto match = server_->routes().match(*path);
   if (!match) {
     respond_error(404, "no route for " + *path, has_body);
     return false;
   }
   target_pool_ = match->target;
-  runtime::FunctionPool& pool = server_.pool(target_pool_);
+  runtime::FunctionPool& pool = server_->pool(target_pool_);
   const config::FunctionConfig& function = pool.config();
   function_ = function.name;
   if (parser_.content_length().value_or(0) > function.max_body_bytes) {
@@ -151,7 +155,7 @@ bool Connection::on_head() {
   }
 
   auto invocation = std::make_shared<runtime::Invocation>();
-  invocation->id = server_.next_invocation_id();
+  invocation->id = server_->next_invocation_id();
   frame::RequestHead& head = invocation->head;
   head.method = parser_.method();
   head.target = parser_.target();
@@ -180,9 +184,9 @@ bool Connection::on_head() {
     return false;
   }
   parser_.begin_body(function.max_body_bytes);
-  if (parser_.expects_continue()) write("HTTP/1.1 100 Continue\r\n\r\n");
+  if (parser_.expects_continue() && parser_.version() >= 11) write("HTTP/1.1 100 Continue\r\n\r\n");
   phase_ = Phase::kBody;
-  deadline_ = SteadyClock::now() + server_.options().header_timeout;
+  deadline_ = SteadyClock::now() + server_->options().header_timeout;
   if (streaming_body_) {
     // The function gets the request now and its body as it arrives.
     invocation_->body_complete = false;
@@ -216,7 +220,8 @@ bool Connection::upgrade_to_websocket() {
     if (name == "sec-websocket-key") key = value;
     if (name == "sec-websocket-version") version = value;
   }
-  if (head.method != "GET" || parser_.version() < 11 || key.empty() || version != "13" || !parser_.done()) {
+  if (head.method != "GET" || parser_.version() < 11 || key.empty() || version != "13" || !parser_.done() ||
+      reading_ || input_pos_ != input_.size()) {
     invocation_.reset();
     respond_error(400, "bad request: invalid WebSocket handshake", true);
     return false;
@@ -227,7 +232,7 @@ bool Connection::upgrade_to_websocket() {
   request.target(head.target);
   request.version(11);
   for (const auto& [name, value] : head.headers) request.insert(name, value);
-  auto session = std::make_shared<WebSocketSession>(server_, std::move(socket_), target_pool_,
+  auto session = std::make_shared<WebSocketSession>(*server_, std::move(socket_), target_pool_,
                                                     std::move(invocation_), std::move(request));
   phase_ = Phase::kClosed;
   session->start();
@@ -235,7 +240,7 @@ bool Connection::upgrade_to_websocket() {
 }
 
 void Connection::on_request() {
-  runtime::FunctionPool& pool = server_.pool(target_pool_);
+  runtime::FunctionPool& pool = server_->pool(target_pool_);
   response_complete_ = false;
   response_chunked_ = false;
   response_until_close_ = false;
@@ -250,7 +255,7 @@ void Connection::on_request() {
     phase_ = Phase::kWaiting;
     pool.submit(invocation_);
   }
-  if (watch_disconnect_ && phase_ == Phase::kWaiting) read();
+  if (watch_disconnect_ && phase_ == Phase::kWaiting && input_pos_ == input_.size()) read();
 }
 
 namespace {
@@ -307,7 +312,7 @@ void Connection::on_response_head(const frame::ResponseHead& head, std::string_v
       keep_alive_ = false;
     }
   }
-  append_head(output_, head.status, head.headers, framing, length, keep_alive_);
+  append_head(output_, head.status, head.headers, framing, length, keep_alive_, parser_.version() < 11);
   if (head_request_ || framing == BodyFraming::kNone) {
     // no body bytes on the wire
   } else if (response_chunked_) {
@@ -380,11 +385,18 @@ void Connection::on_failure(uint16_t status, const std::string& message) {
 
 void Connection::respond_error(uint16_t status, std::string_view message, bool close_after,
                                std::string_view extra_headers) {
+  if (invocation_ && invocation_->sink) {
+    // Already submitted (a streamed body that went wrong): the function
+    // learns that the client is gone.
+    server_->pool(target_pool_).abandon(invocation_);
+    invocation_.reset();
+  }
   response_status_ = status;
   if (close_after) keep_alive_ = false;
   std::string body(message);
   if (body.empty() || body.back() != '\n') body.push_back('\n');
-  append_text_response(output_, status, body, keep_alive_, !head_request_, extra_headers);
+  append_text_response(output_, status, body, keep_alive_, !head_request_, extra_headers,
+                       parser_.head_done() && parser_.version() < 11);
   phase_ = Phase::kResponding;
   response_complete_ = true;
   if (request_started_ == SteadyClock::time_point{}) request_started_ = SteadyClock::now();
@@ -435,17 +447,18 @@ void Connection::finish_response(uint16_t status) {
     invocation_.reset();
   }
   request_started_ = {};
+  head_request_ = false;
   if (!keep_alive_ || close_after_write_ || response_until_close_) {
     linger();
     return;
   }
   parser_.reset();
   phase_ = Phase::kIdle;
-  deadline_ = SteadyClock::now() + server_.options().keepalive_timeout;
+  deadline_ = SteadyClock::now() + server_->options().keepalive_timeout;
   if (input_pos_ < input_.size()) {
     // A pipelined request is already here.
     phase_ = Phase::kHead;
-    deadline_ = SteadyClock::now() + server_.options().header_timeout;
+    deadline_ = SteadyClock::now() + server_->options().header_timeout;
     process();
   } else {
     input_.clear();
@@ -499,8 +512,8 @@ void Connection::linger() {
 void Connection::close() {
   if (phase_ == Phase::kClosed) return;
   phase_ = Phase::kClosed;
-  if (invocation_) {
-    server_.pool(target_pool_).abandon(invocation_);
+  if (invocation_ && server_ != nullptr) {
+    server_->pool(target_pool_).abandon(invocation_);
     invocation_.reset();
   }
   boost::system::error_code ignored;

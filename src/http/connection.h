@@ -41,6 +41,9 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   void check_deadline(std::chrono::steady_clock::time_point now);
   // Closes at once if idle; otherwise after the current response.
   void drain();
+  // The server is being destroyed: forget it (pending Asio handlers may
+  // outlive it until the io_context goes).
+  void orphan() { server_ = nullptr; }
   // True while a request is being answered or a response is being written.
   bool busy() const {
     return write_in_progress_ || phase_ == Phase::kWaiting || phase_ == Phase::kResponding;
@@ -76,7 +79,7 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   void linger();
   void log_access(uint16_t status);
 
-  Server& server_;
+  Server* server_;  // null once the server is gone (see Server::~Server)
   boost::asio::ip::tcp::socket socket_;
   std::string client_;
   std::string local_;

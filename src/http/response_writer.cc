@@ -73,7 +73,7 @@ bool is_framing_header(std::string_view name) {
 }  // namespace
 
 void append_head(std::string& out, uint16_t status, const std::vector<std::pair<std::string, std::string>>& headers,
-                 BodyFraming framing, uint64_t content_length, bool keep_alive) {
+                 BodyFraming framing, uint64_t content_length, bool keep_alive, bool announce_keep_alive) {
   out.append("HTTP/1.1 ");
   out.append(fmt::format_int(status).c_str());
   out.push_back(' ');
@@ -107,6 +107,7 @@ void append_head(std::string& out, uint16_t status, const std::vector<std::pair<
       break;
   }
   if (!keep_alive) out.append("connection: close\r\n");
+  if (keep_alive && announce_keep_alive) out.append("connection: keep-alive\r\n");
   out.append("\r\n");
 }
 
@@ -120,11 +121,13 @@ void append_chunk(std::string& out, std::string_view data) {
 void append_last_chunk(std::string& out) { out.append("0\r\n\r\n"); }
 
 void append_text_response(std::string& out, uint16_t status, std::string_view body, bool keep_alive,
-                          bool include_body, std::string_view extra_headers) {
+                          bool include_body, std::string_view extra_headers, bool announce_keep_alive) {
+  std::string_view connection = !keep_alive             ? "connection: close\r\n"
+                                : announce_keep_alive ? "connection: keep-alive\r\n"
+                                                      : "";
   out.append(fmt::format("HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n"
                          "date: {}\r\n{}{}\r\n",
-                         status, reason_phrase(status), body.size(), http_date(), extra_headers,
-                         keep_alive ? "" : "connection: close\r\n"));
+                         status, reason_phrase(status), body.size(), http_date(), extra_headers, connection));
   if (include_body) out.append(body);
 }
 

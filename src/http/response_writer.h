@@ -25,14 +25,17 @@ enum class BodyFraming {
 // Appends a status line and headers. Hop-by-hop and framing headers of
 // `headers` (connection, keep-alive, transfer-encoding, content-length) are
 // dropped: framing is the server's decision, given by `framing`.
+// `announce_keep_alive`: say "connection: keep-alive" (HTTP/1.0 clients
+// assume close otherwise).
 void append_head(std::string& out, uint16_t status, const std::vector<std::pair<std::string, std::string>>& headers,
-                 BodyFraming framing, uint64_t content_length, bool keep_alive);
+                 BodyFraming framing, uint64_t content_length, bool keep_alive, bool announce_keep_alive = false);
 
 void append_chunk(std::string& out, std::string_view data);
 void append_last_chunk(std::string& out);
 
 // A complete plain-text response made by the host itself (errors).
 void append_text_response(std::string& out, uint16_t status, std::string_view body, bool keep_alive,
-                          bool include_body = true, std::string_view extra_headers = {});
+                          bool include_body = true, std::string_view extra_headers = {},
+                          bool announce_keep_alive = false);
 
 }  // namespace coil::http

@@ -4,6 +4,7 @@
 
 #include "common/log.h"
 #include "http/connection.h"
+#include "http/websocket_session.h"
 
 namespace coil::http {
 namespace {
@@ -19,7 +20,12 @@ Server::Server(boost::asio::io_context& io, ServerOptions options, const router:
       acceptor_(io),
       housekeeping_timer_(io) {}
 
-Server::~Server() = default;
+// Asio handlers that hold connections or sessions may run (or be destroyed)
+// after the server: they must not reach it any more.
+Server::~Server() {
+  for (Connection* connection : connections_) connection->orphan();
+  for (WebSocketSession* session : sessions_) session->orphan();
+}
 
 Status Server::listen() {
   boost::system::error_code ec;

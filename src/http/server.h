@@ -34,6 +34,7 @@ struct ServerOptions {
 };
 
 class Connection;
+class WebSocketSession;
 
 class Server {
  public:
@@ -56,9 +57,12 @@ class Server {
   uint32_t next_invocation_id() { return ++invocation_ids_; }
   bool draining() const { return draining_; }
 
-  // Connections register themselves for the deadline sweep.
+  // Connections register themselves for the deadline sweep, and sessions so
+  // that the server can tell them it is gone.
   void attach(Connection* connection) { connections_.insert(connection); }
   void detach(Connection* connection) { connections_.erase(connection); }
+  void attach(WebSocketSession* session) { sessions_.insert(session); }
+  void detach(WebSocketSession* session) { sessions_.erase(session); }
 
  private:
   void accept();
@@ -74,6 +78,7 @@ class Server {
   uint16_t local_port_ = 0;
   uint32_t invocation_ids_ = 0;
   std::unordered_set<Connection*> connections_;
+  std::unordered_set<WebSocketSession*> sessions_;
   bool draining_ = false;
   std::chrono::steady_clock::time_point drain_deadline_;
   std::function<void()> on_drained_;

@@ -14,7 +14,7 @@ namespace websocket = boost::beast::websocket;
 
 WebSocketSession::WebSocketSession(Server& server, boost::asio::ip::tcp::socket socket, size_t pool,
                                    std::shared_ptr<runtime::Invocation> invocation, Request request)
-    : server_(server),
+    : server_(&server),
       ws_(std::move(socket)),
       pool_(pool),
       invocation_(std::move(invocation)),
@@ -22,19 +22,23 @@ WebSocketSession::WebSocketSession(Server& server, boost::asio::ip::tcp::socket 
       started_(std::chrono::steady_clock::now()) {}
 
 WebSocketSession::~WebSocketSession() {
-  if (invocation_ && !finished_) server_.pool(pool_).abandon(invocation_);
+  if (server_ == nullptr) return;
+  server_->detach(this);
+  if (invocation_ && !finished_) server_->pool(pool_).abandon(invocation_);
 }
 
 void WebSocketSession::start() {
+  server_->attach(this);
   invocation_->websocket = true;
   invocation_->started = std::chrono::steady_clock::now();
   invocation_->sink = shared_from_this();
-  server_.pool(pool_).submit(invocation_);
+  server_->pool(pool_).submit(invocation_);
 }
 
 void WebSocketSession::log_access(uint16_t status) {
+  if (server_ == nullptr) return;
   double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_).count();
-  log::buffered_line(fmt::format("coil: access {} {} {} {} {:.2f}ms", server_.pool(pool_).config().name,
+  log::buffered_line(fmt::format("coil: access {} {} {} {} {:.2f}ms", server_->pool(pool_).config().name,
                                  invocation_->head.method, invocation_->head.target, status, ms));
 }
 
@@ -87,7 +91,7 @@ void WebSocketSession::on_failure(uint16_t status, const std::string& message) {
     refuse(status, {{"content-type", "text/plain; charset=utf-8"}}, message);
     return;
   }
-  log::info("{} websocket {}: closing: {}", server_.pool(pool_).config().name, invocation_->head.target,
+  log::info("{} websocket {}: closing: {}", server_->pool(pool_).config().name, invocation_->head.target,
             std::string_view(message).substr(0, message.find('\n')));
   on_websocket_close(status == 504 ? 1001 : 1011, "");
 }
@@ -138,7 +142,7 @@ void WebSocketSession::read() {
     }
     auto data = self->read_buffer_.cdata();
     std::string_view message(static_cast<const char*>(data.data()), data.size());
-    if (!self->finished_) self->server_.pool(self->pool_).send_websocket_message(self->invocation_, message,
+    if (!self->finished_ && self->server_) self->server_->pool(self->pool_).send_websocket_message(self->invocation_, message,
                                                                                   self->ws_.got_text());
     self->read_buffer_.consume(self->read_buffer_.size());
     self->read();
@@ -146,9 +150,9 @@ void WebSocketSession::read() {
 }
 
 void WebSocketSession::client_gone(uint16_t code) {
-  if (finished_) return;
+  if (finished_ || server_ == nullptr) return;
   finished_ = true;
-  runtime::FunctionPool& pool = server_.pool(pool_);
+  runtime::FunctionPool& pool = server_->pool(pool_);
   pool.send_websocket_close(invocation_, code);
   pool.abandon(invocation_);
 }

@@ -38,6 +38,8 @@ class WebSocketSession : public runtime::ResponseSink, public std::enable_shared
 
   // Submits the session's request to the function.
   void start();
+  // The server is being destroyed: forget it.
+  void orphan() { server_ = nullptr; }
 
   // runtime::ResponseSink
   void on_response_head(const frame::ResponseHead& head, std::string_view body, bool end) override;
@@ -60,7 +62,7 @@ class WebSocketSession : public runtime::ResponseSink, public std::enable_shared
   void refuse(uint16_t status, const std::vector<frame::Header>& headers, std::string_view body);
   void log_access(uint16_t status);
 
-  Server& server_;
+  Server* server_;  // null once the server is gone (see Server::~Server)
   boost::beast::websocket::stream<boost::asio::ip::tcp::socket> ws_;
   size_t pool_;
   std::shared_ptr<runtime::Invocation> invocation_;

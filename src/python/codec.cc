@@ -40,10 +40,12 @@ PyObject* frame_tuple(const frame::Frame& f) {
       }
       PyObject* headers = headers_list(head.headers);
       if (headers == nullptr) return nullptr;
-      return Py_BuildValue("(iIOsNsssssssNN)", static_cast<int>(f.type), f.stream, f.end() ? Py_True : Py_False,
-                           head.method.c_str(), bytes_of(head.target), head.version.c_str(), head.scheme.c_str(),
-                           head.client.c_str(), head.server.c_str(), head.host.c_str(), head.route.c_str(),
-                           head.path_info.c_str(), headers, bytes_of(body));
+      // Text fields may hold any bytes a client sent (a percent-decoded path,
+      // a Host header): decoded with surrogateescape, they never fail.
+      return Py_BuildValue("(iIONNNNNNNNNNN)", static_cast<int>(f.type), f.stream, f.end() ? Py_True : Py_False,
+                           str_of(head.method), bytes_of(head.target), str_of(head.version), str_of(head.scheme),
+                           str_of(head.client), str_of(head.server), str_of(head.host), str_of(head.route),
+                           str_of(head.path_info), headers, bytes_of(body));
     }
     case frame::Type::kRequestBody:
       return Py_BuildValue("(iIONO)", static_cast<int>(f.type), f.stream, f.end() ? Py_True : Py_False,

@@ -159,6 +159,16 @@ void handle(std::string& out, uint32_t stream, Pending& request, PyObject* invok
   append_error(out, stream, 500, "internal error in function " + function);
 }
 
+// Writes `out` to the host (GIL released) and clears it; exits if the host is gone.
+void send_all(int socket, std::string& out) {
+  bool ok;
+  Py_BEGIN_ALLOW_THREADS
+  ok = write_all(socket, out.data(), out.size());
+  Py_END_ALLOW_THREADS
+  if (!ok) _exit(errno == EPIPE ? 0 : 1);
+  out.clear();
+}
+
 }  // namespace
 
 void run_handler_instance(int socket, PyObject* invoke, const std::string& function) {
@@ -234,20 +244,17 @@ void run_handler_instance(int socket, PyObject* invoke, const std::string& funct
         // count of streams in flight on this instance stays exact.
         frame::append(out, frame::Type::kReset, frame::kFlagEnd, it->first, {});
       } else {
+        // The host takes the oldest unanswered request to be the one running
+        // (that is whom a timeout kills, and why the others can be sent
+        // again): answers go out before the next request starts.
+        if (!out.empty()) send_all(socket, out);
         handle(out, it->first, it->second, invoke, invalid_response, function);
       }
       pending.erase(it);
       order.pop_front();
     }
 
-    if (!out.empty()) {
-      bool ok;
-      Py_BEGIN_ALLOW_THREADS
-      ok = write_all(socket, out.data(), out.size());
-      Py_END_ALLOW_THREADS
-      if (!ok) _exit(errno == EPIPE ? 0 : 1);
-      out.clear();
-    }
+    if (!out.empty()) send_all(socket, out);
   }
 }
 

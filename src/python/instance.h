@@ -5,8 +5,11 @@
 // Contract: runs in a process forked from a template, with the GIL held;
 // never returns. Exits 0 when the host closes the socket, 1 if the stream is
 // corrupt. Requests pipelined by the host are answered strictly in the order
-// their heads arrived, which is what lets the host re-dispatch the requests
-// queued behind one that timed out (they have not started).
+// their heads arrived, and each answer is written before the next request
+// starts: so the oldest unanswered request is always the one running, which
+// is what lets the host kill the right one on a timeout and re-dispatch the
+// requests queued behind it (they have not started). Many requests still
+// arrive with one read.
 #pragma once
 
 #include <Python.h>

@@ -1,6 +1,9 @@
 #include "runtime/function_pool.h"
 
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -18,11 +21,21 @@ bool is_token_char(unsigned char c) {
 }
 
 // The host does not trust what an instance sends: a response head must be
-// well-formed before any of it reaches a client (no header injection).
-bool valid_response_head(const frame::ResponseHead& head) {
-  if (head.status < 100 || head.status > 599) return false;
+// well-formed before any of it reaches a client (no header injection, no
+// interim 1xx status posing as the response, no header so large that a
+// library on the way refuses it). 101 is the accept of a WebSocket.
+constexpr size_t kMaxHeaderName = 256;
+constexpr size_t kMaxHeaderValue = 16 * 1024;
+constexpr size_t kMaxResponseHead = 64 * 1024;
+
+bool valid_response_head(const frame::ResponseHead& head, bool websocket) {
+  bool status_ok = (head.status >= 200 && head.status <= 599) || (websocket && head.status == 101);
+  if (!status_ok) return false;
+  size_t total = 0;
   for (const auto& [name, value] : head.headers) {
-    if (name.empty()) return false;
+    total += name.size() + value.size() + 4;
+    if (name.empty() || name.size() > kMaxHeaderName || value.size() > kMaxHeaderValue) return false;
+    if (total > kMaxResponseHead) return false;
     for (unsigned char c : name) {
       if (!is_token_char(c)) return false;
     }
@@ -156,6 +169,11 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
                              [&](const auto& i) { return i->token() == m.token; });
       if (it != instances_.end() && !m.fds.empty()) {
         (*it)->set_process(pid, std::move(m.fds[0]));
+      } else if (!m.fds.empty()) {
+        // Retired before its fork was reported (a kill requested then would
+        // otherwise be lost): it must not run unsupervised.
+        ::syscall(SYS_pidfd_send_signal, m.fds[0].get(), SIGKILL, nullptr, 0);
+        exit_reasons_[pid] = "killed: retired before it started";
       }
       live_pids_.insert(pid);
       log::info("instance {} pid={} started", config_.name, pid);
@@ -365,9 +383,11 @@ void FunctionPool::on_frame(Instance& instance, const frame::Frame& f) {
     case frame::Type::kResponseHead: {
       frame::ResponseHead head;
       std::string_view body;
-      if (!frame::decode_response_head(f.payload, head, body) || !valid_response_head(head)) {
-        log::info("function {} pid={} sent an invalid response head", config_.name, instance.pid());
+      if (!frame::decode_response_head(f.payload, head, body) || !valid_response_head(head, invocation->websocket)) {
+        log::info("function {} pid={} sent an invalid response head (status {})", config_.name, instance.pid(),
+                  head.status);
         fail(*invocation, 502, "invalid response from function " + config_.name);
+        if (!end) send_cancel(invocation, frame::kCancelTimeout);  // the app must not go on streaming
         break;
       }
       invocation->state = Invocation::State::kResponding;

@@ -543,3 +543,27 @@ def test_invalid_asgi_manifest_values(coil_fail, key, value):
     rc, err = coil_fail({"coil.toml": toml, "main.py": RAW_APP})
     assert rc == 2, err
     assert "coil.toml:" in err and f": {key}:" in err, err
+
+
+# ---------------------------------------------------------------- found in review
+
+PLAIN_ASGI = '''
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = repr(scope["path"]).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": body})
+'''
+
+
+def test_paths_and_hosts_that_are_not_utf8_do_not_break_the_instance(coil):
+    c = coil({"coil.toml": asgi_manifest("bytes", "/..."), "main.py": PLAIN_ASGI})
+    with c.raw() as conn:
+        conn.send(b"GET /%ff/x HTTP/1.1\r\nHost: \xff\xfe\r\n\r\n")
+        r = conn.read_response()
+        assert r.status == 200, r
+        assert r.body == repr("/\udcff/x").encode(), r  # undecodable bytes kept as surrogates
+        conn.send(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = conn.read_response()
+        assert (r.status, r.body) == (200, b"'/after'"), r

@@ -278,3 +278,27 @@ def test_timeout_bounds_the_time_until_accept(coil):
             await ws.send("b")
             assert await ws.recv() == "echo:b"
     ws_run(long_session())
+
+
+HUGE_HEADER_APP = '''
+async def app(scope, receive, send):
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.accept", "headers": [(b"x-big", b"a" * 70000)]})
+        await receive()
+    elif scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"alive"})
+'''
+
+
+def test_oversized_accept_header_is_refused_and_the_host_survives(coil):
+    c = coil({"coil.toml": asgi_manifest("big", "/..."), "main.py": HUGE_HEADER_APP})
+    key = base64.b64encode(os.urandom(16))
+    with c.raw() as conn:
+        conn.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        r = conn.read_response()
+    assert r.status == 502, r
+    r = c.get("/")
+    assert (r.status, r.body) == (200, b"alive")

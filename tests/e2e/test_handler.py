@@ -341,3 +341,26 @@ def test_environment_is_per_function(coil):
     c = coil({"coil.toml": toml, "app.py": app})
     assert c.get("/one").body == b"one"
     assert c.get("/two").body == b"<unset>"
+
+
+def test_interim_status_is_not_sent_as_the_response(coil):
+    app = '''
+from spin_http import Response
+
+def handle_request(request):
+    if request.uri == "/interim":
+        return Response(100, None, None)
+    return Response(200, None, "ok")
+'''
+    c = coil({"coil.toml": manifest(fn_toml("interim", "/...")), "app.py": app})
+    conn = http.client.HTTPConnection("127.0.0.1", c.port, timeout=10)
+    try:
+        conn.request("GET", "/interim")
+        r = conn.getresponse()
+        assert r.status == 502
+        assert r.read() == b"invalid response from function interim\n"
+        conn.request("GET", "/ok")  # the same connection still works
+        r = conn.getresponse()
+        assert (r.status, r.read()) == (200, b"ok")
+    finally:
+        conn.close()

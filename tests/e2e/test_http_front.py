@@ -455,3 +455,27 @@ def test_invalid_chunk_is_400(coil, chunks):
 def test_garbage_request_line_is_400(coil):
     c = start(coil)
     assert_400_and_closed(c, b"THIS IS NOT HTTP\r\n\r\n")
+
+
+# ---------------------------------------------------------------- found in review
+
+def test_http_1_0_keep_alive_is_announced(coil):
+    c = start(coil)
+    with RawConn(c.port, timeout=5) as rc:
+        for path in (b"/a", b"/b"):
+            rc.send(b"GET " + path + b" HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            r = rc.read_response()
+            assert r.status == 200, r
+            assert (r.header("connection") or "").lower() == "keep-alive", r
+
+
+def test_error_after_a_head_request_still_has_its_body(coil):
+    c = start(coil)
+    with RawConn(c.port, timeout=5) as rc:
+        rc.send(b"HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = rc.read_response(method="HEAD")
+        assert r.status == 200, r
+        rc.send(b"GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx")
+        r = rc.read_response()
+        assert r.status == 400, r
+        assert r.body == b"bad request: repeated Content-Length\n", r
