@@ -19,8 +19,7 @@
 #include "python/child_process.h"
 #include "python/instance.h"
 #include "python/interpreter.h"
-#include "sandbox/rlimit.h"
-#include "sandbox/seccomp.h"
+#include "sandbox/contain.h"
 
 namespace coil::python {
 namespace {
@@ -180,14 +179,13 @@ void report_exits(int control, int signal_fd) {
   // Isolation comes before the function's code runs, and is inherited by
   // every instance forked from here.
   bool sandbox = true;
-  sandbox::ResourceLimits limits;
+  sandbox::ContainOptions contain;
   for (const auto& [key, value] : spec.options) {
     if (key == "sandbox" && value == "off") sandbox = false;
-    if (key == "max_open_files") limits.max_open_files = std::strtoull(value.c_str(), nullptr, 10);
+    if (key == "max_open_files") contain.limits.max_open_files = std::strtoull(value.c_str(), nullptr, 10);
   }
   if (sandbox) {
-    if (Status s = sandbox::apply_rlimits(limits); !s) report_failure(s.message());
-    if (Status s = sandbox::install_seccomp_filter(); !s) report_failure(s.message());
+    if (Status s = sandbox::contain(contain); !s) report_failure("sandbox: " + s.message());
   }
 
   uint64_t import_started = now_us();
