@@ -328,8 +328,17 @@ void Connection::on_response_head(const frame::ResponseHead& head, std::string_v
   flush();
 }
 
+bool Connection::client_too_slow() {
+  if (output_.size() + writing_.size() <= kMaxUnsentResponse) return false;
+  log::info("{} {} {}: the client left {} bytes of the response unread; aborting it", function_,
+            parser_.method(), parser_.target(), output_.size() + writing_.size());
+  close();  // abandons the invocation: the function is cancelled
+  return true;
+}
+
 void Connection::on_response_body(std::string_view body, bool end) {
   if (phase_ != Phase::kResponding) return;
+  if (client_too_slow()) return;
   if (!head_request_ && !body_forbidden(response_status_)) {
     if (response_chunked_) {
       append_chunk(output_, body);
@@ -417,6 +426,7 @@ void Connection::flush() {
   writing_.swap(output_);
   output_.clear();
   write_in_progress_ = true;
+  write_started_ = SteadyClock::now();
   boost::asio::async_write(socket_, boost::asio::buffer(writing_),
                            [self = shared_from_this()](boost::system::error_code ec, size_t) {
                              self->write_in_progress_ = false;
@@ -477,6 +487,12 @@ void Connection::log_access(uint16_t status) {
 }
 
 void Connection::check_deadline(SteadyClock::time_point now) {
+  if (write_in_progress_ && now - write_started_ >= server_->options().header_timeout) {
+    log::info("{} {} {}: the client read nothing for {} ms; closing", function_, parser_.method(),
+              parser_.target(), server_->options().header_timeout.count());
+    close();
+    return;
+  }
   if (now < deadline_) return;
   switch (phase_) {
     case Phase::kIdle:

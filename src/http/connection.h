@@ -10,7 +10,9 @@
 //   reading a request head: header timeout from its first byte, then 408 —
 //     a client trickling bytes cannot extend it;
 //   reading a body:         the body must progress by kBodyProgress bytes
-//     (or finish) within each header-timeout window, else 408.
+//     (or finish) within each header-timeout window, else 408;
+//   writing a response:     each write must complete within the header
+//     timeout, else the connection closes (a client that stopped reading).
 #pragma once
 
 #include <boost/asio/ip/tcp.hpp>
@@ -32,6 +34,10 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   // While a response is awaited, input beyond this is not read (backpressure
   // on pipelining clients).
   static constexpr size_t kMaxBuffered = 64 * 1024;
+  // Response bytes a client may leave unread before its response is aborted
+  // (the function is cancelled and the connection closed): a client that
+  // stops reading a stream must not make the host buffer without end.
+  static constexpr size_t kMaxUnsentResponse = 8 * 1024 * 1024;
 
   Connection(Server& server, boost::asio::ip::tcp::socket socket);
   ~Connection() override;
@@ -73,6 +79,8 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   void write(std::string_view data);
   void append_counted(std::string_view body);
   void check_declared_length();
+  // Aborts the response if the client leaves too much of it unread.
+  bool client_too_slow();
   void flush();
   void on_written();
   void close();
@@ -101,6 +109,7 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   std::string writing_;
   bool write_in_progress_ = false;
   bool close_after_write_ = false;
+  std::chrono::steady_clock::time_point write_started_;  // of the write in progress
 
   // The request being served.
   size_t target_pool_ = 0;

@@ -98,6 +98,15 @@ void WebSocketSession::on_failure(uint16_t status, const std::string& message) {
 
 void WebSocketSession::on_websocket_message(std::string_view data, bool text) {
   if (finished_) return;
+  if (outgoing_bytes_ + data.size() > kMaxUnsent) {
+    log::info("{} websocket {}: the client left {} bytes unread; closing",
+              server_ ? server_->pool(pool_).config().name : "-", invocation_->head.target, outgoing_bytes_);
+    client_gone(1008);
+    boost::system::error_code ignored;
+    ws_.next_layer().close(ignored);
+    return;
+  }
+  outgoing_bytes_ += data.size();
   outgoing_.push_back(Outgoing{std::string(data), text, false, 0});
   write_next();
 }
@@ -116,6 +125,7 @@ void WebSocketSession::write_next() {
   Outgoing& next = outgoing_.front();
   auto done = [self = shared_from_this()](boost::system::error_code ec, size_t = 0) {
     self->writing_ = false;
+    if (!self->outgoing_.front().close) self->outgoing_bytes_ -= self->outgoing_.front().data.size();
     self->outgoing_.pop_front();
     if (ec) {
       self->client_gone(1006);

@@ -69,6 +69,9 @@ class WebSocketSession : public runtime::ResponseSink, public std::enable_shared
   Request request_;
   boost::beast::flat_buffer read_buffer_;
   std::deque<Outgoing> outgoing_;
+  size_t outgoing_bytes_ = 0;
+  // Messages a client may leave unread before the session is closed.
+  static constexpr size_t kMaxUnsent = 16 * 1024 * 1024;
   bool writing_ = false;
   bool accepted_ = false;
   bool finished_ = false;  // the application's side is over (closed or failed)

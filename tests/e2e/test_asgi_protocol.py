@@ -567,3 +567,34 @@ def test_paths_and_hosts_that_are_not_utf8_do_not_break_the_instance(coil):
         conn.send(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
         r = conn.read_response()
         assert (r.status, r.body) == (200, b"'/after'"), r
+
+
+ENDLESS_STREAM = '''
+import asyncio, sys
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    chunk = b"x" * 65536
+    try:
+        while True:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await asyncio.sleep(0)
+    except asyncio.CancelledError:
+        print("stream cancelled", flush=True)
+        raise
+'''
+
+
+def test_a_client_that_stops_reading_does_not_make_the_host_buffer_forever(coil):
+    c = coil({"coil.toml": asgi_manifest("endless", "/..."), "main.py": ENDLESS_STREAM})
+    mark = c.mark()
+    with c.raw() as conn:
+        conn.send(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read
+        c.wait_for_line(r"^coil: endless GET /stream: the client left \d+ bytes of the response unread; aborting it$",
+                        since=mark, timeout=30)
+        c.wait_for_line(fn_line("endless", "stream cancelled$"), since=mark, timeout=10)
+    with open(f"/proc/{c.proc.pid}/status") as f:
+        rss_kib = int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
+    assert rss_kib < 100 * 1024, f"host RSS {rss_kib} KiB"
