@@ -325,6 +325,19 @@ class _Stream:
         if self.task is not None and not self.task.done():
             self.task.cancel()
 
+    async def run(self, app, scope):
+        try:
+            await app(scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            self.abort()
+        except BaseException:  # noqa: BLE001 - the app's failure is reported, never propagated
+            print(f"coil: exception in ASGI application {self.server.function} ({scope['type']}):",
+                  file=sys.stderr)
+            traceback.print_exc()
+            self.failed()
+        else:
+            self.returned()
+
     def task_done(self, task):
         # A task cancelled before its first step never ran run(): the stream
         # still needs its final frame, and the server must forget it.
@@ -332,7 +345,14 @@ class _Stream:
             self.abort()
         self.server.finished(self)
 
+    # What each kind of stream does when its app was cancelled, raised, or returned.
     def abort(self):
+        raise NotImplementedError
+
+    def failed(self):
+        raise NotImplementedError
+
+    def returned(self):
         raise NotImplementedError
 
 
@@ -412,24 +432,16 @@ class _Exchange(_Stream):
 
     # the task -------------------------------------------------------------
 
-    async def run(self, app, scope):
-        try:
-            await app(scope, self.receive, self.send)
-        except asyncio.CancelledError:
-            self.end_abnormally(None)
-        except BaseException:  # noqa: BLE001 - the app's failure is reported, never propagated
-            print(f"coil: exception in ASGI application {self.server.function}:", file=sys.stderr)
-            traceback.print_exc()
+    def failed(self):
+        self.end_abnormally(f"internal error in function {self.server.function}\n")
+
+    def returned(self):
+        if not self.started:
+            print(f"coil: ASGI application {self.server.function} returned without sending a response",
+                  file=sys.stderr)
             self.end_abnormally(f"internal error in function {self.server.function}\n")
-        else:
-            if not self.started:
-                print(f"coil: ASGI application {self.server.function} returned without sending a response",
-                      file=sys.stderr)
-                self.end_abnormally(f"internal error in function {self.server.function}\n")
-            elif not self.finished:
-                self.end_abnormally(None)
-        finally:
-            self.server.finished(self)
+        elif not self.finished:
+            self.end_abnormally(None)
 
     def abort(self):
         self.end_abnormally(None)
@@ -519,19 +531,11 @@ class _WebSocket(_Stream):
             raise RuntimeError(f"unexpected ASGI message type {kind!r} for a websocket")
         self.server.schedule_flush()
 
-    async def run(self, app, scope):
-        try:
-            await app(scope, self.receive, self.send)
-        except asyncio.CancelledError:
-            self.end(None)
-        except BaseException:  # noqa: BLE001 - the app's failure is reported, never propagated
-            print(f"coil: exception in ASGI application {self.server.function} (websocket):", file=sys.stderr)
-            traceback.print_exc()
-            self.end(1011)
-        else:
-            self.end(self.close_code if self.disconnected else 1000)
-        finally:
-            self.server.finished(self)
+    def failed(self):
+        self.end(1011)
+
+    def returned(self):
+        self.end(self.close_code if self.disconnected else 1000)
 
     def abort(self):
         self.end(None)
