@@ -66,6 +66,17 @@ inline constexpr size_t kHeaderSize = 12;
 // kBodyChunk bytes.
 inline constexpr uint32_t kMaxPayload = 1u << 20;
 inline constexpr size_t kBodyChunk = 256 * 1024;
+// The largest response head (status and headers, as encoded) the host
+// accepts; instances refuse to send larger ones, since a frame over
+// kMaxPayload would end the whole stream.
+inline constexpr size_t kMaxResponseHead = 64 * 1024;
+
+// The encoded size of a response head's headers.
+inline size_t encoded_size(const std::vector<std::pair<std::string, std::string>>& headers) {
+  size_t size = 4;
+  for (const auto& [name, value] : headers) size += 8 + name.size() + value.size();
+  return size;
+}
 
 struct Frame {
   Type type;

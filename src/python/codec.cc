@@ -150,6 +150,10 @@ PyObject* put_response(PyObject*, PyObject* args) {
   }
   Py_DECREF(iterator);
   if (PyErr_Occurred()) return nullptr;
+  if (frame::encoded_size(head.headers) > frame::kMaxResponseHead) {
+    PyErr_Format(PyExc_ValueError, "response headers larger than %zu bytes", frame::kMaxResponseHead);
+    return nullptr;
+  }
   Py_buffer body_view;
   if (!buffer_view(body, body_view)) return nullptr;
   std::string encoded;

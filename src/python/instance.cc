@@ -123,6 +123,10 @@ bool append_result(std::string& out, uint32_t stream, PyObject* result) {
     head.headers.emplace_back(std::string(name, static_cast<size_t>(name_len)),
                               std::string(value, static_cast<size_t>(value_len)));
   }
+  if (frame::encoded_size(head.headers) > frame::kMaxResponseHead) {
+    PyErr_Format(PyExc_ValueError, "response headers larger than %zu bytes", frame::kMaxResponseHead);
+    return false;
+  }
   frame::append_response(out, stream, head,
                          std::string_view(PyBytes_AS_STRING(body), static_cast<size_t>(PyBytes_GET_SIZE(body))),
                          true);

@@ -26,7 +26,7 @@ bool is_token_char(unsigned char c) {
 // library on the way refuses it). 101 is the accept of a WebSocket.
 constexpr size_t kMaxHeaderName = 256;
 constexpr size_t kMaxHeaderValue = 16 * 1024;
-constexpr size_t kMaxResponseHead = 64 * 1024;
+using frame::kMaxResponseHead;
 
 bool valid_response_head(const frame::ResponseHead& head, bool websocket) {
   bool status_ok = (head.status >= 200 && head.status <= 599) || (websocket && head.status == 101);

@@ -364,3 +364,21 @@ def handle_request(request):
         assert (r.status, r.read()) == (200, b"ok")
     finally:
         conn.close()
+
+
+def test_huge_response_headers_are_a_500_and_the_instance_survives(coil):
+    app = '''
+import os
+from spin_http import Response
+
+def handle_request(request):
+    if request.uri == "/huge":
+        return Response(200, [("x-big", "a" * (2 << 20))], "never")
+    return Response(200, None, str(os.getpid()))
+'''
+    c = coil({"coil.toml": manifest(fn_toml("huge", "/...")), "app.py": app})
+    pid = c.get("/pid").body
+    r = c.get("/huge")
+    assert r.status == 500, r
+    assert r.body == b"internal error in function huge\n"
+    assert c.get("/pid").body == pid  # the same instance goes on serving
