@@ -53,6 +53,7 @@ void WebSocketSession::on_response_head(const frame::ResponseHead& head, std::st
   // handshake response; Beast writes the protocol's own.
   auto headers = head.headers;
   ws_.set_option(websocket::stream_base::decorator([headers](websocket::response_type& response) {
+    response.erase(boost::beast::http::field::server);  // no library banner
     for (const auto& [name, value] : headers) response.set(name, value);
   }));
   ws_.set_option(websocket::stream_base::timeout::suggested(boost::beast::role_type::server));
@@ -93,7 +94,9 @@ void WebSocketSession::on_failure(uint16_t status, const std::string& message) {
   }
   log::info("{} websocket {}: closing: {}", server_->pool(pool_).config().name, invocation_->head.target,
             std::string_view(message).substr(0, message.find('\n')));
-  on_websocket_close(status == 504 ? 1001 : 1011, "");
+  // 1001 "going away" when coil stops or the session timed out; 1011 for a
+  // failure of the function.
+  on_websocket_close(status == 503 || status == 504 ? 1001 : 1011, "");
 }
 
 void WebSocketSession::on_websocket_message(std::string_view data, bool text) {
@@ -114,6 +117,12 @@ void WebSocketSession::on_websocket_message(std::string_view data, bool text) {
 void WebSocketSession::on_websocket_close(uint16_t code, const std::string& reason) {
   if (finished_) return;
   finished_ = true;
+  // Codes that must never be sent in a close frame (RFC 6455 7.4): 1005,
+  // 1006 and 1015 only report what happened, and below 1000 or in
+  // 1016-2999 nothing is defined. The application's intent is a normal close.
+  bool sendable = (code >= 1000 && code <= 1014 && code != 1004 && code != 1005 && code != 1006) ||
+                  (code >= 3000 && code <= 4999);
+  if (!sendable) code = 1000;
   Outgoing close{reason, false, true, code};
   outgoing_.push_back(std::move(close));
   write_next();

@@ -118,10 +118,16 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
       }
       return;
     }
-    if (template_state_ == TemplateState::kReady) {
-      log::info("template {} (pid {}) exited; it is rebuilt on the next request", config_.name, template_pid_);
-    }
+    bool was_ready = template_state_ == TemplateState::kReady;
     template_state_ = TemplateState::kGone;
+    if (was_ready) {
+      log::info("template {} (pid {}) exited; it is rebuilt when a request needs it", config_.name, template_pid_);
+      // Its instances die with it (PDEATHSIG): none may take another request.
+      for (auto& instance : std::vector(instances_)) {
+        retire(*instance, 502, "instance of " + config_.name + " died with its template");
+      }
+    }
+    if (!queue_.empty()) build_template();  // requests are waiting for it now
     return;
   }
   switch (m.type) {
@@ -215,6 +221,10 @@ void FunctionPool::submit(std::shared_ptr<Invocation> invocation) {
       return;
     case TemplateState::kGone:
       build_template();
+      if (template_state_ == TemplateState::kFailed) {
+        fail(*invocation, 503, "function " + config_.name + " failed to start");
+        return;
+      }
       [[fallthrough]];
     case TemplateState::kBuilding:
       if (waiting() >= config_.max_queue) {

@@ -1,5 +1,6 @@
 """Faults, timeouts, scaling, shutdown, process hygiene and logs."""
 
+import os
 import re
 import select
 import signal
@@ -348,3 +349,18 @@ def test_template_and_instance_lifecycle_lines(coil, tmp_path):
     assert c.get("/a").status == 200
     c.wait_for_line(instance_started("alpha"), since=mark, timeout=5)
     assert c.count_lines(instance_started("beta")) == 0
+
+
+def test_a_dead_template_is_rebuilt_when_a_request_needs_it(coil, tmp_path):
+    c = one(coil, tmp_path, name="reborn")
+    m = c.wait_for_line(r"^coil: template reborn ready in [\d.]+ms \(pid (\d+)\)$")
+    first_template = int(m.group(1))
+    assert c.get("/pid").status == 200
+    mark = c.mark()
+    os.kill(first_template, signal.SIGKILL)
+    c.wait_for_line(rf"^coil: template reborn \(pid {first_template}\) exited", since=mark, timeout=10)
+    # its instances died with it (PDEATHSIG); the next request brings a new template up
+    r = c.get("/pid")
+    assert r.status == 200, r
+    m = c.wait_for_line(r"^coil: template reborn ready in [\d.]+ms \(pid (\d+)\)$", since=mark, timeout=10)
+    assert int(m.group(1)) != first_template
