@@ -33,6 +33,9 @@ int main(int argc, char** argv) {
                          "On SIGINT/SIGTERM, how long requests in flight may take to finish")
       ->capture_default_str();
 
+  up_command->add_option("--data", up.data_dir,
+                         "Where coil keeps state (persistent volumes) [default: $XDG_STATE_HOME/coil or "
+                         "~/.local/state/coil]");
   up_command->add_flag("--no-sandbox", up.no_sandbox, "Run function code without isolation (debugging only)");
 
   try {

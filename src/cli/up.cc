@@ -11,6 +11,8 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <vector>
 
@@ -60,6 +62,15 @@ void reap_children(bool wait_all) {
 
 }  // namespace
 
+std::string data_directory(const UpOptions& options) {
+  if (!options.data_dir.empty()) return std::filesystem::absolute(options.data_dir).string();
+  if (const char* state = std::getenv("XDG_STATE_HOME"); state != nullptr && *state == '/') {
+    return std::string(state) + "/coil";
+  }
+  const char* home = std::getenv("HOME");
+  return std::string(home != nullptr && *home != '\0' ? home : "/root") + "/.local/state/coil";
+}
+
 int run_up(const UpOptions& options) {
   // 1. Configuration, validated whole before anything starts.
   Result<config::Manifest> manifest = options.entrypoint.empty()
@@ -94,13 +105,10 @@ int run_up(const UpOptions& options) {
   boost::asio::io_context io(1);
 
   // 2. The zygote, while this process is still single-threaded.
-  if (options.no_sandbox) {
-    log::info("WARNING: --no-sandbox: function code runs without any isolation; use it only to debug");
-  } else {
-    log::info("sandbox: seccomp filter + no_new_privs + rlimits (open files, no core) in every template and "
-              "instance; not yet isolated: namespaces, cgroups");
-  }
-  Result<std::unique_ptr<runtime::ZygoteProcess>> zygote = runtime::ZygoteProcess::start(io, !options.no_sandbox);
+  runtime::SandboxMode sandbox = options.no_sandbox ? runtime::SandboxMode::kOff : runtime::best_sandbox_mode();
+  log::info("{}", runtime::describe(sandbox));
+  Result<std::unique_ptr<runtime::ZygoteProcess>> zygote =
+      runtime::ZygoteProcess::start(io, sandbox, data_directory(options));
   if (!zygote) {
     print_error("coil: cannot start the zygote: " + zygote.message());
     return 1;

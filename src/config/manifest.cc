@@ -75,7 +75,92 @@ constexpr std::string_view kKnownKeys[] = {
     "name",      "entrypoint",    "source",          "route",       "timeout_ms",
     "min_instances", "max_instances", "idle_timeout_ms", "max_queue", "max_body_bytes",
     "environment", "kind", "max_concurrency", "stream_idle_timeout_ms", "root_path_in_path", "max_open_files",
+    "memory_mb", "max_processes", "cpu", "tmp_mb", "volume",
 };
+
+// Paths the sandbox itself provides: a volume may not cover them.
+constexpr std::string_view kReservedMounts[] = {"/usr", "/etc", "/proc", "/dev", "/code", "/tmp", "/bin",
+                                                "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/root"};
+
+Status validate_mount_path(const std::string& mount) {
+  if (mount.empty() || mount[0] != '/') return Status::error("must be an absolute path");
+  if (mount == "/") return Status::error("cannot be \"/\"");
+  if (mount.size() > 255) return Status::error("is too long");
+  size_t start = 1;
+  while (start <= mount.size()) {
+    size_t end = mount.find('/', start);
+    if (end == std::string::npos) end = mount.size();
+    std::string_view part(mount.data() + start, end - start);
+    if (part.empty() || part == "." || part == "..") {
+      return Status::error(fmt::format("\"{}\" must be a normalised path (no \"//\", \".\" or \"..\")", mount));
+    }
+    start = end + 1;
+  }
+  for (std::string_view reserved : kReservedMounts) {
+    if (mount == reserved || (mount.size() > reserved.size() && mount.compare(0, reserved.size(), reserved) == 0 &&
+                              mount[reserved.size()] == '/')) {
+      return Status::error(fmt::format("\"{}\" is inside {}, which the sandbox provides", mount, reserved));
+    }
+  }
+  return Status::ok();
+}
+
+Result<Volume> parse_volume(const toml::table& table, const Where& where, const fs::path& base_dir,
+                            const std::string& label) {
+  Volume volume;
+  int64_t line = line_of(table);
+  for (const auto& [key, node] : table) {
+    std::string_view k = key.str();
+    if (k != "mount" && k != "kind" && k != "source" && k != "name" && k != "size_mib") {
+      return Status::error(where.error(line_of(node), fmt::format("volume.{}", k),
+                                       fmt::format("unknown key (function \"{}\")", label)));
+    }
+  }
+  std::string kind;
+  if (Status s = read_string(table, "mount", volume.mount, where, line, true, label); !s) return s;
+  if (Status s = validate_mount_path(volume.mount); !s) {
+    return Status::error(where.error(line_of(*table.get("mount")), "volume.mount",
+                                     fmt::format("{} (function \"{}\")", s.message(), label)));
+  }
+  if (Status s = read_string(table, "kind", kind, where, line, true, label); !s) return s;
+  int64_t kind_line = line_of(*table.get("kind"));
+  auto refuse = [&](std::string_view field, std::string_view what) {
+    return Status::error(where.error(table.get(field) ? line_of(*table.get(field)) : kind_line,
+                                     fmt::format("volume.{}", field),
+                                     fmt::format("{} (function \"{}\", volume {})", what, label, volume.mount)));
+  };
+  auto forbid = [&](std::string_view field) -> Status {
+    if (table.get(field)) return refuse(field, fmt::format("is not used by a {} volume", kind));
+    return Status::ok();
+  };
+  if (kind == "readonly") {
+    volume.kind = Volume::Kind::kReadonly;
+    if (Status s = forbid("name"); !s) return s;
+    if (Status s = forbid("size_mib"); !s) return s;
+    std::string source;
+    if (Status s = read_string(table, "source", source, where, line, true, label); !s) return s;
+    fs::path path = fs::path(source).is_absolute() ? fs::path(source) : base_dir / source;
+    std::error_code ec;
+    fs::path canonical = fs::canonical(path, ec);
+    if (ec || !fs::is_directory(canonical)) return refuse("source", fmt::format("\"{}\" is not a directory", source));
+    volume.source = canonical.string();
+  } else if (kind == "ephemeral") {
+    volume.kind = Volume::Kind::kEphemeral;
+    if (Status s = forbid("name"); !s) return s;
+    if (Status s = forbid("source"); !s) return s;
+    volume.size_mib = 16;
+    if (Status s = read_int(table, "size_mib", volume.size_mib, 1, 65536, where, label); !s) return s;
+  } else if (kind == "persistent") {
+    volume.kind = Volume::Kind::kPersistent;
+    if (Status s = forbid("source"); !s) return s;
+    if (Status s = forbid("size_mib"); !s) return s;
+    if (Status s = read_string(table, "name", volume.name, where, line, true, label); !s) return s;
+    if (!is_valid_name(volume.name)) return refuse("name", fmt::format("\"{}\" must match [a-z0-9-]+", volume.name));
+  } else {
+    return refuse("kind", fmt::format("must be \"readonly\", \"ephemeral\" or \"persistent\", got \"{}\"", kind));
+  }
+  return volume;
+}
 
 Result<FunctionConfig> parse_function(const toml::table& fn, const Where& where,
                                       const fs::path& base_dir) {
@@ -143,6 +228,49 @@ Result<FunctionConfig> parse_function(const toml::table& fn, const Where& where,
   if (!(s = read_int(fn, "max_open_files", config.max_open_files, 16, 1048576, where, label))) return s;
   if (!(s = read_int(fn, "stream_idle_timeout_ms", config.stream_idle_timeout_ms, 1, kMaxU32, where, label)))
     return s;
+  if (!(s = read_int(fn, "memory_mb", config.memory_mb, 16, 1048576, where, label))) return s;
+  if (!(s = read_int(fn, "max_processes", config.max_processes, 1, 1000000, where, label))) return s;
+  if (!(s = read_int(fn, "tmp_mb", config.tmp_mb, 1, 1048576, where, label))) return s;
+  if (const toml::node* cpu = fn.get("cpu")) {
+    auto value = cpu->value<double>();
+    if (!(cpu->is_floating_point() || cpu->is_integer()) || !value || *value < 0.01 || *value > 100) {
+      return Status::error(where.error(line_of(*cpu), "cpu",
+                                       fmt::format("must be a number between 0.01 and 100 (function \"{}\")", label)));
+    }
+    config.cpu = *value;
+  }
+  if (const toml::node* volumes = fn.get("volume")) {
+    const toml::array* list = volumes->as_array();
+    if (list == nullptr) {
+      return Status::error(where.error(line_of(*volumes), "volume",
+                                       fmt::format("must be an array of tables, [[function.volume]] (function \"{}\")", label)));
+    }
+    std::set<std::string> mounts, names;
+    for (const toml::node& item : *list) {
+      if (!item.is_table()) {
+        return Status::error(where.error(line_of(item), "volume",
+                                         fmt::format("must be a table (function \"{}\")", label)));
+      }
+      Result<Volume> volume = parse_volume(*item.as_table(), where, base_dir, label);
+      if (!volume) return volume.status();
+      for (const std::string& other : mounts) {
+        const std::string& mine = volume->mount;
+        auto inside = [](const std::string& a, const std::string& b) {
+          return a == b || (a.size() > b.size() && a.compare(0, b.size(), b) == 0 && a[b.size()] == '/');
+        };
+        if (inside(mine, other) || inside(other, mine)) {
+          return Status::error(where.error(line_of(item), "volume.mount",
+                                           fmt::format("{} overlaps the volume at {} (function \"{}\")", mine, other, label)));
+        }
+      }
+      if (volume->kind == Volume::Kind::kPersistent && !names.insert(volume->name).second) {
+        return Status::error(where.error(line_of(item), "volume.name",
+                                         fmt::format("\"{}\" is used twice (function \"{}\")", volume->name, label)));
+      }
+      mounts.insert(volume->mount);
+      config.volumes.push_back(std::move(*volume));
+    }
+  }
   if (const toml::node* kind = fn.get("kind")) {
     std::string value = kind->value<std::string>().value_or("");
     if (!kind->is_string() || (value != "asgi" && value != "handler")) {

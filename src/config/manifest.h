@@ -21,6 +21,16 @@ namespace coil::config {
 // the template imports it (an ASGI 3 application, or a Spin handler).
 enum class Kind { kAuto, kHandler, kAsgi };
 
+// A [[function.volume]] (aleph's kinds).
+struct Volume {
+  enum class Kind { kReadonly, kEphemeral, kPersistent };
+  Kind kind = Kind::kReadonly;
+  std::string mount;      // absolute path inside the sandbox
+  std::string source;     // kReadonly: absolute host directory shipped with the function
+  std::string name;       // kPersistent: the volume's name, unique per function
+  uint32_t size_mib = 0;  // kEphemeral: size of its tmpfs
+};
+
 struct FunctionConfig {
   std::string name;
   std::string entrypoint;   // "module:attr"
@@ -37,6 +47,13 @@ struct FunctionConfig {
   uint32_t max_open_files = 1024;          // RLIMIT_NOFILE of every instance
   uint32_t stream_idle_timeout_ms = 60000;  // once a response started: longest gap between messages
   std::optional<bool> root_path_in_path;   // ASGI: unset = detected from the framework
+  // Sandbox limits (src/sandbox/): per instance, except tmp_mb (the /tmp of
+  // the function's sandbox, shared by its instances).
+  uint32_t memory_mb = 256;
+  uint32_t max_processes = 256;  // processes and threads, as the pids controller counts
+  double cpu = 1.0;              // CPU share relative to other functions (1.0 = default weight)
+  uint32_t tmp_mb = 64;
+  std::vector<Volume> volumes;
   std::vector<std::pair<std::string, std::string>> environment;
   // Where the function is declared, for errors found after parsing
   // (an entrypoint that does not import): "PATH:LINE".

@@ -3,6 +3,7 @@
 #include <Python.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -18,6 +19,22 @@ pid_t fork_python() {
   } else {
     PyOS_AfterFork_Parent();
   }
+  return pid;
+}
+
+pid_t clone_python(unsigned long namespace_flags) {
+  PyOS_BeforeFork();
+  // The raw system call, as bubblewrap and systemd do: glibc has no fork()
+  // that takes clone flags. glibc keeps no pid cache and raise() asks the
+  // kernel for the thread id, so the child is a sound single-threaded process.
+  auto pid = static_cast<pid_t>(::syscall(SYS_clone, namespace_flags | SIGCHLD, nullptr, nullptr, nullptr, 0));
+  int saved_errno = errno;
+  if (pid == 0) {
+    PyOS_AfterFork_Child();
+  } else {
+    PyOS_AfterFork_Parent();
+  }
+  errno = saved_errno;
   return pid;
 }
 

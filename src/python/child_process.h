@@ -17,8 +17,14 @@ namespace coil::python {
 // interpreter's locks are reset in the child. Call with the GIL held.
 pid_t fork_python();
 
+// fork_python() into new namespaces (clone(2) flags such as CLONE_NEWPID):
+// the child is then pid 1 of its own pid namespace, so that every process
+// it forks dies with it.
+pid_t clone_python(unsigned long namespace_flags);
+
 // In a freshly forked child: die with SIGKILL when the parent dies, and exit
-// at once if it already did (the fork raced with its death). `title` names
+// at once if it already did (the fork raced with its death). A parent in
+// another pid namespace shows as pid 0: pass 0 then. `title` names
 // the process in ps/top (15 bytes at most are kept).
 Status bind_to_parent(pid_t expected_parent, const std::string& title);
 

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -13,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <set>
 #include <string>
 
 #include "protocol/control.h"
@@ -20,6 +22,7 @@
 #include "python/instance.h"
 #include "python/interpreter.h"
 #include "sandbox/contain.h"
+#include "sandbox/namespaces.h"
 
 namespace coil::python {
 namespace {
@@ -36,16 +39,17 @@ uint64_t now_us() {
 }
 
 // Forks one instance for a kSpawn request and reports it to the host.
-void spawn_instance(int control, int signal_fd, control::Message& request, PyObject* invoke,
+// Returns its pid, or -1.
+pid_t spawn_instance(int control, int signal_fd, control::Message& request, PyObject* invoke,
                     const std::string& function, const std::string& kind) {
   if (request.fds.size() != 1) {
     std::fprintf(stderr, "coil: spawn request without an instance socket\n");
-    return;
+    return -1;
   }
   int output[2];
   if (::pipe2(output, O_CLOEXEC) != 0) {
     std::fprintf(stderr, "coil: pipe2: %s\n", std::strerror(errno));
-    return;  // the host sees no kSpawned and an instance socket that closes
+    return -1;  // the host sees no kSpawned and an instance socket that closes
   }
   pid_t template_pid = ::getpid();
   pid_t pid = fork_python();
@@ -53,7 +57,7 @@ void spawn_instance(int control, int signal_fd, control::Message& request, PyObj
     std::fprintf(stderr, "coil: fork: %s\n", std::strerror(errno));
     ::close(output[0]);
     ::close(output[1]);
-    return;
+    return -1;
   }
   if (pid == 0) {
     ::close(control);
@@ -80,15 +84,19 @@ void spawn_instance(int control, int signal_fd, control::Message& request, PyObj
   if (pidfd < 0 || !control::send(control, spawned)) {
     ::kill(pid, SIGKILL);  // the host cannot supervise it: do not leave it running
   }
+  return pid;
 }
 
-void report_exits(int control, int signal_fd) {
+// Reaps every child, and reports the instances among them. (A template that
+// is pid 1 of its namespace also inherits what its instances double-forked.)
+void report_exits(int control, int signal_fd, std::set<pid_t>& instances) {
   signalfd_siginfo info;
   while (::read(signal_fd, &info, sizeof(info)) == sizeof(info)) {
   }
   int status = 0;
   pid_t pid;
   while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
+    if (instances.erase(pid) == 0) continue;
     control::Message exited;
     exited.type = control::Type::kExited;
     exited.pid = static_cast<uint32_t>(pid);
@@ -106,6 +114,7 @@ void report_exits(int control, int signal_fd) {
   ::sigprocmask(SIG_BLOCK, &child_signals, nullptr);
   int signal_fd = ::signalfd(-1, &child_signals, SFD_CLOEXEC | SFD_NONBLOCK);
   if (signal_fd < 0) fail("signalfd");
+  std::set<pid_t> instances;
 
   for (;;) {
     pollfd fds[2] = {{control, POLLIN, 0}, {signal_fd, POLLIN, 0}};
@@ -117,31 +126,92 @@ void report_exits(int control, int signal_fd) {
       if (errno == EINTR) continue;
       fail("poll");
     }
-    if (fds[1].revents & POLLIN) report_exits(control, signal_fd);
+    if (fds[1].revents & POLLIN) report_exits(control, signal_fd, instances);
     if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
       control::Message request;
       Status s = control::receive(control, request);
       if (!s) _exit(0);  // the host is gone or stopped this function: instances die with us
-      if (request.type == control::Type::kSpawn) spawn_instance(control, signal_fd, request, invoke, function, kind);
+      if (request.type == control::Type::kSpawn) {
+        pid_t pid = spawn_instance(control, signal_fd, request, invoke, function, kind);
+        if (pid > 0) instances.insert(pid);
+      }
     }
   }
 }
 
-// Runs in the freshly forked template: enter the function's directory, import
-// its code once, freeze the heap, report, then serve spawn requests.
-[[noreturn]] void build_template(pid_t zygote_pid, int zygote_control, control::Message& build) {
+// The sandbox of one template, from the options of its kBuildTemplate.
+//   sandbox  "off" | "seccomp" (rlimits and seccomp only) | "namespaces" |
+//            "namespaces-without-userns" (a root host without user namespaces)
+//   tmp_mb, max_open_files, volume ("KIND\tMOUNT\tHOST_PATH_OR_SIZE_MIB", repeated)
+struct TemplateSandbox {
+  bool enabled = true;
+  sandbox::SandboxPlan plan;
+};
+
+TemplateSandbox sandbox_of(const control::BuildTemplate& spec) {
+  TemplateSandbox sandbox;
+  sandbox.plan.mounts.code_dir = spec.source;
+  for (const auto& [key, value] : spec.options) {
+    if (key == "sandbox") {
+      sandbox.enabled = value != "off";
+      sandbox.plan.namespaces = value == "namespaces" || value == "namespaces-without-userns";
+      sandbox.plan.user_namespace = value == "namespaces";
+    } else if (key == "max_open_files") {
+      sandbox.plan.limits.max_open_files = std::strtoull(value.c_str(), nullptr, 10);
+    } else if (key == "tmp_mb") {
+      sandbox.plan.mounts.tmp_mb = std::strtoull(value.c_str(), nullptr, 10);
+    } else if (key == "volume") {
+      auto tab1 = value.find('\t');
+      auto tab2 = value.find('\t', tab1 + 1);
+      if (tab1 == std::string::npos || tab2 == std::string::npos) continue;
+      sandbox::VolumeMount volume;
+      std::string kind = value.substr(0, tab1);
+      volume.mount = value.substr(tab1 + 1, tab2 - tab1 - 1);
+      std::string rest = value.substr(tab2 + 1);
+      if (kind == "ephemeral") {
+        volume.kind = sandbox::VolumeMount::Kind::kEphemeral;
+        volume.size_mib = std::strtoull(rest.c_str(), nullptr, 10);
+      } else {
+        volume.kind = kind == "persistent" ? sandbox::VolumeMount::Kind::kPersistent
+                                           : sandbox::VolumeMount::Kind::kReadonly;
+        volume.host_path = rest;
+      }
+      sandbox.plan.mounts.volumes.push_back(std::move(volume));
+    }
+  }
+  if (!sandbox.enabled) sandbox.plan.namespaces = false;
+  return sandbox;
+}
+
+// This process's pid as the host sees it: /proc is still the host's until
+// the sandbox mounts its own.
+uint32_t host_pid() {
+  char link[32];
+  ssize_t n = ::readlink("/proc/self", link, sizeof(link) - 1);
+  if (n <= 0) return static_cast<uint32_t>(::getpid());
+  link[n] = '\0';
+  return static_cast<uint32_t>(std::strtoul(link, nullptr, 10));
+}
+
+// Runs in the freshly forked (or cloned) template: isolate it, enter the
+// function's directory, import its code once, freeze the heap, report, then
+// serve spawn requests.
+[[noreturn]] void build_template(pid_t zygote_pid, int zygote_control, control::Message& build,
+                                 const TemplateSandbox& sandbox) {
   const control::BuildTemplate& spec = build.build;
   int control = build.fds[0].release();
   int output = build.fds[1].release();
   ::close(zygote_control);
-  if (!bind_to_parent(zygote_pid, "coil-t:" + spec.function) || !redirect_output(output)) _exit(1);
+  // A template in its own pid namespace sees its parent as pid 0.
+  pid_t expected_parent = sandbox.plan.namespaces ? 0 : zygote_pid;
+  if (!bind_to_parent(expected_parent, "coil-t:" + spec.function) || !redirect_output(output)) _exit(1);
   struct sigaction action {};
   action.sa_handler = SIG_DFL;
   ::sigaction(SIGCHLD, &action, nullptr);
 
   control::Message started;
   started.type = control::Type::kTemplateStarted;
-  started.pid = static_cast<uint32_t>(::getpid());
+  started.pid = host_pid();
   if (!control::send(control, started)) _exit(1);
 
   auto report_failure = [&](const std::string& message) {
@@ -152,14 +222,21 @@ void report_exits(int control, int signal_fd) {
     _exit(1);
   };
 
-  if (::chdir(spec.source.c_str()) != 0) {
-    report_failure("cannot enter " + spec.source + ": " + std::strerror(errno));
+  // Isolation comes before the function's code runs, and is inherited by
+  // every instance forked from here.
+  std::string code_dir = spec.source;
+  if (sandbox.enabled) {
+    if (Status s = sandbox::contain(sandbox.plan); !s) report_failure("sandbox: " + s.message());
+    if (sandbox.plan.namespaces) code_dir = sandbox::kCodeMount;
+  }
+  if (::chdir(code_dir.c_str()) != 0) {
+    report_failure("cannot enter " + code_dir + ": " + std::strerror(errno));
   }
   // The function's environment and import path, through Python so that
   // os.environ and the C environment agree.
   PyObject* os_environ = import_attr("os", "environ");
   PyObject* sys_path = PySys_GetObject("path");  // borrowed
-  PyObject* source = PyUnicode_FromString(spec.source.c_str());
+  PyObject* source = PyUnicode_FromString(code_dir.c_str());
   if (os_environ == nullptr || sys_path == nullptr || source == nullptr ||
       PyList_Insert(sys_path, 0, source) != 0) {
     report_failure(take_exception_summary());
@@ -175,18 +252,6 @@ void report_exits(int control, int signal_fd) {
     Py_DECREF(v);
   }
   Py_DECREF(os_environ);
-
-  // Isolation comes before the function's code runs, and is inherited by
-  // every instance forked from here.
-  bool sandbox = true;
-  sandbox::ContainOptions contain;
-  for (const auto& [key, value] : spec.options) {
-    if (key == "sandbox" && value == "off") sandbox = false;
-    if (key == "max_open_files") contain.limits.max_open_files = std::strtoull(value.c_str(), nullptr, 10);
-  }
-  if (sandbox) {
-    if (Status s = sandbox::contain(contain); !s) report_failure("sandbox: " + s.message());
-  }
 
   uint64_t import_started = now_us();
   PyObject* load = import_attr("coil._runtime", "load");
@@ -236,11 +301,61 @@ void report_exits(int control, int signal_fd) {
 
   control::Message ready;
   ready.type = control::Type::kTemplateReady;
-  ready.ready.pid = static_cast<uint32_t>(::getpid());
+  ready.ready.pid = started.pid;
   ready.ready.import_us = import_us;
   ready.ready.kind = kind_name;
   if (!control::send(control, ready)) _exit(1);
   serve_template(control, invoke, spec.function, kind_name);
+}
+
+// Forks (or clones into fresh namespaces) the template of a kBuildTemplate.
+// A sandboxed template waits until the zygote has written its id maps and
+// assembled its root, then goes on by itself.
+void start_template(pid_t self, int control_fd, int own_mount_ns, control::Message& message) {
+  TemplateSandbox sandbox = sandbox_of(message.build);
+  auto report_failure = [&](const std::string& what) {
+    control::Message failed;
+    failed.type = control::Type::kTemplateFailed;
+    failed.message = "sandbox: " + what;
+    (void)control::send(message.fds[0].get(), failed);
+  };
+  if (!sandbox.plan.namespaces) {
+    pid_t pid = fork_python();
+    if (pid == 0) {
+      ::close(own_mount_ns);  // a handle on the host's mount namespace, of all things
+      build_template(self, control_fd, message, sandbox);
+    }
+    if (pid < 0) report_failure(std::string("fork: ") + std::strerror(errno));
+    return;
+  }
+  int release[2];
+  if (::pipe2(release, O_CLOEXEC) != 0) {
+    report_failure(std::string("pipe2: ") + std::strerror(errno));
+    return;
+  }
+  pid_t pid = clone_python(sandbox::namespace_clone_flags(sandbox.plan.user_namespace));
+  if (pid == 0) {
+    ::close(release[1]);
+    // If the zygote dies before the release, the read sees end of file.
+    char go = 0;
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::read(release[0], &go, 1) != 1 || go != 'g') _exit(1);
+    ::close(release[0]);
+    ::close(own_mount_ns);  // a handle on the host's mount namespace, of all things
+    build_template(self, control_fd, message, sandbox);
+  }
+  ::close(release[0]);
+  unique_fd release_fd(release[1]);
+  if (pid < 0) {
+    report_failure(std::string("clone into new namespaces: ") + std::strerror(errno));
+    return;
+  }
+  if (Status s = sandbox::prepare_sandbox(pid, sandbox.plan, own_mount_ns); !s) {
+    ::kill(pid, SIGKILL);
+    report_failure(s.message());
+    return;
+  }
+  char go = 'g';
+  if (::write(release_fd.get(), &go, 1) != 1) ::kill(pid, SIGKILL);
 }
 
 }  // namespace
@@ -272,6 +387,13 @@ int run_zygote(int control_fd) {
     PyErr_Clear();  // optional: plain asyncio then
   }
 
+  // The zygote enters each new sandbox's mount namespace to assemble its
+  // root (sandbox/contain.h), and comes back through this.
+  unique_fd own_mount_ns(::open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC));
+  if (!own_mount_ns) {
+    std::fprintf(stderr, "coil: zygote: open /proc/self/ns/mnt: %s\n", std::strerror(errno));
+    return 1;
+  }
   pid_t self = ::getpid();
   for (;;) {
     control::Message message;
@@ -284,9 +406,7 @@ int run_zygote(int control_fd) {
       std::fprintf(stderr, "coil: zygote: unexpected control message\n");
       continue;
     }
-    pid_t pid = fork_python();
-    if (pid == 0) build_template(self, control_fd, message);
-    if (pid < 0) std::fprintf(stderr, "coil: zygote: fork: %s\n", std::strerror(errno));
+    start_template(self, control_fd, own_mount_ns.get(), message);
     // The parent's copies of the template's fds close with `message`.
   }
 }

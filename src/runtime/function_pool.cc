@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 
 #include "common/log.h"
 #include "runtime/output_relay.h"
@@ -54,6 +55,20 @@ std::string describe_wait_status(int status) {
 
 std::string output_prefix(const std::string& function, pid_t pid) {
   return "[" + function + " pid=" + std::to_string(pid) + "] ";
+}
+
+// The pid a pidfd refers to, in the host's pid namespace; `fallback` when
+// it cannot be read.
+pid_t host_pid_of_pidfd(int pidfd, pid_t fallback) {
+  std::ifstream info("/proc/self/fdinfo/" + std::to_string(pidfd));
+  std::string line;
+  while (std::getline(info, line)) {
+    if (line.rfind("Pid:", 0) == 0) {
+      long pid = std::strtol(line.c_str() + 4, nullptr, 10);
+      return pid > 0 ? static_cast<pid_t>(pid) : fallback;
+    }
+  }
+  return fallback;
 }
 
 }  // namespace
@@ -168,6 +183,8 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
       break;
     case control::Type::kSpawned: {
       auto pid = static_cast<pid_t>(m.pid);
+      if (!m.fds.empty()) pid = host_pid_of_pidfd(m.fds[0].get(), pid);
+      host_pid_of_[static_cast<pid_t>(m.pid)] = pid;
       if (m.fds.size() == 2) {
         std::make_shared<OutputRelay>(io_, std::move(m.fds[1]), output_prefix(config_.name, pid))->start();
       }
@@ -187,6 +204,10 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
     }
     case control::Type::kExited: {
       auto pid = static_cast<pid_t>(m.pid);
+      if (auto known = host_pid_of_.find(pid); known != host_pid_of_.end()) {
+        pid = known->second;
+        host_pid_of_.erase(known);
+      }
       std::string reason = describe_wait_status(m.wait_status);
       if (auto it = exit_reasons_.find(pid); it != exit_reasons_.end()) {
         reason = it->second;

@@ -140,6 +140,9 @@ class FunctionPool : public InstanceEvents {
   uint32_t next_token_ = 0;
   std::unordered_map<pid_t, std::string> exit_reasons_;  // why the host ended an instance
   std::unordered_set<pid_t> live_pids_;                  // instances forked and not yet reaped
+  // The template reports pids of its own pid namespace; the host logs and
+  // keys instances by their host pids (read from the pidfd).
+  std::unordered_map<pid_t, pid_t> host_pid_of_;
   std::function<void()> on_instances_stopped_;
 
   std::deque<std::shared_ptr<Invocation>> queue_;

@@ -5,16 +5,29 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <filesystem>
 #include <cstring>
 
 #include "common/log.h"
+#include "sandbox/namespaces.h"
 
 namespace coil::runtime {
 namespace {
+
+const char* sandbox_option(SandboxMode mode) {
+  switch (mode) {
+    case SandboxMode::kOff: return "off";
+    case SandboxMode::kSeccompOnly: return "seccomp";
+    case SandboxMode::kNamespacesNoUserns: return "namespaces-without-userns";
+    case SandboxMode::kFull: break;
+  }
+  return "namespaces";
+}
 
 Status socket_pair(int type, unique_fd& a, unique_fd& b) {
   int fds[2];
@@ -28,7 +41,32 @@ Status socket_pair(int type, unique_fd& a, unique_fd& b) {
 
 }  // namespace
 
-Result<std::unique_ptr<ZygoteProcess>> ZygoteProcess::start(boost::asio::io_context& io, bool sandbox) {
+SandboxMode best_sandbox_mode() {
+  if (::geteuid() != 0) return SandboxMode::kSeccompOnly;
+  return sandbox::user_namespaces_available() ? SandboxMode::kFull : SandboxMode::kNamespacesNoUserns;
+}
+
+std::string describe(SandboxMode mode) {
+  const std::string rest =
+      "pid, net (loopback only), ipc and uts namespaces; a read-only root (pivot_root); an unprivileged uid "
+      "without capabilities; no_new_privs; the seccomp filter; rlimits; cgroups per instance";
+  switch (mode) {
+    case SandboxMode::kFull:
+      return "sandbox: every layer is active: user (uid " + std::to_string(sandbox::kFunctionUid) + ", host uid " +
+             std::to_string(sandbox::kHostFunctionUid) + "), mount, " + rest;
+    case SandboxMode::kNamespacesNoUserns:
+      return "WARNING: sandbox: no user namespaces on this kernel; function code runs as host uid " +
+             std::to_string(sandbox::kHostFunctionUid) + ". Active: mount, " + rest;
+    case SandboxMode::kSeccompOnly:
+      return "WARNING: sandbox: not running as root: no namespaces, no cgroups. Active only: the seccomp filter, "
+             "no_new_privs and rlimits. Run coil as root for the full sandbox";
+    case SandboxMode::kOff: break;
+  }
+  return "WARNING: --no-sandbox: function code runs without any isolation; use it only to debug";
+}
+
+Result<std::unique_ptr<ZygoteProcess>> ZygoteProcess::start(boost::asio::io_context& io, SandboxMode sandbox,
+                                                            std::string data_dir) {
   unique_fd host_end, zygote_end;
   if (Status s = socket_pair(SOCK_SEQPACKET, host_end, zygote_end); !s) return s;
 
@@ -66,7 +104,7 @@ Result<std::unique_ptr<ZygoteProcess>> ZygoteProcess::start(boost::asio::io_cont
   channel->start([pid](Status s, control::Message&) {
     if (!s) log::info("zygote (pid {}) exited; no new templates can be built", pid);
   });
-  return std::unique_ptr<ZygoteProcess>(new ZygoteProcess(std::move(channel), pid, sandbox));
+  return std::unique_ptr<ZygoteProcess>(new ZygoteProcess(std::move(channel), pid, sandbox, std::move(data_dir)));
 }
 
 ZygoteProcess::~ZygoteProcess() { stop(); }
@@ -86,8 +124,25 @@ Result<TemplateHandles> ZygoteProcess::build_template(const config::FunctionConf
   message.build.entrypoint = function.entrypoint;
   message.build.environment = function.environment;
   message.build.options.emplace_back("kind", config::kind_name(function.kind));
-  if (!sandbox_) message.build.options.emplace_back("sandbox", "off");
+  message.build.options.emplace_back("sandbox", sandbox_option(sandbox_));
   message.build.options.emplace_back("max_open_files", std::to_string(function.max_open_files));
+  message.build.options.emplace_back("tmp_mb", std::to_string(function.tmp_mb));
+  for (const config::Volume& volume : function.volumes) {
+    std::string value;
+    switch (volume.kind) {
+      case config::Volume::Kind::kReadonly: value = "readonly\t" + volume.mount + "\t" + volume.source; break;
+      case config::Volume::Kind::kEphemeral:
+        value = "ephemeral\t" + volume.mount + "\t" + std::to_string(volume.size_mib);
+        break;
+      case config::Volume::Kind::kPersistent: {
+        Result<std::string> path = persistent_volume(function.name, volume.name);
+        if (!path) return path.status();
+        value = "persistent\t" + volume.mount + "\t" + *path;
+        break;
+      }
+    }
+    message.build.options.emplace_back("volume", value);
+  }
   if (function.root_path_in_path) {
     message.build.options.emplace_back("root_path_in_path", *function.root_path_in_path ? "true" : "false");
   }
@@ -95,6 +150,24 @@ Result<TemplateHandles> ZygoteProcess::build_template(const config::FunctionConf
   message.fds.emplace_back(pipe_fds[1]);
   if (Status s = channel_->send(message); !s) return Status::error("zygote: " + s.message());
   return handles;
+}
+
+Result<std::string> ZygoteProcess::persistent_volume(const std::string& function, const std::string& name) {
+  // DATA/volumes/FUNCTION/NAME: the function's user owns the last level only.
+  std::string parent = data_dir_ + "/volumes/" + function;
+  std::error_code ec;
+  std::filesystem::create_directories(parent, ec);
+  if (ec) return Status::error("persistent volume " + name + ": cannot create " + parent + ": " + ec.message());
+  std::string path = parent + "/" + name;
+  if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
+    return Status::error("persistent volume " + name + ": mkdir " + path + ": " + std::strerror(errno));
+  }
+  if (sandbox_ == SandboxMode::kFull || sandbox_ == SandboxMode::kNamespacesNoUserns) {
+    if (::chown(path.c_str(), sandbox::kHostFunctionUid, sandbox::kHostFunctionUid) != 0) {
+      return Status::error("persistent volume " + name + ": chown " + path + ": " + std::strerror(errno));
+    }
+  }
+  return path;
 }
 
 void ZygoteProcess::stop() {

@@ -11,6 +11,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <memory>
+#include <string>
 
 #include "common/status.h"
 #include "common/unique_fd.h"
@@ -19,6 +20,19 @@
 
 namespace coil::runtime {
 
+// How templates (and so instances) are isolated (see src/sandbox/), chosen
+// once by the host from what the machine offers.
+enum class SandboxMode {
+  kOff,                  // --no-sandbox: nothing
+  kSeccompOnly,          // not root: rlimits and the seccomp filter
+  kNamespacesNoUserns,   // root, no user namespaces: every layer but the user namespace
+  kFull,                 // root with user namespaces: every layer
+};
+
+// The mode the machine allows, and its one-line description for the log.
+SandboxMode best_sandbox_mode();
+std::string describe(SandboxMode mode);
+
 struct TemplateHandles {
   unique_fd control;  // the host's end of the template's control socket
   unique_fd output;   // the read end of the template's stdout/stderr pipe
@@ -26,8 +40,9 @@ struct TemplateHandles {
 
 class ZygoteProcess {
  public:
-  // `sandbox`: whether templates (and so instances) are isolated (see src/sandbox/).
-  static Result<std::unique_ptr<ZygoteProcess>> start(boost::asio::io_context& io, bool sandbox = true);
+  // `data_dir`: where persistent volumes live (DATA/volumes/FUNCTION/NAME).
+  static Result<std::unique_ptr<ZygoteProcess>> start(boost::asio::io_context& io, SandboxMode sandbox,
+                                                      std::string data_dir);
   ~ZygoteProcess();
 
   // Asks the zygote to fork a template for `function`. The template reports
@@ -40,11 +55,15 @@ class ZygoteProcess {
   void stop();
 
  private:
-  ZygoteProcess(std::shared_ptr<ControlChannel> channel, pid_t pid, bool sandbox)
-      : channel_(std::move(channel)), pid_(pid), sandbox_(sandbox) {}
+  ZygoteProcess(std::shared_ptr<ControlChannel> channel, pid_t pid, SandboxMode sandbox, std::string data_dir)
+      : channel_(std::move(channel)), pid_(pid), sandbox_(sandbox), data_dir_(std::move(data_dir)) {}
+  // Creates (once) and returns the host directory of a persistent volume.
+  Result<std::string> persistent_volume(const std::string& function, const std::string& name);
+
   std::shared_ptr<ControlChannel> channel_;
   pid_t pid_;
-  bool sandbox_;
+  SandboxMode sandbox_;
+  std::string data_dir_;
 };
 
 }  // namespace coil::runtime

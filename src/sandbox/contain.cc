@@ -1,11 +1,55 @@
 #include "sandbox/contain.h"
 
+#include <fcntl.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "common/unique_fd.h"
+#include "sandbox/namespaces.h"
 #include "sandbox/seccomp.h"
 
 namespace coil::sandbox {
 
-Status contain(const ContainOptions& options) {
-  if (Status s = apply_rlimits(options.limits); !s) return s;
+Status prepare_sandbox(pid_t child, const SandboxPlan& plan, int own_mount_ns) {
+  if (!plan.namespaces) return Status::ok();
+  if (plan.user_namespace) {
+    if (Status s = write_id_maps(child); !s) return Status::error("user namespace: " + s.message());
+  }
+  std::string path = "/proc/" + std::to_string(child) + "/ns/mnt";
+  unique_fd child_mount_ns(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!child_mount_ns) return Status::error("open " + path + ": " + std::strerror(errno));
+  unique_fd cwd(::open(".", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (::setns(child_mount_ns.get(), CLONE_NEWNS) != 0) {
+    return Status::error(std::string("setns into the sandbox's mount namespace: ") + std::strerror(errno));
+  }
+  Status assembled = assemble_root(plan.mounts);
+  // Back home, whatever happened; a zygote stranded in a sandbox's mount
+  // namespace would build every later sandbox from the wrong tree.
+  if (::setns(own_mount_ns, CLONE_NEWNS) != 0 || (cwd && ::fchdir(cwd.get()) != 0)) {
+    std::fprintf(stderr, "coil: zygote: cannot return to its mount namespace: %s\n", std::strerror(errno));
+    std::abort();
+  }
+  if (!assembled) return Status::error("mount: " + assembled.message());
+  return Status::ok();
+}
+
+Status contain(const SandboxPlan& plan) {
+  if (plan.namespaces) {
+    if (plan.user_namespace) {
+      if (Status s = become_namespace_root(); !s) return Status::error("user namespace: " + s.message());
+    }
+    if (Status s = enter_root(); !s) return Status::error("mount: " + s.message());
+    if (Status s = set_hostname(plan.mounts.hostname); !s) return Status::error("uts namespace: " + s.message());
+    if (Status s = bring_up_loopback(); !s) return Status::error("net namespace: " + s.message());
+    if (Status s = become_function_user(plan.user_namespace); !s) return Status::error("user: " + s.message());
+  }
+  if (Status s = apply_rlimits(plan.limits); !s) return s;
   if (Status s = install_seccomp_filter(); !s) return s;
   return Status::ok();
 }

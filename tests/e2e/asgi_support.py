@@ -35,10 +35,13 @@ async def gate(name, limit=30.0):
 
 
 def asgi_manifest(name="app", route="/...", entrypoint="main:app", gate_dir=None, env=None, **opts):
+    """gate_dir: the test's gate directory (or "@GATE_DIR@"), mounted read-only at /gates."""
     env = dict(env or {})
+    volumes = ()
     if gate_dir is not None:
-        env["GATE_DIR"] = str(gate_dir)
-    return fn_toml(name, route, entrypoint=entrypoint, env=env or None, **opts)
+        env["GATE_DIR"] = "/gates"
+        volumes = ({"mount": "/gates", "kind": "readonly", "source": str(gate_dir)},)
+    return fn_toml(name, route, entrypoint=entrypoint, env=env or None, volumes=volumes, **opts)
 
 
 class Gates:

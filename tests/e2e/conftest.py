@@ -43,8 +43,8 @@ def _toml_value(v):
     raise TypeError(f"unsupported TOML value {v!r}")
 
 
-def fn_toml(name, route, entrypoint="app:handle_request", env=None, **opts):
-    """One [[function]] table of a coil.toml."""
+def fn_toml(name, route, entrypoint="app:handle_request", env=None, volumes=(), **opts):
+    """One [[function]] table of a coil.toml; `volumes`: dicts, one [[function.volume]] each."""
     lines = ["[[function]]", f"name = {_toml_value(name)}",
              f"entrypoint = {_toml_value(entrypoint)}",
              f"route = {_toml_value(route)}"]
@@ -54,7 +54,18 @@ def fn_toml(name, route, entrypoint="app:handle_request", env=None, **opts):
         lines.append("[function.environment]")
         for k, v in env.items():
             lines.append(f"{k} = {_toml_value(v)}")
+    for volume in volumes:
+        lines.append("[[function.volume]]")
+        for k, v in volume.items():
+            lines.append(f"{k} = {_toml_value(str(v) if isinstance(v, Path) else v)}")
     return "\n".join(lines) + "\n\n"
+
+
+def gate_volume(host_dir):
+    """A read-only volume at /gates showing the test's `host_dir` live: the sandbox
+    hides the host's files, so this is how a test lets a function go on."""
+    Path(host_dir).mkdir(parents=True, exist_ok=True)
+    return {"mount": "/gates", "kind": "readonly", "source": str(host_dir)}
 
 
 def manifest(*functions):
@@ -181,6 +192,13 @@ def _set_child_subreaper():
     libc = ctypes.CDLL(None, use_errno=True)
     PR_SET_CHILD_SUBREAPER = 36
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _state_home(tmp_path_factory):
+    """coil keeps persistent volumes under $XDG_STATE_HOME/coil: never the real home in tests."""
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
+    yield
 
 
 @pytest.fixture(scope="session", autouse=True)

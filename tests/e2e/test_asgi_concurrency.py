@@ -240,7 +240,8 @@ def test_blocked_event_loop_kills_the_instance(coil, tmp_path):
     pid1 = c.get("/pid").json()["pid"]
     mark = c.mark()
     blocker = BgRequest(c.port, "GET", "/block-loop", timeout=10)
-    c.wait_for_line(fn_line("conc", rf"blocking the loop pid={pid1}$"), since=mark, timeout=10)
+    # pid1: as the function sees it (its pid namespace); host_pid: as coil logs it
+    host_pid = c.wait_for_line(fn_line("conc", rf"blocking the loop pid={pid1}$"), since=mark, timeout=10).group(1)
     # another request sent to the same (stuck) instance
     other = BgRequest(c.port, "GET", "/pid", timeout=10)
     r = blocker.response(timeout=15)
@@ -250,7 +251,7 @@ def test_blocked_event_loop_kills_the_instance(coil, tmp_path):
     assert o.status in (200, 502, 504), o
     if o.status == 200:
         assert o.json()["pid"] != pid1, "a request answered by a blocked instance?"
-    c.wait_for_line(rf"^coil: instance conc pid={pid1} exited", since=mark, timeout=10)
+    c.wait_for_line(rf"^coil: instance conc pid={host_pid} exited", since=mark, timeout=10)
     r = c.get("/pid")
     assert r.status == 200, r
     assert r.json()["pid"] != pid1

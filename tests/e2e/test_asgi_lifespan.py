@@ -77,7 +77,10 @@ def test_trial_instance_runs_startup_at_coil_up(coil, tmp_path):
     # one per ASGI function
     for name in ("life", "life-two"):
         m = c.wait_for_line(fn_line(name, r"startup pid=(\d+)$"), timeout=15)
-        assert m.group(1) == m.group(2), "lifespan startup must run in the instance that prints it"
+        # the line's prefix is the host pid of the process that printed it: an instance,
+        # not the template (which is pid 1 of the function's pid namespace)
+        assert c.find_lines(rf"^coil: instance {name} pid={m.group(1)} started$"), c.log()
+        assert m.group(2) != "1", "lifespan startup ran in the template"
 
 
 def test_startup_and_shutdown_run_in_each_instance(coil, tmp_path):
@@ -107,9 +110,9 @@ def test_startup_and_shutdown_run_in_each_instance(coil, tmp_path):
 def test_shutdown_runs_when_an_idle_instance_exits(coil, tmp_path):
     c = start(coil, tmp_path, idle_timeout_ms=300, min_instances=0)
     m = c.wait_for_line(fn_line("life", r"startup pid=(\d+)$"), timeout=15)
-    pid = m.group(2)
+    host_pid, pid = m.group(1), m.group(2)  # as coil logs it; as the function sees it
     c.wait_for_line(fn_line("life", rf"shutdown pid={pid}$"), timeout=15)
-    c.wait_for_line(rf"^coil: instance life pid={pid} exited", timeout=15)
+    c.wait_for_line(rf"^coil: instance life pid={host_pid} exited", timeout=15)
     # the next request starts a new instance, with its own startup
     mark = c.mark()
     d = c.get("/x").json()

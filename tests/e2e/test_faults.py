@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import BgRequest, RawConn, describe, fn_toml, manifest, wait_gone, wait_port_closed
+from conftest import BgRequest, RawConn, describe, fn_toml, gate_volume, manifest, wait_gone, wait_port_closed
 
 FAULT_APP = '''
 import ctypes, os, sys, time
@@ -56,11 +56,13 @@ def handle_request(request):
 
 
 def start(coil, tmp_path, *functions, flags=()):
-    """functions: (name, route, opts) tuples; GATE is set in every function's environment."""
-    gate = tmp_path / "gate"
-    toml = manifest(*(fn_toml(name, route, env={"GATE": str(gate)}, **opts) for name, route, opts in functions))
+    """functions: (name, route, opts) tuples; GATE (a file the test creates) is set in every
+    function's environment."""
+    gates = tmp_path / "gates"
+    toml = manifest(*(fn_toml(name, route, env={"GATE": "/gates/open"}, volumes=(gate_volume(gates),), **opts)
+                      for name, route, opts in functions))
     c = coil({"coil.toml": toml, "app.py": FAULT_APP}, *flags)
-    c.gate = gate
+    c.gate = gates / "open"
     return c
 
 

@@ -1,0 +1,92 @@
+#include "sandbox/namespaces.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <net/if.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include "common/unique_fd.h"
+
+namespace coil::sandbox {
+namespace {
+
+Status os_error(const std::string& what) { return Status::error(what + ": " + std::strerror(errno)); }
+
+Status write_file(const std::string& path, const std::string& content) {
+  unique_fd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd) return os_error("open " + path);
+  ssize_t n = ::write(fd.get(), content.data(), content.size());
+  if (n != static_cast<ssize_t>(content.size())) return os_error("write " + path);
+  return Status::ok();
+}
+
+}  // namespace
+
+unsigned long namespace_clone_flags(bool user) {
+  unsigned long flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
+  if (user) flags |= CLONE_NEWUSER;
+  return flags;
+}
+
+Status write_id_maps(pid_t child) {
+  const std::string base = "/proc/" + std::to_string(child) + "/";
+  const std::string uids = "0 " + std::to_string(kHostRootUid) + " 1\n" + std::to_string(kFunctionUid) + " " +
+                           std::to_string(kHostFunctionUid) + " 1\n";
+  if (Status s = write_file(base + "uid_map", uids); !s) return s;
+  return write_file(base + "gid_map", uids);  // the same numbers for groups
+}
+
+Status become_namespace_root() {
+  if (::setgroups(0, nullptr) != 0) return os_error("setgroups");
+  if (::setresgid(0, 0, 0) != 0) return os_error("setresgid(0)");
+  if (::setresuid(0, 0, 0) != 0) return os_error("setresuid(0)");
+  return Status::ok();
+}
+
+Status set_hostname(const std::string& name) {
+  if (::sethostname(name.data(), name.size()) != 0) return os_error("sethostname");
+  return Status::ok();
+}
+
+Status bring_up_loopback() {
+  unique_fd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!sock) return os_error("socket");
+  ifreq request{};
+  std::strncpy(request.ifr_name, "lo", IFNAMSIZ - 1);
+  if (::ioctl(sock.get(), SIOCGIFFLAGS, &request) != 0) return os_error("SIOCGIFFLAGS lo");
+  request.ifr_flags = static_cast<short>(request.ifr_flags | IFF_UP | IFF_RUNNING);
+  if (::ioctl(sock.get(), SIOCSIFFLAGS, &request) != 0) return os_error("SIOCSIFFLAGS lo");
+  return Status::ok();
+}
+
+Status become_function_user(bool in_user_namespace) {
+  uid_t id = in_user_namespace ? kFunctionUid : kHostFunctionUid;
+  if (::setgroups(0, nullptr) != 0) return os_error("setgroups");
+  if (::setresgid(id, id, id) != 0) return os_error("setresgid");
+  // Leaving uid 0 for a non-zero uid clears the permitted, effective and
+  // ambient capability sets (no SECBIT_KEEP_CAPS is set).
+  if (::setresuid(id, id, id) != 0) return os_error("setresuid");
+  // A uid change makes the process non-dumpable, which would hand its /proc
+  // entries to root: the function could no longer read /proc/self/fd.
+  if (::prctl(PR_SET_DUMPABLE, 1) != 0) return os_error("prctl(PR_SET_DUMPABLE)");
+  return Status::ok();
+}
+
+bool user_namespaces_available() {
+  std::ifstream max("/proc/sys/user/max_user_namespaces");
+  long value = 0;
+  if (!(max >> value) || value <= 0) return false;
+  return true;
+}
+
+}  // namespace coil::sandbox

@@ -1,0 +1,50 @@
+// The namespace layers of the sandbox: user, mount, pid, net, ipc and uts.
+//
+// One function version gets one set of namespaces, entered by its template
+// (created with clone(), so that the template is pid 1 of its pid namespace
+// and the whole namespace, instances included, dies with it) and inherited by
+// every instance forked from it.
+//
+// Users: inside the sandbox, uid/gid 0 exist only while coil sets the sandbox
+// up; function code runs as kFunctionUid, with no capabilities. On the host
+// these are kHostRootUid and kHostFunctionUid, ids no account uses, so that a
+// process that escaped every namespace is still an unprivileged stranger.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+#include "common/status.h"
+
+namespace coil::sandbox {
+
+inline constexpr uid_t kFunctionUid = 1000;
+inline constexpr uid_t kHostRootUid = 990000;
+inline constexpr uid_t kHostFunctionUid = 991000;
+
+// The clone() flags of a sandbox; `user` adds CLONE_NEWUSER.
+unsigned long namespace_clone_flags(bool user);
+
+// Parent side, right after the clone: maps the child's uid/gid 0 and
+// kFunctionUid to the host ids above (needs CAP_SETUID/CAP_SETGID, i.e. root).
+Status write_id_maps(pid_t child);
+
+// Child side, in this order, before any function code runs:
+// take uid/gid 0 of the new user namespace (its capabilities come with it),
+Status become_namespace_root();
+// name the host inside the uts namespace,
+Status set_hostname(const std::string& name);
+// bring up `lo`, the only interface of the new network namespace,
+Status bring_up_loopback();
+// and finally drop to the function user: no supplementary groups, every
+// capability gone, and still "dumpable" so that the function can read its own
+// /proc/self (fd, status). `in_user_namespace` false: the ids are the host
+// ones (kHostFunctionUid), for a root host without user namespaces.
+Status become_function_user(bool in_user_namespace);
+
+// True when this kernel lets us create a user namespace (checked by the host
+// to choose and report the layers).
+bool user_namespaces_available();
+
+}  // namespace coil::sandbox
