@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "config/manifest.h"
 #include "http/server.h"
+#include "sandbox/cgroup.h"
 #include "router/route_table.h"
 #include "runtime/function_pool.h"
 #include "runtime/zygote_process.h"
@@ -107,6 +108,19 @@ int run_up(const UpOptions& options) {
   // 2. The zygote, while this process is still single-threaded.
   runtime::SandboxMode sandbox = options.no_sandbox ? runtime::SandboxMode::kOff : runtime::best_sandbox_mode();
   log::info("{}", runtime::describe(sandbox));
+  // cgroups before the zygote: the manager removes what a crashed coil left,
+  // and its pool thread starts later, so this process still forks alone.
+  std::unique_ptr<sandbox::CgroupManager> cgroups;
+  if (sandbox == runtime::SandboxMode::kFull || sandbox == runtime::SandboxMode::kNamespacesNoUserns) {
+    Result<std::unique_ptr<sandbox::CgroupManager>> created = sandbox::CgroupManager::create(sandbox::CgroupLayout{});
+    if (created) {
+      cgroups = std::move(*created);
+      log::info("sandbox: {}: memory_mb, max_processes and cpu hold per instance", cgroups->describe());
+    } else {
+      log::info("WARNING: sandbox: no cgroups ({}); memory_mb, max_processes and cpu are NOT enforced",
+                created.message());
+    }
+  }
   Result<std::unique_ptr<runtime::ZygoteProcess>> zygote =
       runtime::ZygoteProcess::start(io, sandbox, data_directory(options));
   if (!zygote) {
@@ -119,7 +133,7 @@ int run_up(const UpOptions& options) {
   size_t pending = manifest->functions.size();
   std::vector<std::string> errors;
   for (const config::FunctionConfig& function : manifest->functions) {
-    pools.push_back(std::make_unique<runtime::FunctionPool>(io, function, **zygote));
+    pools.push_back(std::make_unique<runtime::FunctionPool>(io, function, **zygote, cgroups.get()));
   }
   for (auto& pool : pools) {
     pool->start([&](Status s) {

@@ -10,7 +10,8 @@
 //   template -> host   kTemplateStarted {pid}            (first, before importing)
 //                      kTemplateReady  {pid, import_us, kind}
 //                      kTemplateFailed {message}
-//   host -> template   kSpawn          {token}            fds: [instance socket]
+//   host -> template   kSpawn          {token}            fds: [instance socket, cgroup.procs of each
+//                                                             of the instance's cgroups (0 to 3)]
 //   template -> host   kSpawned        {token, pid}       fds: [pidfd, output pipe (read end)]
 //                      kExited         {pid, wait_status}
 //

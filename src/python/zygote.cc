@@ -42,7 +42,7 @@ uint64_t now_us() {
 // Returns its pid, or -1.
 pid_t spawn_instance(int control, int signal_fd, control::Message& request, PyObject* invoke,
                     const std::string& function, const std::string& kind) {
-  if (request.fds.size() != 1) {
+  if (request.fds.empty()) {
     std::fprintf(stderr, "coil: spawn request without an instance socket\n");
     return -1;
   }
@@ -64,6 +64,15 @@ pid_t spawn_instance(int control, int signal_fd, control::Message& request, PyOb
     ::close(signal_fd);
     ::close(output[0]);
     if (!bind_to_parent(template_pid, "coil-i:" + function) || !redirect_output(output[1])) _exit(1);
+    // First of all, join the instance's cgroups (one cgroup.procs fd per
+    // hierarchy, after the socket), so that its limits hold from the start.
+    for (size_t i = 1; i < request.fds.size(); ++i) {
+      if (::write(request.fds[i].get(), "0", 1) != 1) {
+        std::fprintf(stderr, "coil: cannot join the instance's cgroup: %s\n", std::strerror(errno));
+        _exit(1);
+      }
+      request.fds[i].reset();
+    }
     reset_signals();
     int socket = request.fds[0].release();
     if (kind == "handler") run_handler_instance(socket, invoke, function);

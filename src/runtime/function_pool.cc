@@ -73,16 +73,39 @@ pid_t host_pid_of_pidfd(int pidfd, pid_t fallback) {
 
 }  // namespace
 
-FunctionPool::FunctionPool(boost::asio::io_context& io, config::FunctionConfig config, ZygoteProcess& zygote)
+FunctionPool::FunctionPool(boost::asio::io_context& io, config::FunctionConfig config, ZygoteProcess& zygote,
+                           sandbox::CgroupManager* cgroups)
     : io_(io),
       config_(std::move(config)),
       zygote_(zygote),
+      cgroups_(cgroups),
       response_deadlines_(std::chrono::milliseconds(config_.timeout_ms)),
       stream_deadlines_(std::chrono::milliseconds(config_.stream_idle_timeout_ms)),
       cancel_deadlines_(kCancelGrace),
       deadline_timer_(io) {}
 
-FunctionPool::~FunctionPool() { stop(); }
+FunctionPool::~FunctionPool() {
+  stop();
+  // Whatever still runs in these groups is killed by the manager.
+  while (!instance_cgroups_.empty()) release_cgroup(instance_cgroups_.begin()->first);
+}
+
+bool FunctionPool::out_of_memory(uint32_t token) const {
+  auto it = instance_cgroups_.find(token);
+  return it != instance_cgroups_.end() && it->second->oom_killed();
+}
+
+void FunctionPool::release_cgroup(uint32_t token) {
+  auto it = instance_cgroups_.find(token);
+  if (it == instance_cgroups_.end()) return;
+  cgroups_->release(std::move(it->second));
+  instance_cgroups_.erase(it);
+}
+
+std::string FunctionPool::memory_limit_message() const {
+  return "function " + config_.name + " ran out of memory: its memory limit (memory_mb = " +
+         std::to_string(config_.memory_mb) + ") was reached";
+}
 
 void FunctionPool::start(std::function<void(Status)> done) {
   on_started_ = std::move(done);
@@ -135,6 +158,9 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
     }
     bool was_ready = template_state_ == TemplateState::kReady;
     template_state_ = TemplateState::kGone;
+    // Its instances died with it; no exit will be reported for them.
+    while (!instance_cgroups_.empty()) release_cgroup(instance_cgroups_.begin()->first);
+    token_of_pid_.clear();
     if (was_ready) {
       log::info("template {} (pid {}) exited; it is rebuilt when a request needs it", config_.name, template_pid_);
       // Its instances die with it (PDEATHSIG): none may take another request.
@@ -185,6 +211,7 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
       auto pid = static_cast<pid_t>(m.pid);
       if (!m.fds.empty()) pid = host_pid_of_pidfd(m.fds[0].get(), pid);
       host_pid_of_[static_cast<pid_t>(m.pid)] = pid;
+      token_of_pid_[pid] = m.token;
       if (m.fds.size() == 2) {
         std::make_shared<OutputRelay>(io_, std::move(m.fds[1]), output_prefix(config_.name, pid))->start();
       }
@@ -212,6 +239,13 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
       if (auto it = exit_reasons_.find(pid); it != exit_reasons_.end()) {
         reason = it->second;
         exit_reasons_.erase(it);
+      }
+      if (auto token = token_of_pid_.find(pid); token != token_of_pid_.end()) {
+        if (out_of_memory(token->second)) {
+          reason = "killed: out of memory, memory_mb = " + std::to_string(config_.memory_mb);
+        }
+        release_cgroup(token->second);
+        token_of_pid_.erase(token);
       }
       log::info("instance {} pid={} exited ({})", config_.name, pid, reason);
       live_pids_.erase(pid);
@@ -363,8 +397,27 @@ std::shared_ptr<Instance> FunctionPool::spawn_instance() {
   spawn.type = control::Type::kSpawn;
   spawn.token = ++next_token_;
   spawn.fds.emplace_back(fds[1]);
+  if (cgroups_ != nullptr) {
+    // The instance joins its group before it runs anything: through these
+    // fds, opened here with the host's rights (see sandbox/cgroup.h).
+    sandbox::CgroupLimits limits;
+    limits.memory_bytes = uint64_t{config_.memory_mb} << 20;
+    limits.max_processes = config_.max_processes;
+    limits.cpu = config_.cpu;
+    Result<std::unique_ptr<sandbox::InstanceCgroup>> cgroup = cgroups_->acquire(limits);
+    Result<std::vector<unique_fd>> procs =
+        cgroup ? (*cgroup)->open_procs() : Result<std::vector<unique_fd>>(cgroup.status());
+    if (!procs) {
+      log::info("cannot give an instance of {} its cgroup: {}", config_.name, procs.message());
+      if (cgroup) cgroups_->release(std::move(*cgroup));
+      return nullptr;
+    }
+    for (unique_fd& fd : *procs) spawn.fds.push_back(std::move(fd));
+    instance_cgroups_[spawn.token] = std::move(*cgroup);
+  }
   if (Status s = template_->send(spawn); !s) {
     log::info("cannot ask template {} for an instance: {}", config_.name, s.message());
+    if (cgroups_ != nullptr) release_cgroup(spawn.token);
     return nullptr;
   }
   auto instance = std::make_shared<Instance>(io_, std::move(host_end), spawn.token, *this);
@@ -497,6 +550,14 @@ void FunctionPool::end_stream(Instance& instance, const std::shared_ptr<Invocati
 }
 
 void FunctionPool::on_instance_lost(Instance& instance) {
+  // The kernel counts an OOM kill before the process dies, so by the time
+  // its socket closes the count tells whether the memory limit killed it.
+  if (out_of_memory(instance.token())) {
+    log::info("instance {} pid={} was killed by its memory limit (memory_mb = {})", config_.name, instance.pid(),
+              config_.memory_mb);
+    retire(instance, 500, memory_limit_message());
+    return;
+  }
   retire(instance, 502, "instance of " + config_.name + " died during the request");
 }
 

@@ -44,6 +44,7 @@
 #include "runtime/instance.h"
 #include "runtime/invocation.h"
 #include "runtime/zygote_process.h"
+#include "sandbox/cgroup.h"
 
 namespace coil::runtime {
 
@@ -52,7 +53,10 @@ class FunctionPool : public InstanceEvents {
   static constexpr size_t kPipelineDepth = 32;
   static constexpr auto kCancelGrace = std::chrono::milliseconds(1000);
 
-  FunctionPool(boost::asio::io_context& io, config::FunctionConfig config, ZygoteProcess& zygote);
+  // `cgroups`: where each instance gets its cgroup (memory_mb, max_processes,
+  // cpu); nullptr when the machine has none (see SandboxMode).
+  FunctionPool(boost::asio::io_context& io, config::FunctionConfig config, ZygoteProcess& zygote,
+               sandbox::CgroupManager* cgroups = nullptr);
   ~FunctionPool() override;
   FunctionPool(const FunctionPool&) = delete;
   FunctionPool& operator=(const FunctionPool&) = delete;
@@ -144,6 +148,15 @@ class FunctionPool : public InstanceEvents {
   // keys instances by their host pids (read from the pidfd).
   std::unordered_map<pid_t, pid_t> host_pid_of_;
   std::function<void()> on_instances_stopped_;
+
+  // Each instance's cgroup, by instance token, from spawn until the
+  // instance's exit is reported (or its template is gone).
+  sandbox::CgroupManager* cgroups_;
+  std::unordered_map<uint32_t, std::unique_ptr<sandbox::InstanceCgroup>> instance_cgroups_;
+  std::unordered_map<pid_t, uint32_t> token_of_pid_;  // host pid -> token
+  bool out_of_memory(uint32_t token) const;
+  void release_cgroup(uint32_t token);
+  std::string memory_limit_message() const;
 
   std::deque<std::shared_ptr<Invocation>> queue_;
   DeadlineQueue response_deadlines_;  // unanswered, response not started

@@ -33,7 +33,7 @@ Status write_file(const std::string& path, const std::string& content) {
 }  // namespace
 
 unsigned long namespace_clone_flags(bool user) {
-  unsigned long flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
+  unsigned long flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP;
   if (user) flags |= CLONE_NEWUSER;
   return flags;
 }
