@@ -38,17 +38,18 @@ bool is_identifier(std::string_view s) {
 // Reads an integer field into `out`, checking its range.
 template <typename T>
 Status read_int(const toml::table& fn, std::string_view key, T& out, int64_t min, int64_t max,
-                const Where& where, const std::string& fn_name) {
+                const Where& where, const std::string& fn_name, std::string_view field = {}) {
+  if (field.empty()) field = key;  // the name in messages: "volume.size_mib" for a nested table
   const toml::node* node = fn.get(key);
   if (node == nullptr) return Status::ok();
   auto value = node->value<int64_t>();
   if (!node->is_integer() || !value) {
-    return Status::error(where.error(line_of(*node), key,
+    return Status::error(where.error(line_of(*node), field,
                                      fmt::format("must be an integer (function \"{}\")", fn_name)));
   }
   if (*value < min || *value > max) {
     return Status::error(where.error(
-        line_of(*node), key,
+        line_of(*node), field,
         fmt::format("must be between {} and {}, got {} (function \"{}\")", min, max, *value, fn_name)));
   }
   out = static_cast<T>(*value);
@@ -56,16 +57,17 @@ Status read_int(const toml::table& fn, std::string_view key, T& out, int64_t min
 }
 
 Status read_string(const toml::table& fn, std::string_view key, std::string& out, const Where& where,
-                   int64_t table_line, bool required, const std::string& fn_name) {
+                   int64_t table_line, bool required, const std::string& fn_name, std::string_view field = {}) {
+  if (field.empty()) field = key;  // the name in messages: "volume.mount" for a nested table
   const toml::node* node = fn.get(key);
   if (node == nullptr) {
     if (!required) return Status::ok();
-    return Status::error(where.error(table_line, key,
+    return Status::error(where.error(table_line, field,
                                      fmt::format("missing (function \"{}\")", fn_name)));
   }
   if (!node->is_string()) {
     return Status::error(
-        where.error(line_of(*node), key, fmt::format("must be a string (function \"{}\")", fn_name)));
+        where.error(line_of(*node), field, fmt::format("must be a string (function \"{}\")", fn_name)));
   }
   out = node->value<std::string>().value_or("");
   return Status::ok();
@@ -75,7 +77,7 @@ constexpr std::string_view kKnownKeys[] = {
     "name",      "entrypoint",    "source",          "route",       "timeout_ms",
     "min_instances", "max_instances", "idle_timeout_ms", "max_queue", "max_body_bytes",
     "environment", "kind", "max_concurrency", "stream_idle_timeout_ms", "root_path_in_path", "max_open_files",
-    "memory_mb", "max_processes", "cpu", "tmp_mb", "volume",
+    "memory_mb", "max_processes", "cpu", "tmp_mb", "volume", "allowed_outbound_hosts",
 };
 
 // Paths the sandbox itself provides: a volume may not cover them.
@@ -117,12 +119,12 @@ Result<Volume> parse_volume(const toml::table& table, const Where& where, const 
     }
   }
   std::string kind;
-  if (Status s = read_string(table, "mount", volume.mount, where, line, true, label); !s) return s;
+  if (Status s = read_string(table, "mount", volume.mount, where, line, true, label, "volume.mount"); !s) return s;
   if (Status s = validate_mount_path(volume.mount); !s) {
     return Status::error(where.error(line_of(*table.get("mount")), "volume.mount",
                                      fmt::format("{} (function \"{}\")", s.message(), label)));
   }
-  if (Status s = read_string(table, "kind", kind, where, line, true, label); !s) return s;
+  if (Status s = read_string(table, "kind", kind, where, line, true, label, "volume.kind"); !s) return s;
   int64_t kind_line = line_of(*table.get("kind"));
   auto refuse = [&](std::string_view field, std::string_view what) {
     return Status::error(where.error(table.get(field) ? line_of(*table.get(field)) : kind_line,
@@ -130,7 +132,7 @@ Result<Volume> parse_volume(const toml::table& table, const Where& where, const 
                                      fmt::format("{} (function \"{}\", volume {})", what, label, volume.mount)));
   };
   auto forbid = [&](std::string_view field) -> Status {
-    if (table.get(field)) return refuse(field, fmt::format("is not used by a {} volume", kind));
+    if (table.get(field)) return refuse(field, fmt::format("is not used by {} volume", kind == "ephemeral" ? "an ephemeral" : "a " + kind));
     return Status::ok();
   };
   if (kind == "readonly") {
@@ -138,7 +140,7 @@ Result<Volume> parse_volume(const toml::table& table, const Where& where, const 
     if (Status s = forbid("name"); !s) return s;
     if (Status s = forbid("size_mib"); !s) return s;
     std::string source;
-    if (Status s = read_string(table, "source", source, where, line, true, label); !s) return s;
+    if (Status s = read_string(table, "source", source, where, line, true, label, "volume.source"); !s) return s;
     fs::path path = fs::path(source).is_absolute() ? fs::path(source) : base_dir / source;
     std::error_code ec;
     fs::path canonical = fs::canonical(path, ec);
@@ -149,12 +151,12 @@ Result<Volume> parse_volume(const toml::table& table, const Where& where, const 
     if (Status s = forbid("name"); !s) return s;
     if (Status s = forbid("source"); !s) return s;
     volume.size_mib = 16;
-    if (Status s = read_int(table, "size_mib", volume.size_mib, 1, 65536, where, label); !s) return s;
+    if (Status s = read_int(table, "size_mib", volume.size_mib, 1, 65536, where, label, "volume.size_mib"); !s) return s;
   } else if (kind == "persistent") {
     volume.kind = Volume::Kind::kPersistent;
     if (Status s = forbid("source"); !s) return s;
     if (Status s = forbid("size_mib"); !s) return s;
-    if (Status s = read_string(table, "name", volume.name, where, line, true, label); !s) return s;
+    if (Status s = read_string(table, "name", volume.name, where, line, true, label, "volume.name"); !s) return s;
     if (!is_valid_name(volume.name)) return refuse("name", fmt::format("\"{}\" must match [a-z0-9-]+", volume.name));
   } else {
     return refuse("kind", fmt::format("must be \"readonly\", \"ephemeral\" or \"persistent\", got \"{}\"", kind));
@@ -238,6 +240,25 @@ Result<FunctionConfig> parse_function(const toml::table& fn, const Where& where,
                                        fmt::format("must be a number between 0.01 and 100 (function \"{}\")", label)));
     }
     config.cpu = *value;
+  }
+  if (const toml::node* hosts = fn.get("allowed_outbound_hosts")) {
+    const toml::array* list = hosts->as_array();
+    if (list == nullptr) {
+      return Status::error(where.error(line_of(*hosts), "allowed_outbound_hosts",
+                                       fmt::format("must be an array of strings (function \"{}\")", label)));
+    }
+    for (const toml::node& item : *list) {
+      if (!item.is_string()) {
+        return Status::error(where.error(line_of(item), "allowed_outbound_hosts",
+                                         fmt::format("must be an array of strings (function \"{}\")", label)));
+      }
+      Result<AllowedHost> rule = parse_allowed_host(item.value<std::string>().value_or(""));
+      if (!rule) {
+        return Status::error(where.error(line_of(item), "allowed_outbound_hosts",
+                                         fmt::format("{} (function \"{}\")", rule.message(), label)));
+      }
+      config.allowed_outbound_hosts.push_back(std::move(*rule));
+    }
   }
   if (const toml::node* volumes = fn.get("volume")) {
     const toml::array* list = volumes->as_array();
