@@ -36,6 +36,8 @@ int main(int argc, char** argv) {
   up_command->add_option("--data", up.data_dir,
                          "Where coil keeps state (persistent volumes) [default: $XDG_STATE_HOME/coil or "
                          "~/.local/state/coil]");
+  up_command->add_option("--hosts-file", up.hosts_file,
+                         "Resolve the names functions reach (allowed_outbound_hosts) from this hosts file first");
   up_command->add_flag("--no-sandbox", up.no_sandbox, "Run function code without isolation (debugging only)");
 
   try {

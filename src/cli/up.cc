@@ -20,6 +20,7 @@
 #include "config/manifest.h"
 #include "http/server.h"
 #include "sandbox/cgroup.h"
+#include "services/resolver.h"
 #include "router/route_table.h"
 #include "runtime/function_pool.h"
 #include "runtime/zygote_process.h"
@@ -128,12 +129,22 @@ int run_up(const UpOptions& options) {
     return 1;
   }
 
+  runtime::HostServices host_services;
+  host_services.cgroups = cgroups.get();
+  host_services.self = std::make_shared<boost::asio::ip::tcp::endpoint>();
+  Result<std::shared_ptr<services::Resolver>> resolver = services::Resolver::create(io, options.hosts_file);
+  if (!resolver) {
+    print_error(resolver.message());
+    return kConfigError;
+  }
+  host_services.resolver = *resolver;
+
   // 3. Every template built (every entrypoint imported) before listening.
   std::vector<std::unique_ptr<runtime::FunctionPool>> pools;
   size_t pending = manifest->functions.size();
   std::vector<std::string> errors;
   for (const config::FunctionConfig& function : manifest->functions) {
-    pools.push_back(std::make_unique<runtime::FunctionPool>(io, function, **zygote, cgroups.get()));
+    pools.push_back(std::make_unique<runtime::FunctionPool>(io, function, **zygote, host_services));
   }
   for (auto& pool : pools) {
     pool->start([&](Status s) {
@@ -158,6 +169,13 @@ int run_up(const UpOptions& options) {
     pools.clear();
     (*zygote)->stop();
     return 1;
+  }
+  {
+    // "self" in allowed_outbound_hosts reaches coil's own front.
+    boost::system::error_code ec;
+    auto address = boost::asio::ip::make_address(server_options.host, ec);
+    if (ec || address.is_unspecified()) address = boost::asio::ip::make_address("127.0.0.1");
+    *host_services.self = boost::asio::ip::tcp::endpoint(address, server.local_port());
   }
   boost::asio::signal_set children(io, SIGCHLD);
   std::function<void()> reap = [&] {

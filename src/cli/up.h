@@ -14,6 +14,7 @@ struct UpOptions {
   uint32_t keepalive_timeout_ms = 60000;
   uint32_t shutdown_timeout_ms = 10000;
   bool no_sandbox = false;  // for debugging only: function code runs without isolation
+  std::string hosts_file;   // names the outbound proxy resolves from a file first (tests, operators)
   std::string data_dir;     // persistent volumes; "" = $XDG_STATE_HOME/coil or ~/.local/state/coil
 };
 

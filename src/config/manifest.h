@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "config/allowed_hosts.h"
 
 namespace coil::config {
 
@@ -54,6 +55,9 @@ struct FunctionConfig {
   double cpu = 1.0;              // CPU share relative to other functions (1.0 = default weight)
   uint32_t tmp_mb = 64;
   std::vector<Volume> volumes;
+  // Where the function may connect, through the host's outbound proxy
+  // (Spin's syntax, see allowed_hosts.h). Empty: nowhere.
+  std::vector<AllowedHost> allowed_outbound_hosts;
   std::vector<std::pair<std::string, std::string>> environment;
   // Where the function is declared, for errors found after parsing
   // (an entrypoint that does not import): "PATH:LINE".

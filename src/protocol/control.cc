@@ -38,6 +38,8 @@ Status send(int socket, const Message& m) {
     case Type::kTemplateStarted:
       wire::put_u32(out, m.pid);
       break;
+    case Type::kOutboundListener:
+      break;
     case Type::kExited:
       wire::put_u32(out, m.pid);
       wire::put_u32(out, static_cast<uint32_t>(m.wait_status));
@@ -126,6 +128,9 @@ Status receive(int socket, Message& m, bool* would_block) {
       break;
     case Type::kTemplateStarted:
       ok = c.u32(m.pid);
+      break;
+    case Type::kOutboundListener:
+      ok = true;
       break;
     case Type::kExited: {
       uint32_t status = 0;

@@ -7,6 +7,9 @@
 //
 //   host -> zygote     kBuildTemplate  {function, source, entrypoint, environment, options}
 //                                      fds: [template's control socket, output pipe (write end)]
+//   zygote -> host     kOutboundListener {}               fds: [a listening TCP socket at
+//     (on the template's channel, before the template      127.0.0.1:kOutboundProxyPort inside the
+//      runs: so it comes first)                           function's network namespace]
 //   template -> host   kTemplateStarted {pid}            (first, before importing)
 //                      kTemplateReady  {pid, import_us, kind}
 //                      kTemplateFailed {message}
@@ -37,6 +40,7 @@ enum class Type : uint8_t {
   kSpawned = 5,
   kExited = 6,
   kTemplateStarted = 7,
+  kOutboundListener = 8,
 };
 
 struct BuildTemplate {

@@ -317,10 +317,16 @@ uint32_t host_pid() {
   serve_template(control, invoke, spec.function, kind_name);
 }
 
+// The zygote's handles on the host's namespaces must not reach function code.
+void close_host_namespaces(const sandbox::HostNamespaces& own) {
+  ::close(own.mount);
+  ::close(own.net);
+}
+
 // Forks (or clones into fresh namespaces) the template of a kBuildTemplate.
 // A sandboxed template waits until the zygote has written its id maps and
 // assembled its root, then goes on by itself.
-void start_template(pid_t self, int control_fd, int own_mount_ns, control::Message& message) {
+void start_template(pid_t self, int control_fd, const sandbox::HostNamespaces& own, control::Message& message) {
   TemplateSandbox sandbox = sandbox_of(message.build);
   auto report_failure = [&](const std::string& what) {
     control::Message failed;
@@ -331,7 +337,7 @@ void start_template(pid_t self, int control_fd, int own_mount_ns, control::Messa
   if (!sandbox.plan.namespaces) {
     pid_t pid = fork_python();
     if (pid == 0) {
-      ::close(own_mount_ns);  // a handle on the host's mount namespace, of all things
+      close_host_namespaces(own);
       build_template(self, control_fd, message, sandbox);
     }
     if (pid < 0) report_failure(std::string("fork: ") + std::strerror(errno));
@@ -349,7 +355,7 @@ void start_template(pid_t self, int control_fd, int own_mount_ns, control::Messa
     char go = 0;
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::read(release[0], &go, 1) != 1 || go != 'g') _exit(1);
     ::close(release[0]);
-    ::close(own_mount_ns);  // a handle on the host's mount namespace, of all things
+    close_host_namespaces(own);
     build_template(self, control_fd, message, sandbox);
   }
   ::close(release[0]);
@@ -358,9 +364,19 @@ void start_template(pid_t self, int control_fd, int own_mount_ns, control::Messa
     report_failure(std::string("clone into new namespaces: ") + std::strerror(errno));
     return;
   }
-  if (Status s = sandbox::prepare_sandbox(pid, sandbox.plan, own_mount_ns); !s) {
+  Result<unique_fd> listener = sandbox::prepare_sandbox(pid, sandbox.plan, own);
+  if (!listener) {
     ::kill(pid, SIGKILL);
-    report_failure(s.message());
+    report_failure(listener.message());
+    return;
+  }
+  // Before the release, so that the host serves the proxy before any of the
+  // function's code can try to reach it.
+  control::Message outbound;
+  outbound.type = control::Type::kOutboundListener;
+  outbound.fds.push_back(std::move(*listener));
+  if (!control::send(message.fds[0].get(), outbound)) {
+    ::kill(pid, SIGKILL);
     return;
   }
   char go = 'g';
@@ -399,10 +415,12 @@ int run_zygote(int control_fd) {
   // The zygote enters each new sandbox's mount namespace to assemble its
   // root (sandbox/contain.h), and comes back through this.
   unique_fd own_mount_ns(::open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC));
-  if (!own_mount_ns) {
-    std::fprintf(stderr, "coil: zygote: open /proc/self/ns/mnt: %s\n", std::strerror(errno));
+  unique_fd own_net_ns(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
+  if (!own_mount_ns || !own_net_ns) {
+    std::fprintf(stderr, "coil: zygote: open /proc/self/ns: %s\n", std::strerror(errno));
     return 1;
   }
+  const sandbox::HostNamespaces own{own_mount_ns.get(), own_net_ns.get()};
   pid_t self = ::getpid();
   for (;;) {
     control::Message message;
@@ -415,7 +433,7 @@ int run_zygote(int control_fd) {
       std::fprintf(stderr, "coil: zygote: unexpected control message\n");
       continue;
     }
-    start_template(self, control_fd, own_mount_ns.get(), message);
+    start_template(self, control_fd, own, message);
     // The parent's copies of the template's fds close with `message`.
   }
 }

@@ -74,11 +74,12 @@ pid_t host_pid_of_pidfd(int pidfd, pid_t fallback) {
 }  // namespace
 
 FunctionPool::FunctionPool(boost::asio::io_context& io, config::FunctionConfig config, ZygoteProcess& zygote,
-                           sandbox::CgroupManager* cgroups)
+                           const HostServices& services)
     : io_(io),
       config_(std::move(config)),
       zygote_(zygote),
-      cgroups_(cgroups),
+      cgroups_(services.cgroups),
+      services_(services),
       response_deadlines_(std::chrono::milliseconds(config_.timeout_ms)),
       stream_deadlines_(std::chrono::milliseconds(config_.stream_idle_timeout_ms)),
       cancel_deadlines_(kCancelGrace),
@@ -172,6 +173,18 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
     return;
   }
   switch (m.type) {
+    case control::Type::kOutboundListener: {
+      if (m.fds.empty() || !services_.resolver) break;
+      if (outbound_) outbound_->stop();  // the previous template's, whose sandbox is gone
+      services::OutboundOptions options;
+      options.function = config_.name;
+      options.rules = config_.allowed_outbound_hosts;
+      options.resolver = services_.resolver;
+      options.self = services_.self;
+      outbound_ = std::make_shared<services::OutboundProxy>(io_, std::move(m.fds[0]), std::move(options));
+      outbound_->start();
+      break;
+    }
     case control::Type::kTemplateStarted:
       break;
     case control::Type::kTemplateReady: {
@@ -778,6 +791,7 @@ void FunctionPool::stop_instances(std::function<void()> done) {
 }
 
 void FunctionPool::stop() {
+  if (outbound_) outbound_->stop();
   if (stopping_ && !template_) return;
   on_instances_stopped_ = nullptr;
   deadline_timer_.cancel();

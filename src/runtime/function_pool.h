@@ -45,18 +45,28 @@
 #include "runtime/invocation.h"
 #include "runtime/zygote_process.h"
 #include "sandbox/cgroup.h"
+#include "services/outbound_proxy.h"
+#include "services/resolver.h"
 
 namespace coil::runtime {
+
+// What the host provides to every pool, shared.
+struct HostServices {
+  // Where each instance gets its cgroup (memory_mb, max_processes, cpu);
+  // nullptr when the machine has none (see SandboxMode).
+  sandbox::CgroupManager* cgroups = nullptr;
+  // For the outbound proxy of each sandboxed template.
+  std::shared_ptr<services::Resolver> resolver;
+  std::shared_ptr<boost::asio::ip::tcp::endpoint> self;  // coil's front, once listening
+};
 
 class FunctionPool : public InstanceEvents {
  public:
   static constexpr size_t kPipelineDepth = 32;
   static constexpr auto kCancelGrace = std::chrono::milliseconds(1000);
 
-  // `cgroups`: where each instance gets its cgroup (memory_mb, max_processes,
-  // cpu); nullptr when the machine has none (see SandboxMode).
   FunctionPool(boost::asio::io_context& io, config::FunctionConfig config, ZygoteProcess& zygote,
-               sandbox::CgroupManager* cgroups = nullptr);
+               const HostServices& services = {});
   ~FunctionPool() override;
   FunctionPool(const FunctionPool&) = delete;
   FunctionPool& operator=(const FunctionPool&) = delete;
@@ -152,6 +162,9 @@ class FunctionPool : public InstanceEvents {
   // Each instance's cgroup, by instance token, from spawn until the
   // instance's exit is reported (or its template is gone).
   sandbox::CgroupManager* cgroups_;
+  HostServices services_;
+  // The current template's outbound proxy (replaced with the template).
+  std::shared_ptr<services::OutboundProxy> outbound_;
   std::unordered_map<uint32_t, std::unique_ptr<sandbox::InstanceCgroup>> instance_cgroups_;
   std::unordered_map<pid_t, uint32_t> token_of_pid_;  // host pid -> token
   bool out_of_memory(uint32_t token) const;

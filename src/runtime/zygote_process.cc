@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "common/log.h"
+#include "sandbox/contain.h"
 #include "sandbox/namespaces.h"
 
 namespace coil::runtime {
@@ -122,7 +123,16 @@ Result<TemplateHandles> ZygoteProcess::build_template(const config::FunctionConf
   message.build.function = function.name;
   message.build.source = function.source;
   message.build.entrypoint = function.entrypoint;
-  message.build.environment = function.environment;
+  if (sandbox_ == SandboxMode::kFull || sandbox_ == SandboxMode::kNamespacesNoUserns) {
+    // The only way out of the sandbox's network: the host's outbound proxy
+    // (services/outbound_proxy.h). Both spellings: urllib reads the
+    // lower-case ones, curl only those for http.
+    const std::string proxy = "http://127.0.0.1:" + std::to_string(sandbox::kOutboundProxyPort);
+    for (const char* name : {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"}) {
+      message.build.environment.emplace_back(name, proxy);
+    }
+  }
+  for (const auto& variable : function.environment) message.build.environment.push_back(variable);
   message.build.options.emplace_back("kind", config::kind_name(function.kind));
   message.build.options.emplace_back("sandbox", sandbox_option(sandbox_));
   message.build.options.emplace_back("max_open_files", std::to_string(function.max_open_files));

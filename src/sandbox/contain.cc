@@ -16,8 +16,8 @@
 
 namespace coil::sandbox {
 
-Status prepare_sandbox(pid_t child, const SandboxPlan& plan, int own_mount_ns) {
-  if (!plan.namespaces) return Status::ok();
+Result<unique_fd> prepare_sandbox(pid_t child, const SandboxPlan& plan, const HostNamespaces& own) {
+  if (!plan.namespaces) return unique_fd();
   if (plan.user_namespace) {
     if (Status s = write_id_maps(child); !s) return Status::error("user namespace: " + s.message());
   }
@@ -31,12 +31,14 @@ Status prepare_sandbox(pid_t child, const SandboxPlan& plan, int own_mount_ns) {
   Status assembled = assemble_root(plan.mounts);
   // Back home, whatever happened; a zygote stranded in a sandbox's mount
   // namespace would build every later sandbox from the wrong tree.
-  if (::setns(own_mount_ns, CLONE_NEWNS) != 0 || (cwd && ::fchdir(cwd.get()) != 0)) {
+  if (::setns(own.mount, CLONE_NEWNS) != 0 || (cwd && ::fchdir(cwd.get()) != 0)) {
     std::fprintf(stderr, "coil: zygote: cannot return to its mount namespace: %s\n", std::strerror(errno));
     std::abort();
   }
   if (!assembled) return Status::error("mount: " + assembled.message());
-  return Status::ok();
+  Result<unique_fd> listener = listen_inside(child, own.net, kOutboundProxyPort);
+  if (!listener) return Status::error("net namespace: " + listener.message());
+  return listener;
 }
 
 Status contain(const SandboxPlan& plan) {
@@ -46,7 +48,6 @@ Status contain(const SandboxPlan& plan) {
     }
     if (Status s = enter_root(); !s) return Status::error("mount: " + s.message());
     if (Status s = set_hostname(plan.mounts.hostname); !s) return Status::error("uts namespace: " + s.message());
-    if (Status s = bring_up_loopback(); !s) return Status::error("net namespace: " + s.message());
     if (Status s = become_function_user(plan.user_namespace); !s) return Status::error("user: " + s.message());
   }
   if (Status s = apply_rlimits(plan.limits); !s) return s;

@@ -8,7 +8,7 @@
 // of the user namespace, and the new root assembled inside the sandbox's
 // mount namespace (mount.h). Released, the template runs contain() before it
 // imports any of the function's code: pivot into that root, hostname,
-// loopback, drop to the unprivileged function user, rlimits, and last the
+// drop to the unprivileged function user, rlimits, and last the
 // seccomp filter (it also forbids what the earlier steps needed). Instances
 // fork from the template and so inherit every layer. cgroups (cgroup.h) are
 // per instance, joined by each instance as it starts.
@@ -19,10 +19,14 @@
 #include <string>
 
 #include "common/status.h"
+#include "common/unique_fd.h"
 #include "sandbox/mount.h"
 #include "sandbox/rlimit.h"
 
 namespace coil::sandbox {
+
+// Where a function reaches its outbound proxy (HTTP_PROXY), inside its sandbox.
+inline constexpr uint16_t kOutboundProxyPort = 3128;
 
 struct SandboxPlan {
   bool namespaces = true;      // false: rlimits and seccomp only
@@ -34,8 +38,13 @@ struct SandboxPlan {
 // The zygote's half, between the clone and the release of the child.
 // `own_mount_ns` is an fd of the zygote's own mount namespace, to return to.
 // On failure the zygote is back in its namespace and the child must be
-// killed.
-Status prepare_sandbox(pid_t child, const SandboxPlan& plan, int own_mount_ns);
+// killed. Returns the listening socket of the function's outbound proxy
+// (127.0.0.1:kOutboundProxyPort inside the sandbox), for the host.
+struct HostNamespaces {
+  int mount = -1;
+  int net = -1;
+};
+Result<unique_fd> prepare_sandbox(pid_t child, const SandboxPlan& plan, const HostNamespaces& own);
 
 // The template's half, before the function's code runs. Stops at, and
 // reports, the first layer that fails.

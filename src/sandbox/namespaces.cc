@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
@@ -11,6 +12,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -58,6 +61,8 @@ Status set_hostname(const std::string& name) {
   return Status::ok();
 }
 
+namespace {
+
 Status bring_up_loopback() {
   unique_fd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   if (!sock) return os_error("socket");
@@ -67,6 +72,36 @@ Status bring_up_loopback() {
   request.ifr_flags = static_cast<short>(request.ifr_flags | IFF_UP | IFF_RUNNING);
   if (::ioctl(sock.get(), SIOCSIFFLAGS, &request) != 0) return os_error("SIOCSIFFLAGS lo");
   return Status::ok();
+}
+
+Result<unique_fd> open_loopback_listener(uint16_t port) {
+  if (Status s = bring_up_loopback(); !s) return s;
+  unique_fd sock(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!sock) return os_error("socket");
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::bind(sock.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+    return os_error("bind 127.0.0.1:" + std::to_string(port));
+  }
+  if (::listen(sock.get(), 128) != 0) return os_error("listen");
+  return sock;
+}
+
+}  // namespace
+
+Result<unique_fd> listen_inside(pid_t child, int own_net_ns, uint16_t port) {
+  std::string path = "/proc/" + std::to_string(child) + "/ns/net";
+  unique_fd child_net_ns(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!child_net_ns) return os_error("open " + path);
+  if (::setns(child_net_ns.get(), CLONE_NEWNET) != 0) return os_error("setns into the sandbox's network namespace");
+  Result<unique_fd> listener = open_loopback_listener(port);
+  if (::setns(own_net_ns, CLONE_NEWNET) != 0) {
+    std::fprintf(stderr, "coil: zygote: cannot return to its network namespace: %s\n", std::strerror(errno));
+    std::abort();
+  }
+  return listener;
 }
 
 Status become_function_user(bool in_user_namespace) {

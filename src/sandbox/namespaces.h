@@ -16,6 +16,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "common/unique_fd.h"
 
 namespace coil::sandbox {
 
@@ -35,13 +36,18 @@ Status write_id_maps(pid_t child);
 Status become_namespace_root();
 // name the host inside the uts namespace,
 Status set_hostname(const std::string& name);
-// bring up `lo`, the only interface of the new network namespace,
-Status bring_up_loopback();
 // and finally drop to the function user: no supplementary groups, every
 // capability gone, and still "dumpable" so that the function can read its own
 // /proc/self (fd, status). `in_user_namespace` false: the ids are the host
 // ones (kHostFunctionUid), for a root host without user namespaces.
 Status become_function_user(bool in_user_namespace);
+
+// Parent side: enters the child's network namespace, brings up `lo` (its
+// only interface), opens a listening TCP socket at 127.0.0.1:`port` there,
+// and returns to `own_net_ns`. A socket belongs to the namespace it was
+// created in for good: the host serves the function's outbound proxy on it
+// from outside (services/outbound_proxy.h).
+Result<unique_fd> listen_inside(pid_t child, int own_net_ns, uint16_t port);
 
 // True when this kernel lets us create a user namespace (checked by the host
 // to choose and report the layers).

@@ -79,6 +79,8 @@ def test_only_stdio_and_the_instance_socket_are_open(coil_with_leaky_parent):
 def test_environment_is_the_manifest_plus_documented_variables(coil_with_leaky_parent):
     port, _ = coil_with_leaky_parent
     env = probe(port)["env"]
-    assert set(env) == {"PATH", "LANG", "HOME", "GREETING"}, env
+    proxies = {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"}
+    assert set(env) == {"PATH", "LANG", "HOME", "GREETING"} | proxies, env
+    assert {env[name] for name in proxies} == {"http://127.0.0.1:3128"}
     assert env["GREETING"] == "hi"
     assert "hunter2" not in json.dumps(env)

@@ -177,9 +177,9 @@ TEST_F(ManifestTest, SeveralFunctionsKeepTheirOrderAndOrigins) {
 // ---- errors ---------------------------------------------------------------
 
 TEST_F(ManifestTest, UnknownKeyInAFunction) {
-  expect_error(std::string(kMinimal) + "memory_mb = 128\n", 5, "memory_mb", "unknown key");
+  expect_error(std::string(kMinimal) + "memroy_mb = 128\n", 5, "memroy_mb", "unknown key");
   // The function is named in the message.
-  expect_error(std::string(kMinimal) + "memory_mb = 128\n", 5, "memory_mb", "\"hello\"");
+  expect_error(std::string(kMinimal) + "memroy_mb = 128\n", 5, "memroy_mb", "\"hello\"");
 }
 
 TEST_F(ManifestTest, MisspelledKeyIsUnknownNotMissing) {
