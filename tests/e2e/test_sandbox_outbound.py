@@ -56,6 +56,19 @@ def handle_request(request):
             body = {"direct": "connected"}
         except OSError as e:
             body = {"direct": type(e).__name__}
+    elif path == "/clients":
+        # the popular clients, unchanged: they read the proxy from the environment
+        import httpx, requests
+        out = {}
+        try:
+            out["requests"] = requests.get(arg, timeout=10).status_code
+        except Exception as e:
+            out["requests"] = type(e).__name__ + ": " + str(e)
+        try:
+            out["httpx"] = httpx.get(arg, timeout=10).status_code
+        except Exception as e:
+            out["httpx"] = type(e).__name__ + ": " + str(e)
+        body = out
     elif path == "/env":
         body = {k: v for k, v in os.environ.items() if k.lower().endswith("_proxy")}
     else:
@@ -153,6 +166,15 @@ def test_an_allowed_host_works_and_others_are_denied(coil, tmp_path, upstreams):
     assert_denied(fetch(c, f"http://127.0.0.1:{other.port}/"), c, f"127.0.0.1:{other.port}")
     assert other.hits == []
     assert c.get("/other/").status == 200
+
+
+def test_requests_and_httpx_work_unchanged(coil, tmp_path, upstreams):
+    allowed, other = upstreams
+    c = start(coil, tmp_path, [f"http://127.0.0.1:{allowed.port}"])
+    assert c.get(f"/clients?http://127.0.0.1:{allowed.port}/lib").json() == {"requests": 200, "httpx": 200}
+    assert allowed.hits == ["/lib", "/lib"]
+    assert c.get(f"/clients?http://127.0.0.1:{other.port}/lib").json() == {"requests": 403, "httpx": 403}
+    assert other.hits == []
 
 
 def test_empty_list_denies_everything(coil, tmp_path, upstreams):
