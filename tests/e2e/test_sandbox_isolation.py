@@ -296,3 +296,39 @@ def test_no_sandbox_warns_and_runs_on_the_host(coil, tmp_path):
     assert c.find_lines(r"^coil: WARNING: --no-sandbox"), c.log()
     d = c.get("/layers").json()
     assert d["ns"]["mnt"] == os.readlink("/proc/self/ns/mnt")
+
+
+def test_without_root_coil_says_loudly_which_layers_are_missing(tmp_path):
+    """Not root: no namespaces, no cgroups. coil still runs the function, under the
+    layers an unprivileged process can apply (seccomp, no_new_privs, rlimits), and says
+    so with a WARNING rather than degrading silently."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from conftest import COIL_BIN, Coil, _kill_leaked, write_files
+
+    # Somewhere the unprivileged user can read (pytest's own temp dirs are 0700).
+    base = tempfile.mkdtemp(prefix="coil-nonroot-")
+    try:
+        os.chmod(base, 0o755)
+        directory = write_files(os.path.join(base, "fn"), {"app.py": PROBE_APP})
+        setpriv = shutil.which("setpriv")
+        args = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", COIL_BIN, "up", str(directory),
+                "app:handle_request", "--listen", "127.0.0.1:0"]
+        c = Coil(args, cwd=base, directory=directory)
+        try:
+            c.wait_listening()
+            assert c.find_lines(r"^coil: WARNING: sandbox: not running as root: no namespaces, no cgroups\. "
+                                r"Active only: the seccomp filter, no_new_privs and rlimits"), c.log()
+            assert not c.find_lines(r"every layer is active")
+            d = c.get("/layers").json()
+            for s in d["threads"].values():
+                assert s["Seccomp"] == "2" and s["NoNewPrivs"] == "1", s
+                assert s["Uid"].split()[0] == "65534"
+            assert d["ns"]["net"] == os.readlink("/proc/self/ns/net")  # no namespaces here
+        finally:
+            c.kill()
+            _kill_leaked()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

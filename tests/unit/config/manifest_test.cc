@@ -551,4 +551,85 @@ TEST(IsValidName, Cases) {
 }
 
 }  // namespace
+TEST_F(ManifestTest, SandboxLimitsHaveDefaultsAndRanges) {
+  Result<Manifest> m = parse(kMinimal);
+  ASSERT_TRUE(m.is_ok()) << m.message();
+  const FunctionConfig& f = m->functions[0];
+  EXPECT_EQ(f.memory_mb, 256u);
+  EXPECT_EQ(f.max_processes, 256u);
+  EXPECT_DOUBLE_EQ(f.cpu, 1.0);
+  EXPECT_EQ(f.tmp_mb, 64u);
+  EXPECT_TRUE(f.volumes.empty());
+  EXPECT_TRUE(f.allowed_outbound_hosts.empty());
+
+  m = parse(std::string(kMinimal) + "memory_mb = 96\nmax_processes = 33\ncpu = 0.5\ntmp_mb = 8\n");
+  ASSERT_TRUE(m.is_ok()) << m.message();
+  EXPECT_EQ(m->functions[0].memory_mb, 96u);
+  EXPECT_EQ(m->functions[0].max_processes, 33u);
+  EXPECT_DOUBLE_EQ(m->functions[0].cpu, 0.5);
+  EXPECT_EQ(m->functions[0].tmp_mb, 8u);
+  // An integer is a fine CPU share too.
+  m = parse(std::string(kMinimal) + "cpu = 2\n");
+  ASSERT_TRUE(m.is_ok()) << m.message();
+  EXPECT_DOUBLE_EQ(m->functions[0].cpu, 2.0);
+
+  expect_error(std::string(kMinimal) + "memory_mb = 8\n", 5, "memory_mb", "between 16 and");
+  expect_error(std::string(kMinimal) + "max_processes = 0\n", 5, "max_processes", "between 1 and");
+  expect_error(std::string(kMinimal) + "cpu = 0\n", 5, "cpu", "between 0.01 and 100");
+  expect_error(std::string(kMinimal) + "cpu = \"half\"\n", 5, "cpu", "a number");
+  expect_error(std::string(kMinimal) + "tmp_mb = 0\n", 5, "tmp_mb", "between 1 and");
+}
+
+TEST_F(ManifestTest, VolumesOfEachKind) {
+  fs::create_directory(dir_.path() / "dataset");
+  Result<Manifest> m = parse(std::string(kMinimal) +
+                             "[[function.volume]]\nmount = \"/data\"\nkind = \"readonly\"\nsource = \"dataset\"\n"
+                             "[[function.volume]]\nmount = \"/scratch\"\nkind = \"ephemeral\"\nsize_mib = 32\n"
+                             "[[function.volume]]\nmount = \"/state/db\"\nkind = \"persistent\"\nname = \"db\"\n");
+  ASSERT_TRUE(m.is_ok()) << m.message();
+  const auto& v = m->functions[0].volumes;
+  ASSERT_EQ(v.size(), 3u);
+  EXPECT_EQ(v[0].kind, Volume::Kind::kReadonly);
+  EXPECT_EQ(v[0].mount, "/data");
+  EXPECT_EQ(v[0].source, (dir_.path() / "dataset").string());  // resolved against the manifest
+  EXPECT_EQ(v[1].kind, Volume::Kind::kEphemeral);
+  EXPECT_EQ(v[1].size_mib, 32u);
+  EXPECT_EQ(v[2].kind, Volume::Kind::kPersistent);
+  EXPECT_EQ(v[2].name, "db");
+  EXPECT_EQ(v[2].mount, "/state/db");
+}
+
+TEST_F(ManifestTest, BadVolumesNameTheField) {
+  const std::string head = std::string(kMinimal) + "[[function.volume]]\n";
+  expect_error(head + "mount = \"data\"\nkind = \"ephemeral\"\n", 6, "volume.mount", "absolute path");
+  expect_error(head + "mount = \"/usr/local/x\"\nkind = \"ephemeral\"\n", 6, "volume.mount",
+               "inside /usr, which the sandbox provides");
+  expect_error(head + "mount = \"/a/../b\"\nkind = \"ephemeral\"\n", 6, "volume.mount", "normalised");
+  expect_error(head + "mount = \"/a\"\nkind = \"disk\"\n", 7, "volume.kind", "\"readonly\", \"ephemeral\"");
+  expect_error(head + "mount = \"/a\"\nkind = \"persistent\"\n", 5, "volume.name", "missing");
+  expect_error(head + "mount = \"/a\"\nkind = \"ephemeral\"\nsize_mib = 0\n", 8, "volume.size_mib", "between 1");
+  expect_error(head + "mount = \"/a\"\nkind = \"ephemeral\"\nname = \"x\"\n", 8, "volume.name",
+               "is not used by an ephemeral volume");
+  expect_error(head + "mount = \"/a\"\nkind = \"readonly\"\nsource = \"missing\"\n", 8, "volume.source",
+               "is not a directory");
+  expect_error(head + "mount = \"/a\"\nkind = \"ephemeral\"\n[[function.volume]]\nmount = \"/a/b\"\nkind = "
+                      "\"ephemeral\"\n",
+               8, "volume.mount", "overlaps the volume at /a");
+}
+
+TEST_F(ManifestTest, AllowedOutboundHosts) {
+  Result<Manifest> m = parse(std::string(kMinimal) +
+                             "allowed_outbound_hosts = [\"https://api.example.com\", \"http://127.0.0.1:8080\"]\n");
+  ASSERT_TRUE(m.is_ok()) << m.message();
+  ASSERT_EQ(m->functions[0].allowed_outbound_hosts.size(), 2u);
+  EXPECT_EQ(m->functions[0].allowed_outbound_hosts[0].host, "api.example.com");
+  EXPECT_EQ(m->functions[0].allowed_outbound_hosts[0].port_min, 443);
+  EXPECT_EQ(m->functions[0].allowed_outbound_hosts[1].host_kind, AllowedHost::HostKind::kAddress);
+
+  expect_error(std::string(kMinimal) + "allowed_outbound_hosts = \"https://a.com\"\n", 5, "allowed_outbound_hosts",
+               "array of strings");
+  expect_error(std::string(kMinimal) + "allowed_outbound_hosts = [\n  \"https://a.com\",\n  \"http://b.com/x\",\n]\n", 7,
+               "allowed_outbound_hosts", "a path is not allowed");
+}
+
 }  // namespace coil::config
