@@ -28,6 +28,20 @@ class InvalidResponse(Exception):
     """The function returned something that is not a valid response."""
 
 
+def run_hooks(which):
+    """Runs the registered coil.before_snapshot or coil.after_restore hooks, in order.
+    A failing hook raises LoadError naming it (its traceback is the cause)."""
+    import coil
+
+    hooks = coil._before_snapshot if which == "before_snapshot" else coil._after_restore
+    for hook in list(hooks):
+        try:
+            hook()
+        except BaseException as e:  # noqa: BLE001 - reported, the process then exits
+            name = getattr(hook, "__qualname__", repr(hook))
+            raise LoadError(f"{which} hook {name} failed: {type(e).__name__}: {e}") from e
+
+
 def load(entrypoint, options=None):
     """Imports `module:attr` and returns (kind, target); see the module doc."""
     options = options or {}

@@ -14,6 +14,8 @@ int main(int argc, char** argv) {
   if (argc == 3 && std::strcmp(argv[1], "__zygote") == 0) {
     return coil::python::run_zygote(std::atoi(argv[2]));
   }
+  // Internal: an instance of a multi-threaded template (python/zygote.h).
+  if (argc >= 4 && std::strcmp(argv[1], "__instance") == 0) coil::python::run_fresh_instance(argc, argv);
 
   CLI::App app{"coil: a serverless runtime for Python functions"};
   app.require_subcommand(1);

@@ -77,7 +77,7 @@ constexpr std::string_view kKnownKeys[] = {
     "name",      "entrypoint",    "source",          "route",       "timeout_ms",
     "min_instances", "max_instances", "idle_timeout_ms", "max_queue", "max_body_bytes",
     "environment", "kind", "max_concurrency", "stream_idle_timeout_ms", "root_path_in_path", "max_open_files",
-    "memory_mb", "max_processes", "cpu", "tmp_mb", "volume", "allowed_outbound_hosts",
+    "memory_mb", "max_processes", "cpu", "tmp_mb", "volume", "allowed_outbound_hosts", "persistent",
 };
 
 // Paths the sandbox itself provides: a volume may not cover them.
@@ -306,6 +306,14 @@ Result<FunctionConfig> parse_function(const toml::table& fn, const Where& where,
                                        fmt::format("must be true or false (function \"{}\")", label)));
     }
     config.root_path_in_path = in_path->value<bool>().value_or(true);
+  }
+  if (const toml::node* persistent = fn.get("persistent")) {
+    if (!persistent->is_boolean()) {
+      return Status::error(where.error(line_of(*persistent), "persistent",
+                                       fmt::format("must be true or false (function \"{}\")", label)));
+    }
+    config.persistent = persistent->value<bool>().value_or(false);
+    if (config.persistent && config.min_instances == 0) config.min_instances = 1;
   }
   if (config.min_instances > config.max_instances) {
     return Status::error(where.error(

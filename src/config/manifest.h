@@ -38,12 +38,15 @@ struct FunctionConfig {
   std::string source;       // absolute path of the code directory
   std::string route;        // Spin route syntax, as written (one trailing '/' stripped)
   uint32_t timeout_ms = 30000;
-  uint32_t min_instances = 0;
+  uint32_t min_instances = 0;  // `persistent = true` makes it at least 1
   uint32_t max_instances = 4;
   uint32_t idle_timeout_ms = 60000;
   uint32_t max_queue = 256;
   uint64_t max_body_bytes = 16u << 20;
   Kind kind = Kind::kAuto;
+  // aleph's persistent VM: one instance always running (also when idle),
+  // restarted if it dies, its template rebuilt if that dies.
+  bool persistent = false;
   uint32_t max_concurrency = 100;          // ASGI: requests in flight per instance
   uint32_t max_open_files = 1024;          // RLIMIT_NOFILE of every instance
   uint32_t stream_idle_timeout_ms = 60000;  // once a response started: longest gap between messages

@@ -24,6 +24,7 @@ Status send(int socket, const Message& m) {
       wire::put_u32(out, m.ready.pid);
       wire::put_u64(out, m.ready.import_us);
       wire::put_str(out, m.ready.kind);
+      wire::put_str(out, m.ready.threads);
       break;
     case Type::kTemplateFailed:
       wire::put_str(out, m.message.substr(0, kMaxMessage - 64));
@@ -115,7 +116,7 @@ Status receive(int socket, Message& m, bool* would_block) {
            c.pairs(m.build.environment) && c.pairs(m.build.options);
       break;
     case Type::kTemplateReady:
-      ok = c.u32(m.ready.pid) && c.u64(m.ready.import_us) && c.str(m.ready.kind);
+      ok = c.u32(m.ready.pid) && c.u64(m.ready.import_us) && c.str(m.ready.kind) && c.str(m.ready.threads);
       break;
     case Type::kTemplateFailed:
       ok = c.str(m.message);

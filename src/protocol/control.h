@@ -11,7 +11,7 @@
 //     (on the template's channel, before the template      127.0.0.1:kOutboundProxyPort inside the
 //      runs: so it comes first)                           function's network namespace]
 //   template -> host   kTemplateStarted {pid}            (first, before importing)
-//                      kTemplateReady  {pid, import_us, kind}
+//                      kTemplateReady  {pid, import_us, kind, threads}
 //                      kTemplateFailed {message}
 //   host -> template   kSpawn          {token}            fds: [instance socket, cgroup.procs of each
 //                                                             of the instance's cgroups (0 to 3)]
@@ -56,6 +56,9 @@ struct TemplateReady {
   uint32_t pid = 0;
   uint64_t import_us = 0;
   std::string kind;
+  // Threads the import started ("name (tid), ..."); not empty means the
+  // template does not fork its instances but starts them as fresh processes.
+  std::string threads;
 };
 
 struct Message {

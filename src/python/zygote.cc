@@ -1,6 +1,8 @@
 #include "python/zygote.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -15,7 +17,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <set>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "protocol/control.h"
 #include "python/child_process.h"
@@ -38,10 +42,114 @@ uint64_t now_us() {
   _exit(1);
 }
 
+// The message of a pending coil._runtime.LoadError (complete in itself),
+// after printing its cause's traceback to the log. Clears the error.
+std::string take_load_error() {
+  PyObject *type, *value, *traceback;
+  PyErr_Fetch(&type, &value, &traceback);
+  PyErr_NormalizeException(&type, &value, &traceback);
+  PyObject* cause = value ? PyException_GetCause(value) : nullptr;
+  if (cause != nullptr) {
+    PyObject* cause_traceback = PyException_GetTraceback(cause);
+    PyErr_Display(reinterpret_cast<PyObject*>(Py_TYPE(cause)), cause, cause_traceback);
+    Py_XDECREF(cause_traceback);
+    Py_DECREF(cause);
+  }
+  PyErr_Restore(type, value, traceback);
+  std::string summary = take_exception_summary();
+  return summary.rfind("LoadError: ", 0) == 0 ? summary.substr(11) : summary;
+}
+
+// coil.before_snapshot / coil.after_restore hooks; false with the Python
+// error set when one fails.
+bool run_hooks(const char* which) {
+  PyObject* run = import_attr("coil._runtime", "run_hooks");
+  PyObject* result = run ? PyObject_CallFunction(run, "s", which) : nullptr;
+  Py_XDECREF(run);
+  if (result == nullptr) return false;
+  Py_DECREF(result);
+  return true;
+}
+
+// The threads of this process other than the calling one, as "name (tid)"
+// from /proc/self/task: what the import started behind Python's back (C
+// libraries' threads are invisible to `threading`). "" when there are none.
+std::string extra_threads() {
+  std::string found;
+  DIR* tasks = ::opendir("/proc/self/task");
+  if (tasks == nullptr) return found;
+  pid_t self = static_cast<pid_t>(::syscall(SYS_gettid));
+  while (dirent* entry = ::readdir(tasks)) {
+    if (entry->d_name[0] == '.') continue;
+    if (std::strtol(entry->d_name, nullptr, 10) == self) continue;
+    std::string name = "?";
+    if (FILE* comm = std::fopen(("/proc/self/task/" + std::string(entry->d_name) + "/comm").c_str(), "r")) {
+      char buffer[64] = {0};
+      if (std::fgets(buffer, sizeof(buffer), comm) != nullptr) {
+        name = buffer;
+        if (!name.empty() && name.back() == '\n') name.pop_back();
+      }
+      std::fclose(comm);
+    }
+    if (!found.empty()) found += ", ";
+    found += name + " (" + entry->d_name + ")";
+  }
+  ::closedir(tasks);
+  return found;
+}
+
+// What a multi-threaded template needs to start instances as fresh
+// processes: the command line and environment, built before any fork
+// (after fork, a child of a multi-threaded process may only make
+// async-signal-safe calls until it execs).
+struct FreshStart {
+  std::vector<std::string> args;
+  std::vector<char*> argv;
+  std::vector<std::string> env;
+  std::vector<char*> envp;
+
+  FreshStart(const control::BuildTemplate& spec, const std::string& kind) {
+    args = {"coil-instance", "__instance", spec.function, spec.entrypoint, "kind=" + kind};
+    for (const auto& [key, value] : spec.options) {
+      if (key == "root_path_in_path") args.push_back(key + "=" + value);
+    }
+    for (const std::string& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
+    argv.push_back(nullptr);
+    for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);  // the function's, as Python set it
+    for (const std::string& variable : env) envp.push_back(const_cast<char*>(variable.c_str()));
+    envp.push_back(nullptr);
+  }
+};
+
+// fork + exec of `coil __instance`; the child only makes async-signal-safe
+// calls: it joins its cgroups, puts the instance socket on fd 3 and its
+// output on 1 and 2, closes everything else and execs.
+pid_t start_fresh_instance(const FreshStart& fresh, control::Message& request, int output) {
+  int fds[control::kMaxFds];
+  size_t count = request.fds.size();
+  for (size_t i = 0; i < count; ++i) fds[i] = request.fds[i].get();
+  pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  for (size_t i = 1; i < count; ++i) {
+    if (::write(fds[i], "0", 1) != 1) _exit(126);
+  }
+  // Out of the way first (a wanted fd may sit on 1, 2 or 3), then into place.
+  int socket = ::fcntl(fds[0], F_DUPFD, 100);
+  int out = ::fcntl(output, F_DUPFD, 100);
+  if (socket < 0 || out < 0 || ::dup2(out, 1) < 0 || ::dup2(out, 2) < 0 || ::dup2(socket, 3) < 0) _exit(126);
+  if (::close_range(4, ~0U, 0) != 0) _exit(126);
+  ::execve("/proc/self/exe", fresh.argv.data(), fresh.envp.data());
+  _exit(127);
+}
+
 // Forks one instance for a kSpawn request and reports it to the host.
 // Returns its pid, or -1.
 pid_t spawn_instance(int control, int signal_fd, control::Message& request, PyObject* invoke,
-                    const std::string& function, const std::string& kind) {
+                    const std::string& function, const std::string& kind, const FreshStart* fresh) {
   if (request.fds.empty()) {
     std::fprintf(stderr, "coil: spawn request without an instance socket\n");
     return -1;
@@ -52,7 +160,7 @@ pid_t spawn_instance(int control, int signal_fd, control::Message& request, PyOb
     return -1;  // the host sees no kSpawned and an instance socket that closes
   }
   pid_t template_pid = ::getpid();
-  pid_t pid = fork_python();
+  pid_t pid = fresh != nullptr ? start_fresh_instance(*fresh, request, output[1]) : fork_python();
   if (pid < 0) {
     std::fprintf(stderr, "coil: fork: %s\n", std::strerror(errno));
     ::close(output[0]);
@@ -74,6 +182,11 @@ pid_t spawn_instance(int control, int signal_fd, control::Message& request, PyOb
       request.fds[i].reset();
     }
     reset_signals();
+    if (!run_hooks("after_restore")) {
+      std::string error = take_load_error();
+      std::fprintf(stderr, "coil: %s\n", error.c_str());
+      _exit(1);
+    }
     int socket = request.fds[0].release();
     if (kind == "handler") run_handler_instance(socket, invoke, function);
     // Other kinds run their own loop, written in Python: target(fd) never returns.
@@ -116,7 +229,7 @@ void report_exits(int control, int signal_fd, std::set<pid_t>& instances) {
 
 // The template's loop: fork instances on request, report their exits.
 [[noreturn]] void serve_template(int control, PyObject* invoke, const std::string& function,
-                                 const std::string& kind) {
+                                 const std::string& kind, const FreshStart* fresh) {
   sigset_t child_signals;
   sigemptyset(&child_signals);
   sigaddset(&child_signals, SIGCHLD);
@@ -141,7 +254,7 @@ void report_exits(int control, int signal_fd, std::set<pid_t>& instances) {
       Status s = control::receive(control, request);
       if (!s) _exit(0);  // the host is gone or stopped this function: instances die with us
       if (request.type == control::Type::kSpawn) {
-        pid_t pid = spawn_instance(control, signal_fd, request, invoke, function, kind);
+        pid_t pid = spawn_instance(control, signal_fd, request, invoke, function, kind, fresh);
         if (pid > 0) instances.insert(pid);
       }
     }
@@ -277,23 +390,7 @@ uint32_t host_pid() {
   }
   PyObject* loaded = load ? PyObject_CallFunction(load, "sO", spec.entrypoint.c_str(), options) : nullptr;
   Py_DECREF(options);
-  if (loaded == nullptr) {
-    PyObject *type, *value, *traceback;
-    PyErr_Fetch(&type, &value, &traceback);
-    PyErr_NormalizeException(&type, &value, &traceback);
-    // A LoadError's message is complete; its cause's traceback goes to the log.
-    PyObject* cause = value ? PyException_GetCause(value) : nullptr;
-    if (cause != nullptr) {
-      PyObject* cause_traceback = PyException_GetTraceback(cause);
-      PyErr_Display(reinterpret_cast<PyObject*>(Py_TYPE(cause)), cause, cause_traceback);
-      Py_XDECREF(cause_traceback);
-      Py_DECREF(cause);
-    }
-    PyErr_Restore(type, value, traceback);
-    std::string summary = take_exception_summary();
-    auto colon = summary.find("LoadError: ");
-    report_failure(colon == 0 ? summary.substr(11) : summary);
-  }
+  if (loaded == nullptr) report_failure(take_load_error());
   PyObject* kind = PyTuple_GetItem(loaded, 0);
   PyObject* invoke = PyTuple_GetItem(loaded, 1);
   if (kind == nullptr || invoke == nullptr) report_failure(take_exception_summary());
@@ -302,6 +399,8 @@ uint32_t host_pid() {
   Py_DECREF(loaded);
   Py_DECREF(load);
   uint64_t import_us = now_us() - import_started;
+  if (!run_hooks("before_snapshot")) report_failure(take_load_error());
+  std::string threads = extra_threads();
 
   // Everything imported so far is shared with every instance: move it out of
   // the collector's reach so that collections in instances do not write to
@@ -313,8 +412,14 @@ uint32_t host_pid() {
   ready.ready.pid = started.pid;
   ready.ready.import_us = import_us;
   ready.ready.kind = kind_name;
+  ready.ready.threads = threads;
   if (!control::send(control, ready)) _exit(1);
-  serve_template(control, invoke, spec.function, kind_name);
+  // A fork copies only the calling thread: a template whose import started
+  // threads would hand its instances locks held by threads that do not exist
+  // there. Such a template starts each instance as a fresh process instead.
+  std::unique_ptr<FreshStart> fresh;
+  if (!threads.empty()) fresh = std::make_unique<FreshStart>(spec, kind_name);
+  serve_template(control, invoke, spec.function, kind_name, fresh.get());
 }
 
 // The zygote's handles on the host's namespaces must not reach function code.
@@ -384,6 +489,55 @@ void start_template(pid_t self, int control_fd, const sandbox::HostNamespaces& o
 }
 
 }  // namespace
+
+[[noreturn]] void run_fresh_instance(int argc, char** argv) {
+  // fd 3: the instance socket; fds 1 and 2: the output pipe (set up by
+  // start_fresh_instance). The sandbox came with the exec.
+  std::string function = argv[2];
+  std::string entrypoint = argv[3];
+  auto die = [&](const std::string& message) {
+    std::fprintf(stderr, "coil: instance of %s: %s\n", function.c_str(), message.c_str());
+    _exit(1);
+  };
+  if (Status s = start_interpreter(); !s) die(s.message());
+  char cwd[4096];
+  if (::getcwd(cwd, sizeof(cwd)) == nullptr) die(std::string("getcwd: ") + std::strerror(errno));
+  PyObject* sys_path = PySys_GetObject("path");  // borrowed
+  PyObject* code_dir = PyUnicode_FromString(cwd);
+  if (sys_path == nullptr || code_dir == nullptr || PyList_Insert(sys_path, 0, code_dir) != 0) {
+    die(take_exception_summary());
+  }
+  Py_DECREF(code_dir);
+  PyObject* options = PyDict_New();
+  PyObject* name = PyUnicode_FromString(function.c_str());
+  if (options == nullptr || name == nullptr || PyDict_SetItemString(options, "function", name) != 0) {
+    die(take_exception_summary());
+  }
+  Py_DECREF(name);
+  for (int i = 4; i < argc; ++i) {
+    std::string option = argv[i];
+    auto equals = option.find('=');
+    if (equals == std::string::npos) continue;
+    PyObject* value = PyUnicode_FromString(option.substr(equals + 1).c_str());
+    if (value == nullptr || PyDict_SetItemString(options, option.substr(0, equals).c_str(), value) != 0) {
+      die(take_exception_summary());
+    }
+    Py_DECREF(value);
+  }
+  PyObject* load = import_attr("coil._runtime", "load");
+  PyObject* loaded = load ? PyObject_CallFunction(load, "sO", entrypoint.c_str(), options) : nullptr;
+  if (loaded == nullptr) die(take_load_error());
+  // Both hook lists: this process is its own template.
+  if (!run_hooks("before_snapshot") || !run_hooks("after_restore")) die(take_load_error());
+  PyObject* kind = PyTuple_GetItem(loaded, 0);
+  PyObject* invoke = PyTuple_GetItem(loaded, 1);
+  if (kind == nullptr || invoke == nullptr) die(take_exception_summary());
+  Py_INCREF(invoke);
+  if (std::string(PyUnicode_AsUTF8(kind)) == "handler") run_handler_instance(3, invoke, function);
+  PyObject* result = PyObject_CallFunction(invoke, "i", 3);
+  if (result == nullptr) PyErr_Print();
+  _exit(1);
+}
 
 int run_zygote(int control_fd) {
   // Templates are reaped automatically; the host learns of their end when

@@ -11,4 +11,12 @@ namespace coil::python {
 
 int run_zygote(int control_fd);
 
+// `coil __instance FUNCTION ENTRYPOINT KEY=VALUE...`: an instance started
+// as a fresh process, for a template that must not fork because its import
+// started threads. It runs inside the template's sandbox (inherited through
+// exec), with its instance socket on fd 3 and its output on fds 1 and 2; it
+// imports the entrypoint itself, runs both hook lists, and serves. Never
+// returns.
+[[noreturn]] void run_fresh_instance(int argc, char** argv);
+
 }  // namespace coil::python

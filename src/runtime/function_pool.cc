@@ -169,7 +169,9 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
         retire(*instance, 502, "instance of " + config_.name + " died with its template");
       }
     }
-    if (!queue_.empty()) build_template();  // requests are waiting for it now
+    // Requests are waiting for it now, or instances must be kept running
+    // (min_instances, persistent): rebuild at once.
+    if (!queue_.empty() || config_.min_instances > 0) build_template();
     return;
   }
   switch (m.type) {
@@ -193,6 +195,11 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
       double ms = std::chrono::duration<double, std::milli>(Clock::now() - build_started_).count();
       log::info("template {} imported {} in {:.1f}ms (kind {})", config_.name, config_.entrypoint,
                 m.ready.import_us / 1000.0, m.ready.kind);
+      if (!m.ready.threads.empty()) {
+        log::info("template {}: importing {} started threads ({}); a process with threads cannot be forked "
+                  "safely, so its instances start as fresh processes (correct, only slower)",
+                  config_.name, config_.entrypoint, m.ready.threads);
+      }
       log::info("template {} ready in {:.1f}ms (pid {})", config_.name, ms, m.ready.pid);
       if (kind_ == config::Kind::kAsgi) {
         // One trial instance runs lifespan startup now, so that a failing

@@ -132,6 +132,12 @@ Result<TemplateHandles> ZygoteProcess::build_template(const config::FunctionConf
       message.build.environment.emplace_back(name, proxy);
     }
   }
+  // Numeric libraries start thread pools when imported, and a template with
+  // threads cannot fork its instances (python/zygote.cc falls back to fresh
+  // processes): one thread each, unless the manifest says otherwise.
+  for (const char* name : {"OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"}) {
+    message.build.environment.emplace_back(name, "1");
+  }
   for (const auto& variable : function.environment) message.build.environment.push_back(variable);
   message.build.options.emplace_back("kind", config::kind_name(function.kind));
   message.build.options.emplace_back("sandbox", sandbox_option(sandbox_));

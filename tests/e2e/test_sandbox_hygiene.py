@@ -80,7 +80,9 @@ def test_environment_is_the_manifest_plus_documented_variables(coil_with_leaky_p
     port, _ = coil_with_leaky_parent
     env = probe(port)["env"]
     proxies = {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"}
-    assert set(env) == {"PATH", "LANG", "HOME", "GREETING"} | proxies, env
+    threads = {"OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"}
+    assert set(env) == {"PATH", "LANG", "HOME", "GREETING"} | proxies | threads, env
+    assert {env[name] for name in threads} == {"1"}
     assert {env[name] for name in proxies} == {"http://127.0.0.1:3128"}
     assert env["GREETING"] == "hi"
     assert "hunter2" not in json.dumps(env)
