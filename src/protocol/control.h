@@ -6,7 +6,8 @@
 // simplicity beats batching here; the data plane uses frames (frame.h).
 //
 //   host -> zygote     kBuildTemplate  {function, source, entrypoint, environment, options}
-//                                      fds: [template's control socket, output pipe (write end)]
+//                                      fds: [template's control socket, output pipe (write end),
+//                                            cgroup.procs of each of the function's cgroups (0 to 3)]
 //   zygote -> host     kOutboundListener {}               fds: [a listening TCP socket at
 //     (on the template's channel, before the template      127.0.0.1:kOutboundProxyPort inside the
 //      runs: so it comes first)                           function's network namespace]
@@ -74,7 +75,7 @@ struct Message {
 };
 
 inline constexpr size_t kMaxMessage = 64 * 1024;
-inline constexpr size_t kMaxFds = 4;
+inline constexpr size_t kMaxFds = 8;
 
 // Sends one message with its fds (the fds stay owned by `message`).
 Status send(int socket, const Message& message);

@@ -323,6 +323,7 @@ uint32_t host_pid() {
   const control::BuildTemplate& spec = build.build;
   int control = build.fds[0].release();
   int output = build.fds[1].release();
+  for (size_t i = 2; i < build.fds.size(); ++i) build.fds[i].reset();  // cgroup files: not for function code
   ::close(zygote_control);
   // A template in its own pid namespace sees its parent as pid 0.
   pid_t expected_parent = sandbox.plan.namespaces ? 0 : zygote_pid;
@@ -469,6 +470,16 @@ void start_template(pid_t self, int control_fd, const sandbox::HostNamespaces& o
     report_failure(std::string("clone into new namespaces: ") + std::strerror(errno));
     return;
   }
+  // Into the function's cgroups before it runs anything (fds 2.. of the
+  // request, if the host has cgroups); its instances are forked there.
+  for (size_t i = 2; i < message.fds.size(); ++i) {
+    std::string text = std::to_string(pid);
+    if (::write(message.fds[i].get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+      ::kill(pid, SIGKILL);
+      report_failure(std::string("cannot put the template in its cgroup: ") + std::strerror(errno));
+      return;
+    }
+  }
   Result<unique_fd> listener = sandbox::prepare_sandbox(pid, sandbox.plan, own);
   if (!listener) {
     ::kill(pid, SIGKILL);
@@ -583,7 +594,7 @@ int run_zygote(int control_fd) {
     s = control::receive(control_fd, message);
     Py_END_ALLOW_THREADS
     if (!s) return s.message().empty() ? 0 : 1;  // host closed the channel: done
-    if (message.type != control::Type::kBuildTemplate || message.fds.size() != 2) {
+    if (message.type != control::Type::kBuildTemplate || message.fds.size() < 2) {
       std::fprintf(stderr, "coil: zygote: unexpected control message\n");
       continue;
     }

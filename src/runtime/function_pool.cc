@@ -89,6 +89,11 @@ FunctionPool::~FunctionPool() {
   stop();
   // Whatever still runs in these groups is killed by the manager.
   while (!instance_cgroups_.empty()) release_cgroup(instance_cgroups_.begin()->first);
+  release_template_cgroup();
+}
+
+void FunctionPool::release_template_cgroup() {
+  if (template_cgroup_) cgroups_->release(std::move(template_cgroup_));
 }
 
 bool FunctionPool::out_of_memory(uint32_t token) const {
@@ -121,7 +126,28 @@ void FunctionPool::finish_start(Status status) {
 void FunctionPool::build_template() {
   template_state_ = TemplateState::kBuilding;
   build_started_ = Clock::now();
-  Result<TemplateHandles> handles = zygote_.build_template(config_);
+  std::vector<unique_fd> cgroup_procs;
+  if (cgroups_ != nullptr) {
+    release_template_cgroup();  // the previous template's, if any
+    sandbox::CgroupLimits limits;
+    uint64_t share = uint64_t{config_.max_instances} + 1;  // the template counts as one more instance
+    limits.memory_bytes = share * (uint64_t{config_.memory_mb} << 20);
+    limits.max_processes = share * config_.max_processes;
+    limits.cpu = config_.cpu;
+    Result<std::unique_ptr<sandbox::InstanceCgroup>> group = cgroups_->acquire(limits);
+    Result<std::vector<unique_fd>> procs =
+        group ? (*group)->open_procs() : Result<std::vector<unique_fd>>(group.status());
+    if (!procs) {
+      if (group) cgroups_->release(std::move(*group));
+      template_state_ = TemplateState::kFailed;
+      finish_start(Status::error(config_.entrypoint_origin + ": entrypoint: cannot create the function's cgroup: " +
+                                 procs.message()));
+      return;
+    }
+    cgroup_procs = std::move(*procs);
+    template_cgroup_ = std::move(*group);
+  }
+  Result<TemplateHandles> handles = zygote_.build_template(config_, std::move(cgroup_procs));
   if (!handles) {
     template_state_ = TemplateState::kFailed;
     finish_start(Status::error(config_.entrypoint_origin + ": entrypoint: " + handles.message()));
@@ -143,6 +169,7 @@ void FunctionPool::build_template() {
 void FunctionPool::on_template_message(Status status, control::Message& m) {
   if (!status) {
     // The template is gone: its instances die with it (PDEATHSIG).
+    release_template_cgroup();  // and whatever is left in it
     bool was_building = template_state_ == TemplateState::kBuilding;
     template_.reset();
     if (stopping_) return;
@@ -418,8 +445,11 @@ std::shared_ptr<Instance> FunctionPool::spawn_instance() {
   spawn.token = ++next_token_;
   spawn.fds.emplace_back(fds[1]);
   if (cgroups_ != nullptr) {
-    // The instance joins its group before it runs anything: through these
-    // fds, opened here with the host's rights (see sandbox/cgroup.h).
+    // The instance joins its own group before it runs anything, through
+    // these fds, opened here with the host's rights (see sandbox/cgroup.h).
+    // Joining costs a few ms on cgroup v1 (an RCU grace period), paid by
+    // every cold start: the price of limits that hold from the first
+    // instruction, for the instance and for everything it forks.
     sandbox::CgroupLimits limits;
     limits.memory_bytes = uint64_t{config_.memory_mb} << 20;
     limits.max_processes = config_.max_processes;

@@ -166,6 +166,11 @@ class FunctionPool : public InstanceEvents {
   // The current template's outbound proxy (replaced with the template).
   std::shared_ptr<services::OutboundProxy> outbound_;
   std::unordered_map<uint32_t, std::unique_ptr<sandbox::InstanceCgroup>> instance_cgroups_;
+  // The current template's group, which bounds its import and what its
+  // instances do before they join their own: (max_instances + 1) x the
+  // instance limits.
+  std::unique_ptr<sandbox::InstanceCgroup> template_cgroup_;
+  void release_template_cgroup();
   std::unordered_map<pid_t, uint32_t> token_of_pid_;  // host pid -> token
   bool out_of_memory(uint32_t token) const;
   void release_cgroup(uint32_t token);

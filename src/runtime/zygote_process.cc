@@ -110,7 +110,8 @@ Result<std::unique_ptr<ZygoteProcess>> ZygoteProcess::start(boost::asio::io_cont
 
 ZygoteProcess::~ZygoteProcess() { stop(); }
 
-Result<TemplateHandles> ZygoteProcess::build_template(const config::FunctionConfig& function) {
+Result<TemplateHandles> ZygoteProcess::build_template(const config::FunctionConfig& function,
+                                                     std::vector<unique_fd> cgroup_procs) {
   TemplateHandles handles;
   unique_fd template_end;
   if (Status s = socket_pair(SOCK_SEQPACKET, handles.control, template_end); !s) return s;
@@ -164,6 +165,7 @@ Result<TemplateHandles> ZygoteProcess::build_template(const config::FunctionConf
   }
   message.fds.push_back(std::move(template_end));
   message.fds.emplace_back(pipe_fds[1]);
+  for (unique_fd& fd : cgroup_procs) message.fds.push_back(std::move(fd));
   if (Status s = channel_->send(message); !s) return Status::error("zygote: " + s.message());
   return handles;
 }

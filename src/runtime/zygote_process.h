@@ -12,6 +12,7 @@
 #include <boost/asio/io_context.hpp>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "common/unique_fd.h"
@@ -48,7 +49,11 @@ class ZygoteProcess {
   // Asks the zygote to fork a template for `function`. The template reports
   // on the returned control socket (kTemplateStarted, then kTemplateReady or
   // kTemplateFailed).
-  Result<TemplateHandles> build_template(const config::FunctionConfig& function);
+  // `cgroup_procs`: the cgroup.procs files of the function's cgroups, which
+  // the zygote puts the template in before it runs (its instances start
+  // there too; see sandbox/cgroup.h, move_later()).
+  Result<TemplateHandles> build_template(const config::FunctionConfig& function,
+                                         std::vector<unique_fd> cgroup_procs = {});
 
   pid_t pid() const { return pid_; }
   // Kills the zygote and every process under it (its process group).

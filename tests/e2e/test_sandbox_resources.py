@@ -336,6 +336,23 @@ def test_limits_are_written_into_the_instance_cgroup(coil, opts, memory, pids, s
     assert read_int(f"{other['cpu']}/cpu.shares") == 1024
 
 
+def test_the_template_is_bounded_by_its_functions_group(coil):
+    """The template imports the function's code inside a group of its own, sized for the
+    template plus max_instances instances, so that even import-time code is bounded."""
+    c = start(coil, ("tpl", {"memory_mb": 64, "max_processes": 10, "max_instances": 3, "cpu": 0.5}))
+    template = int(c.wait_for_line(r"^coil: template tpl ready in [\d.]+ms \(pid (\d+)\)$").group(1))
+    dirs = cgroup_dirs(template)
+    own = coil_group_dirs(c.pid)
+    for ctl in CONTROLLERS:
+        assert re.fullmatch(re.escape(own[ctl]) + r"/i\d+", dirs[ctl]), (ctl, dirs[ctl], own[ctl])
+    assert read_int(f"{dirs['memory']}/memory.limit_in_bytes") == 4 * (64 << 20)
+    assert read_int(f"{dirs['pids']}/pids.max") == 4 * 10
+    assert read_int(f"{dirs['cpu']}/cpu.shares") == 512
+    # an instance is in a group of its own, not the template's
+    _inner, host_pid = serve_and_get_instance(c, "tpl")
+    assert cgroup_dirs(host_pid)["memory"] != dirs["memory"]
+
+
 # --------------------------------------------------------------------------
 # exhaustion attempts
 # --------------------------------------------------------------------------
