@@ -9,7 +9,8 @@
 
 namespace coil::control {
 
-Status send(int socket, const Message& m) {
+Status send(int socket, const Message& m, bool* would_block) {
+  if (would_block) *would_block = false;
   std::string out;
   out.push_back(static_cast<char>(m.type));
   switch (m.type) {
@@ -69,6 +70,10 @@ Status send(int socket, const Message& m) {
     ssize_t n = ::sendmsg(socket, &msg, MSG_NOSIGNAL);
     if (n >= 0) return Status::ok();
     if (errno == EINTR) continue;
+    if ((errno == EAGAIN || errno == EWOULDBLOCK) && would_block) {
+      *would_block = true;
+      return Status::error("would block");
+    }
     return Status::error(std::string("control send: ") + std::strerror(errno));
   }
 }

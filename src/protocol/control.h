@@ -77,8 +77,10 @@ struct Message {
 inline constexpr size_t kMaxMessage = 64 * 1024;
 inline constexpr size_t kMaxFds = 8;
 
-// Sends one message with its fds (the fds stay owned by `message`).
-Status send(int socket, const Message& message);
+// Sends one message with its fds (the fds stay owned by `message`). On a
+// non-blocking socket whose buffer is full, reports it through
+// `would_block` (when given) and sends nothing.
+Status send(int socket, const Message& message, bool* would_block = nullptr);
 
 // Receives one message. Returns an error with an empty message on orderly
 // EOF (the peer is gone), a descriptive one otherwise. The socket may be

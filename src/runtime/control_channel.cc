@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 
+#include "common/log.h"
+
 namespace coil::runtime {
 
 ControlChannel::ControlChannel(boost::asio::io_context& io, unique_fd socket)
@@ -14,14 +16,47 @@ void ControlChannel::start(Handler handler) {
   wait();
 }
 
-Status ControlChannel::send(const control::Message& message) {
+Status ControlChannel::send(control::Message message) {
   if (!socket_.is_open()) return Status::error("control channel closed");
-  // Control messages are small and rare; the socket buffer takes them whole.
-  return control::send(socket_.native_handle(), message);
+  if (pending_.empty()) {
+    bool would_block = false;
+    Status s = control::send(socket_.native_handle(), message, &would_block);
+    if (!would_block) return s;
+  }
+  pending_.push_back(std::move(message));
+  if (pending_.size() == 1) wait_writable();
+  return Status::ok();
+}
+
+void ControlChannel::wait_writable() {
+  socket_.async_wait(boost::asio::posix::stream_descriptor::wait_write,
+                     [self = shared_from_this()](boost::system::error_code ec) {
+                       if (ec || !self->socket_.is_open()) {
+                         self->pending_.clear();
+                         return;
+                       }
+                       while (!self->pending_.empty()) {
+                         bool would_block = false;
+                         Status s = control::send(self->socket_.native_handle(), self->pending_.front(), &would_block);
+                         if (would_block) {
+                           self->wait_writable();
+                           return;
+                         }
+                         self->pending_.pop_front();
+                         if (!s) {
+                           log::info("control channel: {}; closing it", s.message());
+                           self->pending_.clear();
+                           boost::system::error_code ignored;
+                           self->socket_.close(ignored);  // the reader then reports the channel closed
+                           return;
+                         }
+                       }
+                     });
 }
 
 void ControlChannel::close() {
   handler_ = nullptr;
+  pending_.clear();
   boost::system::error_code ignored;
   socket_.close(ignored);
 }

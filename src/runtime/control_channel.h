@@ -8,6 +8,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <deque>
 #include <functional>
 #include <memory>
 
@@ -23,15 +24,22 @@ class ControlChannel : public std::enable_shared_from_this<ControlChannel> {
 
   ControlChannel(boost::asio::io_context& io, unique_fd socket);
   void start(Handler handler);
-  Status send(const control::Message& message);
+  // Sends `message` now, or queues it (with its fds) until the socket takes
+  // it: a burst of messages (200 functions building their templates at
+  // once) can fill a socket buffer. Errors are immediate ones; a queued
+  // message that later fails to go is logged and dropped, and the channel
+  // is reported closed to the handler.
+  Status send(control::Message message);
   // Stops delivering messages and closes the socket.
   void close();
 
  private:
   void wait();
+  void wait_writable();
 
   boost::asio::posix::stream_descriptor socket_;
   Handler handler_;
+  std::deque<control::Message> pending_;  // not yet taken by the socket, in order
 };
 
 }  // namespace coil::runtime

@@ -465,12 +465,13 @@ std::shared_ptr<Instance> FunctionPool::spawn_instance() {
     for (unique_fd& fd : *procs) spawn.fds.push_back(std::move(fd));
     instance_cgroups_[spawn.token] = std::move(*cgroup);
   }
-  if (Status s = template_->send(spawn); !s) {
+  uint32_t token = spawn.token;
+  if (Status s = template_->send(std::move(spawn)); !s) {
     log::info("cannot ask template {} for an instance: {}", config_.name, s.message());
-    if (cgroups_ != nullptr) release_cgroup(spawn.token);
+    if (cgroups_ != nullptr) release_cgroup(token);
     return nullptr;
   }
-  auto instance = std::make_shared<Instance>(io_, std::move(host_end), spawn.token, *this);
+  auto instance = std::make_shared<Instance>(io_, std::move(host_end), token, *this);
   instance->start();
   instances_.push_back(instance);
   return instance;

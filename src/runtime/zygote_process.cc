@@ -166,7 +166,7 @@ Result<TemplateHandles> ZygoteProcess::build_template(const config::FunctionConf
   message.fds.push_back(std::move(template_end));
   message.fds.emplace_back(pipe_fds[1]);
   for (unique_fd& fd : cgroup_procs) message.fds.push_back(std::move(fd));
-  if (Status s = channel_->send(message); !s) return Status::error("zygote: " + s.message());
+  if (Status s = channel_->send(std::move(message)); !s) return Status::error("zygote: " + s.message());
   return handles;
 }
 
