@@ -156,11 +156,11 @@ def first_byte_ms(port, path="/", sock=None):
     return elapsed, sock
 
 
-def cold_start(tmp, name, entrypoint, source, samples):
-    d = os.path.join(tmp, f"cold-{name}")
+def cold_start(tmp, name, entrypoint, source, samples, *extra):
+    d = os.path.join(tmp, f"cold-{name}{'-nosandbox' if extra else ''}")
     write(os.path.join(d, "coil.toml"),
           function(name, "/...", entrypoint, source, min_instances=0, max_instances=1, idle_timeout_ms=1))
-    coil = Coil(d)
+    coil = Coil(d, *extra)
     times = []
     sock = None
     try:
@@ -341,6 +341,8 @@ def main():
                                              ("fastapi", "main:app", "fastapi", "main:app")):
                 times = cold_start(tmp, name, entry, os.path.join(APPS, app), args.samples)
                 print(f"cold start, {name}: {dist(times)}")
+                bare = cold_start(tmp, name, entry, os.path.join(APPS, app), args.samples, "--no-sandbox")
+                print(f"cold start, {name}, --no-sandbox (for what the sandbox costs): {dist(bare)}")
                 if module:
                     up = uvicorn_start(os.path.join(APPS, app), module, args.uvicorn_runs)
                     print(f"uvicorn {module} start to first response: {dist(up)}")

@@ -31,6 +31,7 @@ Status send(int socket, const Message& m, bool* would_block) {
       wire::put_str(out, m.message.substr(0, kMaxMessage - 64));
       break;
     case Type::kSpawn:
+    case Type::kPrepare:
       wire::put_u32(out, m.token);
       break;
     case Type::kSpawned:
@@ -127,6 +128,7 @@ Status receive(int socket, Message& m, bool* would_block) {
       ok = c.str(m.message);
       break;
     case Type::kSpawn:
+    case Type::kPrepare:
       ok = c.u32(m.token);
       break;
     case Type::kSpawned:

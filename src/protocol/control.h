@@ -14,8 +14,10 @@
 //   template -> host   kTemplateStarted {pid}            (first, before importing)
 //                      kTemplateReady  {pid, import_us, kind, threads}
 //                      kTemplateFailed {message}
-//   host -> template   kSpawn          {token}            fds: [instance socket, cgroup.procs of each
-//                                                             of the instance's cgroups (0 to 3)]
+//   host -> template   kPrepare        {token}            fds: [cgroup.procs of each of the instance's
+//                                                             cgroups (0 to 3)]: fork a standby
+//   host -> template   kSpawn          {token}            fds: [instance socket, and unless `token`
+//                                                             names a standby, the cgroup.procs files]
 //   template -> host   kSpawned        {token, pid}       fds: [pidfd, output pipe (read end)]
 //                      kExited         {pid, wait_status}
 //
@@ -42,6 +44,7 @@ enum class Type : uint8_t {
   kExited = 6,
   kTemplateStarted = 7,
   kOutboundListener = 8,
+  kPrepare = 9,
 };
 
 struct BuildTemplate {
@@ -68,7 +71,7 @@ struct Message {
   BuildTemplate build;
   TemplateReady ready;
   std::string message;      // kTemplateFailed
-  uint32_t token = 0;       // kSpawn, kSpawned
+  uint32_t token = 0;       // kPrepare, kSpawn, kSpawned
   uint32_t pid = 0;         // kSpawned, kExited, kTemplateStarted
   int32_t wait_status = 0;  // kExited
   std::vector<unique_fd> fds;

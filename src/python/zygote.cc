@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -16,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <set>
 #include <memory>
 #include <string>
@@ -146,88 +148,212 @@ pid_t start_fresh_instance(const FreshStart& fresh, control::Message& request, i
   _exit(127);
 }
 
-// Forks one instance for a kSpawn request and reports it to the host.
-// Returns its pid, or -1.
-pid_t spawn_instance(int control, int signal_fd, control::Message& request, PyObject* invoke,
-                    const std::string& function, const std::string& kind, const FreshStart* fresh) {
-  if (request.fds.empty()) {
-    std::fprintf(stderr, "coil: spawn request without an instance socket\n");
-    return -1;
-  }
-  int output[2];
-  if (::pipe2(output, O_CLOEXEC) != 0) {
-    std::fprintf(stderr, "coil: pipe2: %s\n", std::strerror(errno));
-    return -1;  // the host sees no kSpawned and an instance socket that closes
-  }
-  pid_t template_pid = ::getpid();
-  pid_t pid = fresh != nullptr ? start_fresh_instance(*fresh, request, output[1]) : fork_python();
-  if (pid < 0) {
-    std::fprintf(stderr, "coil: fork: %s\n", std::strerror(errno));
-    ::close(output[0]);
-    ::close(output[1]);
-    return -1;
-  }
-  if (pid == 0) {
-    ::close(control);
-    ::close(signal_fd);
-    ::close(output[0]);
-    if (!bind_to_parent(template_pid, "coil-i:" + function) || !redirect_output(output[1])) _exit(1);
-    // First of all, join the instance's cgroups (one cgroup.procs fd per
-    // hierarchy, after the socket), so that its limits hold from the start.
-    for (size_t i = 1; i < request.fds.size(); ++i) {
-      if (::write(request.fds[i].get(), "0", 1) != 1) {
-        std::fprintf(stderr, "coil: cannot join the instance's cgroup: %s\n", std::strerror(errno));
-        _exit(1);
-      }
-      request.fds[i].reset();
+// The template's side of its instances: it forks them on request, keeps
+// standbys ready, and reports their exits.
+//
+// A standby is an instance forked ahead of need (kPrepare): it has joined its
+// cgroups (the slow part of a start: an RCU grace period on cgroup v1) and
+// waits, having run nothing of the function's, for its instance socket. A
+// kSpawn naming a standby's token hands it the socket; it then runs the
+// after_restore hooks and serves. A kSpawn with any other token forks a new
+// instance on the spot.
+class TemplateServer {
+ public:
+  TemplateServer(int control, int signal_fd, PyObject* invoke, std::string function, std::string kind,
+                 const FreshStart* fresh)
+      : control_(control), signal_fd_(signal_fd), invoke_(invoke), function_(std::move(function)),
+        kind_(std::move(kind)), fresh_(fresh) {}
+
+  void on_request(control::Message& request) {
+    if (request.type == control::Type::kPrepare) {
+      prepare(request);
+    } else if (request.type == control::Type::kSpawn) {
+      spawn(request);
     }
+  }
+
+  // Reaps every child, and reports the instances among them. (A template
+  // that is pid 1 of its namespace also inherits what its instances
+  // double-forked; a standby that died is forgotten, and its token falls
+  // back to a fork.)
+  void report_exits() {
+    signalfd_siginfo info;
+    while (::read(signal_fd_, &info, sizeof(info)) == sizeof(info)) {
+    }
+    int status = 0;
+    pid_t pid;
+    while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
+      for (auto& [token, standby] : standbys_) {
+        if (standby.pid == pid) standby.pid = -1;
+      }
+      if (instances_.erase(pid) == 0) continue;
+      control::Message exited;
+      exited.type = control::Type::kExited;
+      exited.pid = static_cast<uint32_t>(pid);
+      exited.wait_status = status;
+      (void)control::send(control_, exited);
+    }
+  }
+
+ private:
+  struct Standby {
+    pid_t pid = -1;
+    unique_fd channel;                  // hands the instance socket over
+    unique_fd output;                   // read end of its stdout/stderr
+    std::vector<unique_fd> cgroup_fds;  // kept for the fallback fork
+  };
+
+  // The child's side, after fork (and for a standby, after the socket came):
+  // hooks, then the instance loop. Never returns.
+  [[noreturn]] void become_instance(int socket) {
     reset_signals();
     if (!run_hooks("after_restore")) {
       std::string error = take_load_error();
       std::fprintf(stderr, "coil: %s\n", error.c_str());
       _exit(1);
     }
-    int socket = request.fds[0].release();
-    if (kind == "handler") run_handler_instance(socket, invoke, function);
+    if (kind_ == "handler") run_handler_instance(socket, invoke_, function_);
     // Other kinds run their own loop, written in Python: target(fd) never returns.
-    PyObject* result = PyObject_CallFunction(invoke, "i", socket);
+    PyObject* result = PyObject_CallFunction(invoke_, "i", socket);
     if (result == nullptr) PyErr_Print();
     _exit(1);
   }
-  ::close(output[1]);
-  request.fds.clear();  // closes the template's copy of the instance socket
-  control::Message spawned;
-  spawned.type = control::Type::kSpawned;
-  spawned.token = request.token;
-  spawned.pid = static_cast<uint32_t>(pid);
-  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-  spawned.fds.emplace_back(pidfd);
-  spawned.fds.emplace_back(output[0]);
-  if (pidfd < 0 || !control::send(control, spawned)) {
-    ::kill(pid, SIGKILL);  // the host cannot supervise it: do not leave it running
-  }
-  return pid;
-}
 
-// Reaps every child, and reports the instances among them. (A template that
-// is pid 1 of its namespace also inherits what its instances double-forked.)
-void report_exits(int control, int signal_fd, std::set<pid_t>& instances) {
-  signalfd_siginfo info;
-  while (::read(signal_fd, &info, sizeof(info)) == sizeof(info)) {
+  // In a fresh child: close what belongs to the template, die with it, send
+  // output to `output`, join the cgroups (first of all, so that their limits
+  // hold from the start).
+  void enter_child(int output, const std::string& title, std::vector<unique_fd>& cgroup_fds) {
+    ::close(control_);
+    ::close(signal_fd_);
+    for (auto& [token, standby] : standbys_) {
+      standby.channel.reset();
+      standby.output.reset();
+      standby.cgroup_fds.clear();
+    }
+    if (!bind_to_parent(template_pid_, title + function_) || !redirect_output(output)) _exit(1);
+    for (unique_fd& fd : cgroup_fds) {
+      if (::write(fd.get(), "0", 1) != 1) {
+        std::fprintf(stderr, "coil: cannot join the instance's cgroup: %s\n", std::strerror(errno));
+        _exit(1);
+      }
+      fd.reset();
+    }
   }
-  int status = 0;
-  pid_t pid;
-  while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
-    if (instances.erase(pid) == 0) continue;
-    control::Message exited;
-    exited.type = control::Type::kExited;
-    exited.pid = static_cast<uint32_t>(pid);
-    exited.wait_status = status;
-    (void)control::send(control, exited);
-  }
-}
 
-// The template's loop: fork instances on request, report their exits.
+  void prepare(control::Message& request) {
+    // Whatever happens, the token keeps its cgroups: a kSpawn for it that
+    // finds no standby forks an instance into them instead.
+    Standby& kept = standbys_[request.token];
+    kept.cgroup_fds = std::move(request.fds);
+    if (fresh_ != nullptr) return;  // a template with threads does not fork: no standbys
+    int output[2];
+    int channel[2];
+    if (::pipe2(output, O_CLOEXEC) != 0) return;
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, channel) != 0) {
+      ::close(output[0]);
+      ::close(output[1]);
+      return;
+    }
+    Standby standby;
+    request.fds = std::move(kept.cgroup_fds);
+    standbys_.erase(request.token);
+    standby.output.reset(output[0]);
+    standby.channel.reset(channel[0]);
+    standby.cgroup_fds = std::move(request.fds);
+    pid_t pid = fork_python();
+    if (pid == 0) {
+      ::close(channel[0]);
+      ::close(output[0]);
+      enter_child(output[1], "coil-s:", standby.cgroup_fds);
+      control::Message go;
+      if (!control::receive(channel[1], go) || go.fds.empty()) _exit(0);  // the template is gone
+      ::close(channel[1]);
+      ::prctl(PR_SET_NAME, ("coil-i:" + function_).substr(0, 15).c_str());
+      become_instance(go.fds[0].release());
+    }
+    ::close(output[1]);
+    ::close(channel[1]);
+    if (pid > 0) standby.pid = pid;  // else kSpawn for this token forks instead
+    standbys_[request.token] = std::move(standby);
+  }
+
+  void spawn(control::Message& request) {
+    if (request.fds.empty()) {
+      std::fprintf(stderr, "coil: spawn request without an instance socket\n");
+      return;
+    }
+    if (auto it = standbys_.find(request.token); it != standbys_.end()) {
+      Standby standby = std::move(it->second);
+      standbys_.erase(it);
+      if (standby.pid > 0) {
+        control::Message go;
+        go.type = control::Type::kSpawn;
+        go.token = request.token;
+        go.fds.push_back(std::move(request.fds[0]));
+        if (control::send(standby.channel.get(), go)) {
+          report_spawned(request.token, standby.pid, std::move(standby.output));
+          return;
+        }
+        ::kill(standby.pid, SIGKILL);
+      }
+      // The standby is gone: fork instead, with the cgroups it was given.
+      request.fds.resize(1);
+      for (unique_fd& fd : standby.cgroup_fds) request.fds.push_back(std::move(fd));
+    }
+    fork_instance(request);
+  }
+
+  void fork_instance(control::Message& request) {
+    int output[2];
+    if (::pipe2(output, O_CLOEXEC) != 0) {
+      std::fprintf(stderr, "coil: pipe2: %s\n", std::strerror(errno));
+      return;  // the host sees no kSpawned and an instance socket that closes
+    }
+    pid_t pid = fresh_ != nullptr ? start_fresh_instance(*fresh_, request, output[1]) : fork_python();
+    if (pid < 0) {
+      std::fprintf(stderr, "coil: fork: %s\n", std::strerror(errno));
+      ::close(output[0]);
+      ::close(output[1]);
+      return;
+    }
+    if (pid == 0) {
+      ::close(output[0]);
+      std::vector<unique_fd> cgroup_fds;
+      for (size_t i = 1; i < request.fds.size(); ++i) cgroup_fds.push_back(std::move(request.fds[i]));
+      enter_child(output[1], "coil-i:", cgroup_fds);
+      become_instance(request.fds[0].release());
+    }
+    ::close(output[1]);
+    request.fds.clear();  // closes the template's copy of the instance socket
+    report_spawned(request.token, pid, unique_fd(output[0]));
+  }
+
+  void report_spawned(uint32_t token, pid_t pid, unique_fd output) {
+    instances_.insert(pid);
+    control::Message spawned;
+    spawned.type = control::Type::kSpawned;
+    spawned.token = token;
+    spawned.pid = static_cast<uint32_t>(pid);
+    int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    spawned.fds.emplace_back(pidfd);
+    spawned.fds.push_back(std::move(output));
+    if (pidfd < 0 || !control::send(control_, spawned)) {
+      ::kill(pid, SIGKILL);  // the host cannot supervise it: do not leave it running
+    }
+  }
+
+  int control_;
+  int signal_fd_;
+  PyObject* invoke_;
+  std::string function_;
+  std::string kind_;
+  const FreshStart* fresh_;
+  pid_t template_pid_ = ::getpid();
+  std::set<pid_t> instances_;
+  std::map<uint32_t, Standby> standbys_;
+};
+
+// The template's loop: serve the host's requests, report exits.
 [[noreturn]] void serve_template(int control, PyObject* invoke, const std::string& function,
                                  const std::string& kind, const FreshStart* fresh) {
   sigset_t child_signals;
@@ -236,7 +362,7 @@ void report_exits(int control, int signal_fd, std::set<pid_t>& instances) {
   ::sigprocmask(SIG_BLOCK, &child_signals, nullptr);
   int signal_fd = ::signalfd(-1, &child_signals, SFD_CLOEXEC | SFD_NONBLOCK);
   if (signal_fd < 0) fail("signalfd");
-  std::set<pid_t> instances;
+  TemplateServer server(control, signal_fd, invoke, function, kind, fresh);
 
   for (;;) {
     pollfd fds[2] = {{control, POLLIN, 0}, {signal_fd, POLLIN, 0}};
@@ -248,15 +374,12 @@ void report_exits(int control, int signal_fd, std::set<pid_t>& instances) {
       if (errno == EINTR) continue;
       fail("poll");
     }
-    if (fds[1].revents & POLLIN) report_exits(control, signal_fd, instances);
+    if (fds[1].revents & POLLIN) server.report_exits();
     if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
       control::Message request;
       Status s = control::receive(control, request);
       if (!s) _exit(0);  // the host is gone or stopped this function: instances die with us
-      if (request.type == control::Type::kSpawn) {
-        pid_t pid = spawn_instance(control, signal_fd, request, invoke, function, kind, fresh);
-        if (pid > 0) instances.insert(pid);
-      }
+      server.on_request(request);
     }
   }
 }

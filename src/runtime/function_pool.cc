@@ -189,6 +189,7 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
     // Its instances died with it; no exit will be reported for them.
     while (!instance_cgroups_.empty()) release_cgroup(instance_cgroups_.begin()->first);
     token_of_pid_.clear();
+    standby_tokens_.clear();
     if (was_ready) {
       log::info("template {} (pid {}) exited; it is rebuilt when a request needs it", config_.name, template_pid_);
       // Its instances die with it (PDEATHSIG): none may take another request.
@@ -242,6 +243,7 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
       }
       keep_minimum();
       drain_queue();
+      prepare_standbys();
       break;
     }
     case control::Type::kTemplateFailed:
@@ -432,6 +434,26 @@ void FunctionPool::dispatch(Instance& instance, const std::shared_ptr<Invocation
   instance.send(frames);
 }
 
+Result<std::vector<unique_fd>> FunctionPool::acquire_instance_cgroup(uint32_t token) {
+  // The instance joins its own group before it runs anything, through these
+  // fds, opened here with the host's rights (see sandbox/cgroup.h). Joining
+  // costs an RCU grace period on cgroup v1 (several ms): standbys pay it
+  // ahead of need.
+  sandbox::CgroupLimits limits;
+  limits.memory_bytes = uint64_t{config_.memory_mb} << 20;
+  limits.max_processes = config_.max_processes;
+  limits.cpu = config_.cpu;
+  Result<std::unique_ptr<sandbox::InstanceCgroup>> cgroup = cgroups_->acquire(limits);
+  Result<std::vector<unique_fd>> procs =
+      cgroup ? (*cgroup)->open_procs() : Result<std::vector<unique_fd>>(cgroup.status());
+  if (!procs) {
+    if (cgroup) cgroups_->release(std::move(*cgroup));
+    return procs.status();
+  }
+  instance_cgroups_[token] = std::move(*cgroup);
+  return procs;
+}
+
 std::shared_ptr<Instance> FunctionPool::spawn_instance() {
   if (!template_ || template_state_ != TemplateState::kReady) return nullptr;
   int fds[2];
@@ -442,28 +464,20 @@ std::shared_ptr<Instance> FunctionPool::spawn_instance() {
   unique_fd host_end(fds[0]);
   control::Message spawn;
   spawn.type = control::Type::kSpawn;
-  spawn.token = ++next_token_;
   spawn.fds.emplace_back(fds[1]);
-  if (cgroups_ != nullptr) {
-    // The instance joins its own group before it runs anything, through
-    // these fds, opened here with the host's rights (see sandbox/cgroup.h).
-    // Joining costs a few ms on cgroup v1 (an RCU grace period), paid by
-    // every cold start: the price of limits that hold from the first
-    // instruction, for the instance and for everything it forks.
-    sandbox::CgroupLimits limits;
-    limits.memory_bytes = uint64_t{config_.memory_mb} << 20;
-    limits.max_processes = config_.max_processes;
-    limits.cpu = config_.cpu;
-    Result<std::unique_ptr<sandbox::InstanceCgroup>> cgroup = cgroups_->acquire(limits);
-    Result<std::vector<unique_fd>> procs =
-        cgroup ? (*cgroup)->open_procs() : Result<std::vector<unique_fd>>(cgroup.status());
-    if (!procs) {
-      log::info("cannot give an instance of {} its cgroup: {}", config_.name, procs.message());
-      if (cgroup) cgroups_->release(std::move(*cgroup));
-      return nullptr;
+  if (!standby_tokens_.empty()) {
+    spawn.token = standby_tokens_.front();  // its cgroup is acquired and joined already
+    standby_tokens_.pop_front();
+  } else {
+    spawn.token = ++next_token_;
+    if (cgroups_ != nullptr) {
+      Result<std::vector<unique_fd>> procs = acquire_instance_cgroup(spawn.token);
+      if (!procs) {
+        log::info("cannot give an instance of {} its cgroup: {}", config_.name, procs.message());
+        return nullptr;
+      }
+      for (unique_fd& fd : *procs) spawn.fds.push_back(std::move(fd));
     }
-    for (unique_fd& fd : *procs) spawn.fds.push_back(std::move(fd));
-    instance_cgroups_[spawn.token] = std::move(*cgroup);
   }
   uint32_t token = spawn.token;
   if (Status s = template_->send(std::move(spawn)); !s) {
@@ -474,7 +488,28 @@ std::shared_ptr<Instance> FunctionPool::spawn_instance() {
   auto instance = std::make_shared<Instance>(io_, std::move(host_end), token, *this);
   instance->start();
   instances_.push_back(instance);
+  prepare_standbys();
   return instance;
+}
+
+void FunctionPool::prepare_standbys() {
+  if (stopping_ || !template_ || template_state_ != TemplateState::kReady) return;
+  while (standby_tokens_.size() < kStandbys) {
+    control::Message prepare;
+    prepare.type = control::Type::kPrepare;
+    prepare.token = ++next_token_;
+    if (cgroups_ != nullptr) {
+      Result<std::vector<unique_fd>> procs = acquire_instance_cgroup(prepare.token);
+      if (!procs) return;  // a spawn will try (and report) itself
+      prepare.fds = std::move(*procs);
+    }
+    uint32_t token = prepare.token;
+    if (Status s = template_->send(std::move(prepare)); !s) {
+      if (cgroups_ != nullptr) release_cgroup(token);
+      return;
+    }
+    standby_tokens_.push_back(token);
+  }
 }
 
 void FunctionPool::drain_queue() {

@@ -63,6 +63,7 @@ struct HostServices {
 class FunctionPool : public InstanceEvents {
  public:
   static constexpr size_t kPipelineDepth = 32;
+  static constexpr size_t kStandbys = 1;
   static constexpr auto kCancelGrace = std::chrono::milliseconds(1000);
 
   FunctionPool(boost::asio::io_context& io, config::FunctionConfig config, ZygoteProcess& zygote,
@@ -115,6 +116,11 @@ class FunctionPool : public InstanceEvents {
   Instance* instance_with_room() const;
   void dispatch(Instance& instance, const std::shared_ptr<Invocation>& invocation);
   std::shared_ptr<Instance> spawn_instance();
+  // Keeps kStandbys standbys prepared in the template (see python/zygote.cc):
+  // forked and in their cgroups ahead of need, so that a cold start pays
+  // neither the fork nor the cgroup join.
+  void prepare_standbys();
+  Result<std::vector<unique_fd>> acquire_instance_cgroup(uint32_t token);
   void drain_queue();
   void keep_minimum();
   size_t waiting() const;
@@ -172,6 +178,7 @@ class FunctionPool : public InstanceEvents {
   std::unique_ptr<sandbox::InstanceCgroup> template_cgroup_;
   void release_template_cgroup();
   std::unordered_map<pid_t, uint32_t> token_of_pid_;  // host pid -> token
+  std::deque<uint32_t> standby_tokens_;               // prepared in the current template
   bool out_of_memory(uint32_t token) const;
   void release_cgroup(uint32_t token);
   std::string memory_limit_message() const;

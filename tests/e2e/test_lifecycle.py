@@ -183,3 +183,56 @@ def test_a_template_with_threads_starts_fresh_processes(coil, tmp_path):
         assert a["snapshot_pid"] == a["pid"] and a["restores"] == 1
         assert a["threads"] == 2  # its own import's thread, and the main one
     assert answers[0]["random"] != answers[1]["random"]
+
+
+def standbys_of(coil_pid, name):
+    """Host pids of the standby processes of function `name` (comm "coil-s:NAME")."""
+    from conftest import descendants
+    found = []
+    for pid in descendants(coil_pid):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        if comm == f"coil-s:{name}"[:15]:
+            found.append(pid)
+    return found
+
+
+def wait_for(predicate, timeout=10.0):
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
+def test_a_cold_start_activates_the_standby_prepared_ahead(coil, tmp_path):
+    """A standby is forked and put in its cgroup ahead of need; it runs none of the
+    function's code (no after_restore) until a request needs an instance."""
+    c = start(coil, tmp_path, ("sb", "/...", {}))
+    standby = wait_for(lambda: standbys_of(c.pid, "sb"))[0]
+    assert c.count_lines(r"^\[sb pid=\d+\] after_restore") == 0
+    assert c.count_lines(started("sb")) == 0
+    d = c.get("/").json()
+    assert d["restores"] == 1
+    assert int(c.wait_for_line(started("sb"), timeout=5).group(1)) == standby
+    # and the next standby is ready for the next cold start
+    wait_for(lambda: [p for p in standbys_of(c.pid, "sb") if p != standby])
+
+
+def test_a_dead_standby_is_replaced_by_a_fork(coil, tmp_path):
+    c = start(coil, tmp_path, ("sb", "/...", {}))
+    standby = wait_for(lambda: standbys_of(c.pid, "sb"))[0]
+    os.kill(standby, signal.SIGKILL)
+    # gone, and reaped by its template (pid 1 of the namespace), which forgets it
+    wait_for(lambda: not os.path.exists(f"/proc/{standby}"))
+    r = c.get("/")
+    assert r.status == 200, r
+    pid = int(c.wait_for_line(started("sb"), timeout=5).group(1))
+    assert pid != standby
+    assert r.json()["restores"] == 1
