@@ -28,6 +28,7 @@
 #include "python/instance.h"
 #include "python/interpreter.h"
 #include "sandbox/contain.h"
+#include "sandbox/instance_mounts.h"
 #include "sandbox/namespaces.h"
 
 namespace coil::python {
@@ -110,8 +111,10 @@ struct FreshStart {
   std::vector<std::string> env;
   std::vector<char*> envp;
 
-  FreshStart(const control::BuildTemplate& spec, const std::string& kind) {
+  FreshStart(const control::BuildTemplate& spec, const std::string& kind,
+             const std::vector<sandbox::InstanceMount>& mounts) {
     args = {"coil-instance", "__instance", spec.function, spec.entrypoint, "kind=" + kind};
+    for (const sandbox::InstanceMount& m : mounts) args.push_back("volume=" + m.mount + ":" + std::to_string(m.size_mib));
     for (const auto& [key, value] : spec.options) {
       if (key == "root_path_in_path") args.push_back(key + "=" + value);
     }
@@ -160,9 +163,9 @@ pid_t start_fresh_instance(const FreshStart& fresh, control::Message& request, i
 class TemplateServer {
  public:
   TemplateServer(int control, int signal_fd, PyObject* invoke, std::string function, std::string kind,
-                 const FreshStart* fresh)
+                 const FreshStart* fresh, std::vector<sandbox::InstanceMount> mounts)
       : control_(control), signal_fd_(signal_fd), invoke_(invoke), function_(std::move(function)),
-        kind_(std::move(kind)), fresh_(fresh) {}
+        kind_(std::move(kind)), fresh_(fresh), mounts_(std::move(mounts)) {}
 
   void on_request(control::Message& request) {
     if (request.type == control::Type::kPrepare) {
@@ -237,6 +240,10 @@ class TemplateServer {
         _exit(1);
       }
       fd.reset();
+    }
+    if (Status s = sandbox::mount_instance_volumes(mounts_); !s) {
+      std::fprintf(stderr, "coil: cannot mount the instance's ephemeral volumes: %s\n", s.message().c_str());
+      _exit(1);
     }
   }
 
@@ -348,6 +355,7 @@ class TemplateServer {
   std::string function_;
   std::string kind_;
   const FreshStart* fresh_;
+  std::vector<sandbox::InstanceMount> mounts_;  // ephemeral volumes, mounted by each instance
   pid_t template_pid_ = ::getpid();
   std::set<pid_t> instances_;
   std::map<uint32_t, Standby> standbys_;
@@ -355,14 +363,15 @@ class TemplateServer {
 
 // The template's loop: serve the host's requests, report exits.
 [[noreturn]] void serve_template(int control, PyObject* invoke, const std::string& function,
-                                 const std::string& kind, const FreshStart* fresh) {
+                                 const std::string& kind, const FreshStart* fresh,
+                                 std::vector<sandbox::InstanceMount> mounts) {
   sigset_t child_signals;
   sigemptyset(&child_signals);
   sigaddset(&child_signals, SIGCHLD);
   ::sigprocmask(SIG_BLOCK, &child_signals, nullptr);
   int signal_fd = ::signalfd(-1, &child_signals, SFD_CLOEXEC | SFD_NONBLOCK);
   if (signal_fd < 0) fail("signalfd");
-  TemplateServer server(control, signal_fd, invoke, function, kind, fresh);
+  TemplateServer server(control, signal_fd, invoke, function, kind, fresh, std::move(mounts));
 
   for (;;) {
     pollfd fds[2] = {{control, POLLIN, 0}, {signal_fd, POLLIN, 0}};
@@ -436,6 +445,16 @@ uint32_t host_pid() {
   if (n <= 0) return static_cast<uint32_t>(::getpid());
   link[n] = '\0';
   return static_cast<uint32_t>(std::strtoul(link, nullptr, 10));
+}
+
+// The ephemeral volumes each instance mounts for itself (sandbox/instance_mounts.h).
+std::vector<sandbox::InstanceMount> instance_mounts(const TemplateSandbox& sandbox) {
+  std::vector<sandbox::InstanceMount> mounts;
+  if (!sandbox.plan.namespaces) return mounts;
+  for (const sandbox::VolumeMount& volume : sandbox.plan.mounts.volumes) {
+    if (volume.kind == sandbox::VolumeMount::Kind::kEphemeral) mounts.push_back({volume.mount, volume.size_mib});
+  }
+  return mounts;
 }
 
 // Runs in the freshly forked (or cloned) template: isolate it, enter the
@@ -542,8 +561,9 @@ uint32_t host_pid() {
   // threads would hand its instances locks held by threads that do not exist
   // there. Such a template starts each instance as a fresh process instead.
   std::unique_ptr<FreshStart> fresh;
-  if (!threads.empty()) fresh = std::make_unique<FreshStart>(spec, kind_name);
-  serve_template(control, invoke, spec.function, kind_name, fresh.get());
+  std::vector<sandbox::InstanceMount> mounts = instance_mounts(sandbox);
+  if (!threads.empty()) fresh = std::make_unique<FreshStart>(spec, kind_name, mounts);
+  serve_template(control, invoke, spec.function, kind_name, fresh.get(), std::move(mounts));
 }
 
 // The zygote's handles on the host's namespaces must not reach function code.
@@ -633,6 +653,14 @@ void start_template(pid_t self, int control_fd, const sandbox::HostNamespaces& o
     std::fprintf(stderr, "coil: instance of %s: %s\n", function.c_str(), message.c_str());
     _exit(1);
   };
+  std::vector<sandbox::InstanceMount> mounts;
+  for (int i = 4; i < argc; ++i) {
+    std::string option = argv[i];
+    if (option.rfind("volume=", 0) != 0) continue;
+    auto colon = option.rfind(':');
+    mounts.push_back({option.substr(7, colon - 7), std::strtoull(option.c_str() + colon + 1, nullptr, 10)});
+  }
+  if (Status s = sandbox::mount_instance_volumes(mounts); !s) die("ephemeral volumes: " + s.message());
   if (Status s = start_interpreter(); !s) die(s.message());
   char cwd[4096];
   if (::getcwd(cwd, sizeof(cwd)) == nullptr) die(std::string("getcwd: ") + std::strerror(errno));
@@ -651,7 +679,7 @@ void start_template(pid_t self, int control_fd, const sandbox::HostNamespaces& o
   for (int i = 4; i < argc; ++i) {
     std::string option = argv[i];
     auto equals = option.find('=');
-    if (equals == std::string::npos) continue;
+    if (equals == std::string::npos || option.rfind("volume=", 0) == 0) continue;
     PyObject* value = PyUnicode_FromString(option.substr(equals + 1).c_str());
     if (value == nullptr || PyDict_SetItemString(options, option.substr(0, equals).c_str(), value) != 0) {
       die(take_exception_summary());

@@ -51,7 +51,15 @@ Status contain(const SandboxPlan& plan) {
     if (Status s = become_function_user(plan.user_namespace); !s) return Status::error("user: " + s.message());
   }
   if (Status s = apply_rlimits(plan.limits); !s) return s;
-  if (Status s = install_seccomp_filter(); !s) return s;
+  bool ephemeral = false;
+  for (const VolumeMount& volume : plan.mounts.volumes) ephemeral |= volume.kind == VolumeMount::Kind::kEphemeral;
+  // Instances of a function with ephemeral volumes make their own mount
+  // namespace before they stack the strict filter (instance_mounts.h).
+  if (Status s = install_seccomp_filter(ephemeral && plan.namespaces ? Strictness::kAllowPrivateMounts
+                                                                     : Strictness::kStrict);
+      !s) {
+    return s;
+  }
   return Status::ok();
 }
 

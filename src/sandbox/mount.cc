@@ -213,8 +213,7 @@ Status assemble_root(const MountPlan& plan) {
       case VolumeMount::Kind::kReadonly: s = bind(fd_path(volume_sources[i]), target, kReadOnly); break;
       case VolumeMount::Kind::kPersistent: s = bind(fd_path(volume_sources[i]), target, kWritable); break;
       case VolumeMount::Kind::kEphemeral:
-        s = mount_tmpfs(target, "mode=1777,size=" + std::to_string(volume.size_mib) + "m");
-        break;
+        break;  // per instance: each instance mounts its own (instance_mounts.h)
     }
     if (!s) return Status::error("volume " + volume.mount + ": " + s.message());
   }

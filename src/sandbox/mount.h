@@ -37,7 +37,8 @@ struct VolumeMount {
   Kind kind = Kind::kReadonly;
   std::string mount;      // absolute path inside the sandbox
   std::string host_path;  // kReadonly, kPersistent: the host directory
-  uint64_t size_mib = 0;  // kEphemeral
+  uint64_t size_mib = 0;  // kEphemeral: only the mount point is made here; each instance
+                          // mounts its own tmpfs (instance_mounts.h)
 };
 
 struct MountPlan {

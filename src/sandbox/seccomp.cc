@@ -34,17 +34,24 @@ Status failed(const char* what, int rc) {
 
 }  // namespace
 
-Status install_seccomp_filter() {
+Status install_seccomp_filter(Strictness strictness) {
+  const bool private_mounts = strictness == Strictness::kAllowPrivateMounts;
   std::unique_ptr<void, FilterDeleter> ctx(seccomp_init(SCMP_ACT_ALLOW));
   if (!ctx) return Status::error("seccomp: cannot create a filter");
   int rc = seccomp_attr_set(ctx.get(), SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
   if (rc != 0) return failed("bad-architecture action", rc);
 
   for (const char* name : kRefused) {
+    if (private_mounts && (std::strcmp(name, "mount") == 0 || std::strcmp(name, "unshare") == 0)) continue;
     int nr = seccomp_syscall_resolve_name(name);
     if (nr == __NR_SCMP_ERROR) continue;  // not a system call of this architecture
     rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(EPERM), nr, 0);
     if (rc != 0) return failed(name, rc);
+  }
+  if (private_mounts) {
+    rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(EPERM), SCMP_SYS(unshare), 1,
+                          SCMP_A0(SCMP_CMP_NE, CLONE_NEWUSER | CLONE_NEWNS));
+    if (rc != 0) return failed("unshare", rc);
   }
   rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
   if (rc != 0) return failed("clone3", rc);

@@ -16,12 +16,22 @@
 // ENOSYS, so that glibc falls back to clone, whose flags the filter can
 // read. A system call from another ABI (i386 `int 0x80`, x32) kills the
 // process (SIGSYS).
+//
+// `Strictness::kAllowPrivateMounts` is the template's filter for a function
+// with per-instance ephemeral volumes: it lets `unshare` through when its
+// flags are exactly CLONE_NEWUSER | CLONE_NEWNS, and `mount`, so that each
+// instance can give itself a private mount namespace (an unprivileged user
+// namespace of its own) and its tmpfs volumes, before it stacks the strict
+// filter on top (instance_mounts.h). Functions without such volumes never
+// get it.
 #pragma once
 
 #include "common/status.h"
 
 namespace coil::sandbox {
 
-Status install_seccomp_filter();
+enum class Strictness { kStrict, kAllowPrivateMounts };
+
+Status install_seccomp_filter(Strictness strictness = Strictness::kStrict);
 
 }  // namespace coil::sandbox

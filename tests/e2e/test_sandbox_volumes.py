@@ -100,6 +100,15 @@ def handle_request(request):
     elif path == "/fill":
         where, cap = arg.split(",")
         body = fill(where, int(cap))
+    elif path == "/unshare":
+        # what the template's filter let the instance do once, before its own strict filter
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        flags = 0x10000000 | 0x00020000  # CLONE_NEWUSER | CLONE_NEWNS
+        rc = libc.unshare(flags)
+        body = {"rc": rc, "error": errno.errorcode.get(ctypes.get_errno()) if rc != 0 else None}
+        rc = libc.mount(b"tmpfs", b"/tmp", b"tmpfs", 0, None)
+        body["mount"] = errno.errorcode.get(ctypes.get_errno()) if rc != 0 else "ok"
     elif path == "/mounts":
         body = mounts()
     elif path == "/pid":
@@ -297,23 +306,28 @@ def test_ephemeral_volume_is_a_bounded_tmpfs_not_on_the_host(coil, tmp_path):
     assert call(c, "bystander", "pid")["pid"] > 0
 
 
-def test_ephemeral_volume_is_shared_by_instances_and_dies_with_the_template(coil, tmp_path):
+def test_ephemeral_volume_is_private_to_each_instance_and_dies_with_it(coil, tmp_path):
     c = start(coil, ("eph", [{"mount": "/scratch", "kind": "ephemeral", "size_mib": 2}], {"max_instances": 1}))
-    template = int(c.find_lines(r"^coil: template eph ready in [\d.]+ms \(pid (\d+)\)$")[0].group(1))
     assert call(c, "eph", "write", "/scratch/kept", body=b"kept") == {"ok": True}
+    assert call(c, "eph", "read", "/scratch/kept") == {"text": "kept"}  # the same instance: still there
     first = instance_host_pid(c, "eph")
-    # the instance dies; the next one, forked from the same template, sees the file
+    # the instance's own mount: a tmpfs of size_mib in a mount namespace of its own
+    assert os.readlink(f"/proc/{first}/ns/mnt") != os.readlink(f"/proc/{c.pid}/ns/mnt")
+    m = call(c, "eph", "mounts")["/scratch"]
+    assert m["type"] == "tmpfs" and "size=2048k" in m["opts"], m
+    # every layer still holds in an instance that made its own mount namespace
+    with open(f"/proc/{first}/status") as f:
+        status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    assert status["Seccomp"] == "2" and status["NoNewPrivs"] == "1", status
+    assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0, status
+    # the instance's own filter is the strict one: no second private namespace, no mount
+    assert call(c, "eph", "unshare") == {"rc": -1, "error": "EPERM", "mount": "EPERM"}
+    # the instance dies: the next one, forked from the same template, starts empty
     mark = c.mark()
     call(c, "eph", "exit", status=502)
     c.wait_for_line(rf"^coil: instance eph pid={first} exited \(status 3\)$", since=mark, timeout=5)
-    assert call(c, "eph", "read", "/scratch/kept") == {"text": "kept"}
-    assert instance_host_pid(c, "eph") != first
-    # the template dies: the rebuilt sandbox starts with an empty volume
-    mark = c.mark()
-    os.kill(template, signal.SIGKILL)
-    c.wait_for_line(rf"^coil: template eph \(pid {template}\) exited", since=mark, timeout=10)
     assert call(c, "eph", "list", "/scratch") == {"entries": []}
-    c.wait_for_line(r"^coil: template eph ready in [\d.]+ms \(pid \d+\)$", since=mark, timeout=10)
+    assert instance_host_pid(c, "eph") != first
 
 
 # --------------------------------------------------------------------------
