@@ -47,6 +47,10 @@ Status contain(const SandboxPlan& plan) {
       if (Status s = become_namespace_root(); !s) return Status::error("user namespace: " + s.message());
     }
     if (Status s = enter_root(); !s) return Status::error("mount: " + s.message());
+    // Rooted at the function's cgroup, where the zygote has put this process.
+    if (::unshare(CLONE_NEWCGROUP) != 0) {
+      return Status::error(std::string("cgroup namespace: ") + std::strerror(errno));
+    }
     if (Status s = set_hostname(plan.mounts.hostname); !s) return Status::error("uts namespace: " + s.message());
     if (Status s = become_function_user(plan.user_namespace); !s) return Status::error("user: " + s.message());
   }

@@ -36,7 +36,10 @@ Status write_file(const std::string& path, const std::string& content) {
 }  // namespace
 
 unsigned long namespace_clone_flags(bool user) {
-  unsigned long flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP;
+  // No CLONE_NEWCGROUP here: the cgroup namespace is made in contain(),
+  // once the zygote has put the template into its function's group, so that
+  // it is rooted there and hides coil's own group name (and pid).
+  unsigned long flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
   if (user) flags |= CLONE_NEWUSER;
   return flags;
 }

@@ -461,8 +461,9 @@ def test_cgroups_and_proc_sys_are_out_of_reach(coil):
     # nor can one be mounted, or the rights to mount one be had
     assert d["mount cgroup"] == "EPERM", d
     assert d["unshare"] == "EPERM", d
-    # a cgroup namespace rooted at coil's cgroup: nothing above coil's own group shows
-    # (coil runs under a non-root memory cgroup here), and no cgroup file stays open
+    # a cgroup namespace rooted at the function's group: nothing of coil's group (its name
+    # has coil's pid) nor above it shows (coil runs under a non-root memory cgroup here),
+    # and no cgroup file stays open
     inside = {}
     for line in d["own_cgroup"]:
         _hid, controllers, path = line.split(":", 2)
@@ -471,7 +472,9 @@ def test_cgroups_and_proc_sys_are_out_of_reach(coil):
     host_side = proc_cgroup(c.pid)
     assert host_side["memory"] != "/", "coil runs in the root memory cgroup: the check below proves nothing"
     for ctl in CONTROLLERS:
-        assert re.fullmatch(rf"/coil-{c.pid}/i\d+", inside[ctl]), (ctl, d["own_cgroup"])
+        # the instance's group, a sibling of the function's: "/../iN"
+        assert re.fullmatch(r"/\.\./i\d+", inside[ctl]), (ctl, d["own_cgroup"])
+        assert str(c.pid) not in inside[ctl]
     assert not [t for t in d["fds"].values() if "cgroup" in t], d["fds"]
     # the host and another function keep serving
     assert get_json(c, "/bystander/pid")["pid"] > 0
