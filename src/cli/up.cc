@@ -118,7 +118,8 @@ int run_up(const UpOptions& options) {
       cgroups = std::move(*created);
       log::info("sandbox: {}: memory_mb, max_processes and cpu hold per instance", cgroups->describe());
     } else {
-      log::info("WARNING: sandbox: no cgroups ({}); memory_mb, max_processes and cpu are NOT enforced",
+      log::info("WARNING: sandbox: no cgroups ({}); memory_mb falls back to RLIMIT_DATA, max_processes and "
+                "cpu are NOT enforced",
                 created.message());
     }
   }

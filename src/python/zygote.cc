@@ -396,7 +396,8 @@ class TemplateServer {
 // The sandbox of one template, from the options of its kBuildTemplate.
 //   sandbox  "off" | "seccomp" (rlimits and seccomp only) | "namespaces" |
 //            "namespaces-without-userns" (a root host without user namespaces)
-//   tmp_mb, max_open_files, volume ("KIND\tMOUNT\tHOST_PATH_OR_SIZE_MIB", repeated)
+//   tmp_mb, max_open_files, volume ("KIND\tMOUNT\tHOST_PATH_OR_SIZE_MIB", repeated),
+//   rlimit_data_mb (the memory limit as RLIMIT_DATA, where the host has no cgroups)
 struct TemplateSandbox {
   bool enabled = true;
   sandbox::SandboxPlan plan;
@@ -412,6 +413,8 @@ TemplateSandbox sandbox_of(const control::BuildTemplate& spec) {
       sandbox.plan.user_namespace = value == "namespaces";
     } else if (key == "max_open_files") {
       sandbox.plan.limits.max_open_files = std::strtoull(value.c_str(), nullptr, 10);
+    } else if (key == "rlimit_data_mb") {
+      sandbox.plan.limits.data_bytes = std::strtoull(value.c_str(), nullptr, 10) << 20;
     } else if (key == "tmp_mb") {
       sandbox.plan.mounts.tmp_mb = std::strtoull(value.c_str(), nullptr, 10);
     } else if (key == "volume") {

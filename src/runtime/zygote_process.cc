@@ -60,7 +60,7 @@ std::string describe(SandboxMode mode) {
              std::to_string(sandbox::kHostFunctionUid) + ". Active: mount, " + rest;
     case SandboxMode::kSeccompOnly:
       return "WARNING: sandbox: not running as root: no namespaces, no cgroups. Active only: the seccomp filter, "
-             "no_new_privs and rlimits. Run coil as root for the full sandbox";
+             "no_new_privs and rlimits (memory_mb as RLIMIT_DATA). Run coil as root for the full sandbox";
     case SandboxMode::kOff: break;
   }
   return "WARNING: --no-sandbox: function code runs without any isolation; use it only to debug";
@@ -144,6 +144,10 @@ Result<TemplateHandles> ZygoteProcess::build_template(const config::FunctionConf
   message.build.options.emplace_back("sandbox", sandbox_option(sandbox_));
   message.build.options.emplace_back("max_open_files", std::to_string(function.max_open_files));
   message.build.options.emplace_back("tmp_mb", std::to_string(function.tmp_mb));
+  if (cgroup_procs.empty() && sandbox_ != SandboxMode::kOff) {
+    // No cgroups: memory_mb falls back to an rlimit (see sandbox/rlimit.h).
+    message.build.options.emplace_back("rlimit_data_mb", std::to_string(function.memory_mb));
+  }
   for (const config::Volume& volume : function.volumes) {
     std::string value;
     switch (volume.kind) {

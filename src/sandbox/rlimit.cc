@@ -21,6 +21,9 @@ Status set_limit(int resource, const char* name, rlim_t value) {
 
 Status apply_rlimits(const ResourceLimits& limits) {
   if (Status s = set_limit(RLIMIT_NOFILE, "RLIMIT_NOFILE", limits.max_open_files); !s) return s;
+  if (limits.data_bytes > 0) {
+    if (Status s = set_limit(RLIMIT_DATA, "RLIMIT_DATA", limits.data_bytes); !s) return s;
+  }
   return set_limit(RLIMIT_CORE, "RLIMIT_CORE", 0);
 }
 

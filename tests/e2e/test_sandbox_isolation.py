@@ -60,6 +60,7 @@ def layers():
         "uid_map": open("/proc/self/uid_map").read().split(),
         "root": sorted(os.listdir("/")),
         "cwd": os.getcwd(),
+        "rlimit_data": __import__("resource").getrlimit(__import__("resource").RLIMIT_DATA),
     }
 
 def snoop(target):
@@ -190,6 +191,7 @@ def test_every_layer_is_active_as_root(coil, tmp_path):
     assert d["hostname"] == "coil"
     assert d["interfaces"] == ["lo"]
     assert d["cwd"] == "/code"
+    assert d["rlimit_data"] == [-1, -1]  # memory is the cgroup's business here
     assert d["root"] == sorted(["bin", "code", "dev", "etc", "lib", "lib32", "lib64", "proc", "root", "sbin",
                                 "tmp", "usr"]) or set(d["root"]) <= {"bin", "code", "dev", "etc", "lib", "lib32",
                                                                      "lib64", "libx32", "proc", "root", "sbin",
@@ -327,6 +329,8 @@ def test_without_root_coil_says_loudly_which_layers_are_missing(tmp_path):
                 assert s["Seccomp"] == "2" and s["NoNewPrivs"] == "1", s
                 assert s["Uid"].split()[0] == "65534"
             assert d["ns"]["net"] == os.readlink("/proc/self/ns/net")  # no namespaces here
+            # no cgroups: memory_mb (default 256) falls back to RLIMIT_DATA
+            assert d["rlimit_data"] == [256 << 20, 256 << 20]
         finally:
             c.kill()
             _kill_leaked()
