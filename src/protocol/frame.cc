@@ -128,7 +128,7 @@ Status decode_response_head(std::string_view payload, ResponseHead& head, std::s
 std::optional<Frame> Reader::next(Status& error) {
   size_t available = end_ - begin_;
   if (available < kHeaderSize) return std::nullopt;
-  const char* p = buffer_.data() + begin_;
+  const char* p = buffer_.get() + begin_;
   uint32_t length = get_u32(p);
   auto type = static_cast<uint8_t>(p[4]);
   if (length > kMaxPayload) {
@@ -147,16 +147,22 @@ std::optional<Frame> Reader::next(Status& error) {
 }
 
 char* Reader::write_area(size_t min_space) {
-  if (buffer_.size() - end_ < min_space) {
+  if (capacity_ - end_ < min_space) {
     // Move the unreturned tail to the front before growing.
     if (begin_ > 0) {
-      std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
+      std::memmove(buffer_.get(), buffer_.get() + begin_, end_ - begin_);
       end_ -= begin_;
       begin_ = 0;
     }
-    if (buffer_.size() - end_ < min_space) buffer_.resize(end_ + min_space);
+    if (capacity_ - end_ < min_space) {
+      size_t capacity = end_ + min_space;
+      std::unique_ptr<char[]> grown(new char[capacity]);  // default-initialised: not zeroed
+      if (end_ > 0) std::memcpy(grown.get(), buffer_.get(), end_);
+      buffer_ = std::move(grown);
+      capacity_ = capacity;
+    }
   }
-  return buffer_.data() + end_;
+  return buffer_.get() + end_;
 }
 
 void Reader::consume_returned() {

@@ -33,6 +33,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -141,14 +142,18 @@ class Reader {
   std::optional<Frame> next(Status& error);
   // Where to read more bytes into; at least `min_space` bytes are available.
   char* write_area(size_t min_space = 64 * 1024);
-  size_t write_space() const { return buffer_.size() - end_; }
+  size_t write_space() const { return capacity_ - end_; }
   void commit(size_t n) { end_ += n; }
   // Drops the bytes of frames already returned, so the buffer can be reused.
   void consume_returned();
   bool empty() const { return begin_ == end_; }
 
  private:
-  std::vector<char> buffer_;
+  // Not a std::vector: growing one zero-fills the new bytes, which in an
+  // instance writes (and so un-shares, after the fork) pages that a read may
+  // never reach. Bytes past end_ are uninitialised.
+  std::unique_ptr<char[]> buffer_;
+  size_t capacity_ = 0;
   size_t begin_ = 0;  // first byte not yet returned as a frame
   size_t end_ = 0;    // one past the last byte read
 };
