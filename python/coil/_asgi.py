@@ -36,14 +36,49 @@ _DISCONNECT_GRACE = 0.5
 _FLUSH_AFTER = 0.0002  # seconds
 
 
-def serve(fd, app, function, root_path_in_path):
-    """Runs the instance until the host closes the socket; never returns."""
+_prepared_loop = None
+
+
+def prepare_loop():
+    """Creates the instance's event loop ahead of need (in a standby, which
+    then waits for its socket): a cold start does not pay for it. Runs no
+    application code."""
+    global _prepared_loop
+    if _prepared_loop is None:
+        _prepared_loop = _new_loop()
+
+
+def _new_loop():
     try:
         import uvloop
 
-        loop = uvloop.new_event_loop()
+        return uvloop.new_event_loop()
     except ImportError:
-        loop = asyncio.new_event_loop()
+        return asyncio.new_event_loop()
+
+
+def warm_up():
+    """Runs asyncio's own first-use work once, in the zygote, on a loop that is
+    closed again (no live loop is ever forked): every template and instance
+    then starts with it done. Runs no application code."""
+    loop = _new_loop()
+    try:
+        async def exercise():
+            queue = asyncio.Queue()
+            await queue.put(None)
+            await queue.get()
+            await asyncio.ensure_future(asyncio.sleep(0))
+            await asyncio.wait_for(asyncio.sleep(0), 1)
+        loop.run_until_complete(exercise())
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
+def serve(fd, app, function, root_path_in_path):
+    """Runs the instance until the host closes the socket; never returns."""
+    global _prepared_loop
+    loop, _prepared_loop = _prepared_loop or _new_loop(), None
     asyncio.set_event_loop(loop)
     server = _Server(loop, fd, app, function, root_path_in_path)
     code = loop.run_until_complete(server.run())

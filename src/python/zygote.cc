@@ -74,6 +74,16 @@ bool run_hooks(const char* which) {
   return true;
 }
 
+// In an ASGI standby: its event loop, made ahead of need (coil._asgi). A
+// failure only means the loop is made at activation instead.
+void prepare_event_loop() {
+  PyObject* prepare = import_attr("coil._asgi", "prepare_loop");
+  PyObject* result = prepare ? PyObject_CallNoArgs(prepare) : nullptr;
+  if (result == nullptr) PyErr_Clear();
+  Py_XDECREF(result);
+  Py_XDECREF(prepare);
+}
+
 // The threads of this process other than the calling one, as "name (tid)"
 // from /proc/self/task: what the import started behind Python's back (C
 // libraries' threads are invisible to `threading`). "" when there are none.
@@ -272,6 +282,7 @@ class TemplateServer {
       ::close(channel[0]);
       ::close(output[0]);
       enter_child(output[1], "coil-s:", standby.cgroup_fds);
+      if (kind_ == "asgi") prepare_event_loop();
       control::Message go;
       if (!control::receive(channel[1], go) || go.fds.empty()) _exit(0);  // the template is gone
       ::close(channel[1]);
@@ -730,6 +741,15 @@ int run_zygote(int control_fd) {
   } else {
     PyErr_Clear();  // optional: plain asyncio then
   }
+  // asyncio's first-use work, once for every instance of every function.
+  PyObject* warm_up = import_attr("coil._asgi", "warm_up");
+  PyObject* warmed = warm_up ? PyObject_CallNoArgs(warm_up) : nullptr;
+  if (warmed == nullptr) {
+    PyErr_Print();
+    return 1;
+  }
+  Py_DECREF(warmed);
+  Py_DECREF(warm_up);
 
   // The zygote enters each new sandbox's mount namespace to assemble its
   // root (sandbox/contain.h), and comes back through this.
