@@ -60,8 +60,10 @@ def _new_loop():
 def warm_up():
     """Runs asyncio's own first-use work once, in the zygote, on a loop that is
     closed again (no live loop is ever forked): every template and instance
-    then starts with it done. Runs no application code."""
-    loop = _new_loop()
+    then starts with it done. Runs no application code. A plain asyncio loop,
+    not uvloop: libuv keeps process-wide state (a signal lock pipe) from its
+    first loop on, which every instance would then inherit."""
+    loop = asyncio.new_event_loop()
     try:
         async def exercise():
             queue = asyncio.Queue()

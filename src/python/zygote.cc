@@ -251,6 +251,10 @@ class TemplateServer {
       }
       fd.reset();
     }
+    if (Status s = sandbox::enter_instance(); !s) {
+      std::fprintf(stderr, "coil: %s\n", s.message().c_str());
+      _exit(1);
+    }
     if (Status s = sandbox::mount_instance_volumes(mounts_); !s) {
       std::fprintf(stderr, "coil: cannot mount the instance's ephemeral volumes: %s\n", s.message().c_str());
       _exit(1);
@@ -313,6 +317,7 @@ class TemplateServer {
           return;
         }
         ::kill(standby.pid, SIGKILL);
+        request.fds[0] = std::move(go.fds[0]);  // the socket goes to the fallback fork
       }
       // The standby is gone: fork instead, with the cgroups it was given.
       request.fds.resize(1);
@@ -507,6 +512,31 @@ std::vector<sandbox::InstanceMount> instance_mounts(const TemplateSandbox& sandb
   if (sandbox.enabled) {
     if (Status s = sandbox::contain(sandbox.plan); !s) report_failure("sandbox: " + s.message());
     if (sandbox.plan.namespaces) code_dir = sandbox::kCodeMount;
+  }
+  // Instances of a function with ephemeral volumes make their own mount
+  // namespace; where the kernel refuses that (no unprivileged user
+  // namespaces), say so now rather than fail every instance later.
+  if (std::vector<sandbox::InstanceMount> mounts = instance_mounts(sandbox); !mounts.empty()) {
+    int pipe_fds[2];
+    if (::pipe2(pipe_fds, O_CLOEXEC) != 0) report_failure(std::string("pipe2: ") + std::strerror(errno));
+    pid_t probe = ::fork();
+    if (probe == 0) {
+      Status s = sandbox::enter_instance();
+      if (s) s = sandbox::mount_instance_volumes(mounts);
+      const std::string& message = s.message();
+      (void)!::write(pipe_fds[1], message.data(), message.size());
+      _exit(s ? 0 : 1);
+    }
+    ::close(pipe_fds[1]);
+    char buffer[512];
+    ssize_t n = probe > 0 ? ::read(pipe_fds[0], buffer, sizeof(buffer)) : -1;
+    ::close(pipe_fds[0]);
+    int status = 1;
+    if (probe > 0) ::waitpid(probe, &status, 0);
+    if (probe < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      report_failure("ephemeral volumes: an instance cannot make its own mount namespace here: " +
+                     (n > 0 ? std::string(buffer, static_cast<size_t>(n)) : std::string("the probe failed")));
+    }
   }
   if (::chdir(code_dir.c_str()) != 0) {
     report_failure("cannot enter " + code_dir + ": " + std::strerror(errno));

@@ -147,6 +147,7 @@ void FunctionPool::build_template() {
     cgroup_procs = std::move(*procs);
     template_cgroup_ = std::move(*group);
   }
+  template_started_ = false;
   Result<TemplateHandles> handles = zygote_.build_template(config_, std::move(cgroup_procs));
   if (!handles) {
     template_state_ = TemplateState::kFailed;
@@ -190,6 +191,11 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
     while (!instance_cgroups_.empty()) release_cgroup(instance_cgroups_.begin()->first);
     token_of_pid_.clear();
     standby_tokens_.clear();
+    awaiting_spawned_.clear();
+    host_pid_of_.clear();
+    exit_reasons_.clear();
+    live_pids_.clear();
+    if (on_instances_stopped_) std::exchange(on_instances_stopped_, nullptr)();
     if (was_ready) {
       log::info("template {} (pid {}) exited; it is rebuilt when a request needs it", config_.name, template_pid_);
       // Its instances die with it (PDEATHSIG): none may take another request.
@@ -204,6 +210,10 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
   }
   switch (m.type) {
     case control::Type::kOutboundListener: {
+      if (template_started_) {
+        log::info("template {} sent an outbound listener after it started; ignored", config_.name);
+        break;
+      }
       if (m.fds.empty() || !services_.resolver) break;
       if (outbound_) outbound_->stop();  // the previous template's, whose sandbox is gone
       services::OutboundOptions options;
@@ -216,8 +226,10 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
       break;
     }
     case control::Type::kTemplateStarted:
+      template_started_ = true;
       break;
     case control::Type::kTemplateReady: {
+      if (template_state_ != TemplateState::kBuilding) break;  // said once, at the end of the build
       template_state_ = TemplateState::kReady;
       kind_ = m.ready.kind == "asgi" ? config::Kind::kAsgi : config::Kind::kHandler;
       double ms = std::chrono::duration<double, std::milli>(Clock::now() - build_started_).count();
@@ -257,6 +269,10 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
       }
       break;
     case control::Type::kSpawned: {
+      if (awaiting_spawned_.erase(m.token) == 0) {
+        log::info("template {} reported an instance nobody asked for (token {}); ignored", config_.name, m.token);
+        break;  // its fds close with `m`
+      }
       auto pid = static_cast<pid_t>(m.pid);
       if (!m.fds.empty()) pid = host_pid_of_pidfd(m.fds[0].get(), pid);
       host_pid_of_[static_cast<pid_t>(m.pid)] = pid;
@@ -280,10 +296,10 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
     }
     case control::Type::kExited: {
       auto pid = static_cast<pid_t>(m.pid);
-      if (auto known = host_pid_of_.find(pid); known != host_pid_of_.end()) {
-        pid = known->second;
-        host_pid_of_.erase(known);
-      }
+      auto known = host_pid_of_.find(pid);
+      if (known == host_pid_of_.end()) break;  // not an instance the template reported
+      pid = known->second;
+      host_pid_of_.erase(known);
       std::string reason = describe_wait_status(m.wait_status);
       if (auto it = exit_reasons_.find(pid); it != exit_reasons_.end()) {
         reason = it->second;
@@ -485,6 +501,7 @@ std::shared_ptr<Instance> FunctionPool::spawn_instance() {
     if (cgroups_ != nullptr) release_cgroup(token);
     return nullptr;
   }
+  awaiting_spawned_.insert(token);
   auto instance = std::make_shared<Instance>(io_, std::move(host_end), token, *this);
   instance->start();
   instances_.push_back(instance);
@@ -658,6 +675,10 @@ void FunctionPool::retire(Instance& instance, uint16_t status, const std::string
   std::shared_ptr<Instance> keep = *self;  // the instance outlives this call
   instances_.erase(self);
   instance.close();
+  // Never reported (its fork failed, or is still to come): no exit will
+  // release its cgroup. If it does start after all, it starts retired and
+  // its group's release has killed it.
+  if (instance.pid() == 0 && cgroups_ != nullptr) release_cgroup(instance.token());
   if (trial_ == &instance) {
     finish_start(Status::error(config_.entrypoint_origin + ": entrypoint: the first instance exited during startup" +
                                " (see its output above)"));

@@ -179,6 +179,12 @@ class FunctionPool : public InstanceEvents {
   void release_template_cgroup();
   std::unordered_map<pid_t, uint32_t> token_of_pid_;  // host pid -> token
   std::deque<uint32_t> standby_tokens_;               // prepared in the current template
+  // Tokens of kSpawn messages not yet answered by kSpawned. The template
+  // runs the function's imports, so what it says is checked: a kSpawned for
+  // any other token is refused, as is a kOutboundListener after the
+  // template started (the zygote sends it before).
+  std::unordered_set<uint32_t> awaiting_spawned_;
+  bool template_started_ = false;
   bool out_of_memory(uint32_t token) const;
   void release_cgroup(uint32_t token);
   std::string memory_limit_message() const;

@@ -136,7 +136,8 @@ Status assemble_etc() {
 Status assemble_dev(uint64_t shm_mb) {
   const std::string dev = staged("/dev");
   if (Status s = make_dir(dev); !s) return s;
-  if (::mount("tmpfs", dev.c_str(), "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k") != 0) {
+  // nodev too: the device nodes below are bind mounts, which keep their own flags.
+  if (::mount("tmpfs", dev.c_str(), "tmpfs", MS_NOSUID | MS_NOEXEC | MS_NODEV, "mode=0755,size=64k") != 0) {
     return os_error("mount tmpfs on " + dev);
   }
   for (const char* node : {"null", "zero", "full", "random", "urandom"}) {

@@ -114,8 +114,13 @@ Status become_function_user(bool in_user_namespace) {
   // Leaving uid 0 for a non-zero uid clears the permitted, effective and
   // ambient capability sets (no SECBIT_KEEP_CAPS is set).
   if (::setresuid(id, id, id) != 0) return os_error("setresuid");
-  // A uid change makes the process non-dumpable, which would hand its /proc
-  // entries to root: the function could no longer read /proc/self/fd.
+  // The uid change made the process non-dumpable already; say so, as the
+  // contract (namespaces.h) depends on it.
+  if (::prctl(PR_SET_DUMPABLE, 0) != 0) return os_error("prctl(PR_SET_DUMPABLE)");
+  return Status::ok();
+}
+
+Status enter_instance() {
   if (::prctl(PR_SET_DUMPABLE, 1) != 0) return os_error("prctl(PR_SET_DUMPABLE)");
   return Status::ok();
 }

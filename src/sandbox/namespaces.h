@@ -37,9 +37,12 @@ Status become_namespace_root();
 // name the host inside the uts namespace,
 Status set_hostname(const std::string& name);
 // and finally drop to the function user: no supplementary groups, every
-// capability gone, and still "dumpable" so that the function can read its own
-// /proc/self (fd, status). `in_user_namespace` false: the ids are the host
-// ones (kHostFunctionUid), for a root host without user namespaces.
+// capability gone, and not "dumpable": instances run as the same uid as
+// their template, and a dumpable template's memory (/proc/1/mem) would be
+// theirs to write. Instances make themselves dumpable (enter_instance()), so
+// that each can read its own /proc/self (fd, status). `in_user_namespace`
+// false: the ids are the host ones (kHostFunctionUid), for a root host
+// without user namespaces.
 Status become_function_user(bool in_user_namespace);
 
 // Parent side: enters the child's network namespace, brings up `lo` (its
@@ -48,6 +51,9 @@ Status become_function_user(bool in_user_namespace);
 // created in for good: the host serves the function's outbound proxy on it
 // from outside (services/outbound_proxy.h).
 Result<unique_fd> listen_inside(pid_t child, int own_net_ns, uint16_t port);
+
+// In a new instance: dumpable again (see become_function_user()).
+Status enter_instance();
 
 // True when this kernel lets us create a user namespace (checked by the host
 // to choose and report the layers).

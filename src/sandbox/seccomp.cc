@@ -23,6 +23,12 @@ constexpr const char* kRefused[] = {
     "kexec_file_load", "init_module",   "finit_module",   "delete_module",  "unshare",
     "setns",        "reboot",          "swapon",         "swapoff",        "acct",
     "quotactl",     "open_by_handle_at", "setrlimit",
+    // Another process's memory or fds (same uid: the template, sibling instances).
+    "pidfd_getfd",  "process_vm_readv", "process_vm_writev", "process_madvise",
+    // The new mount API: the file system code it opens is attack surface even
+    // inside a user namespace of one's own.
+    "fsopen",       "fsconfig",        "fsmount",        "fspick",         "move_mount",
+    "open_tree",    "mount_setattr",
 };
 
 constexpr uint64_t kNamespaceFlags[] = {CLONE_NEWNS,  CLONE_NEWUTS, CLONE_NEWIPC,    CLONE_NEWUSER,

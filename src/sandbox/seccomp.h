@@ -10,7 +10,9 @@
 // keyctl/add_key/request_key, userfaultfd, perf_event_open, io_uring_*,
 // kexec_*, init/finit/delete_module, unshare, setns, clone with any
 // namespace flag, reboot, swapon/swapoff, acct, quotactl,
-// open_by_handle_at, setrlimit and prlimit64 that sets a limit (the
+// open_by_handle_at, pidfd_getfd, process_vm_readv/writev, process_madvise,
+// the new mount API (fsopen, fsconfig, fsmount, fspick, move_mount,
+// open_tree, mount_setattr), setrlimit and prlimit64 that sets a limit (the
 // limits of rlimit.h stay), and ioctl TIOCSTI/TIOCLINUX (compared on the low 32
 // bits, so high bits set by the caller change nothing). clone3 fails with
 // ENOSYS, so that glibc falls back to clone, whose flags the filter can

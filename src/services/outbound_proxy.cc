@@ -223,14 +223,30 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
       if (!addresses) return self->deny(self->described_, addresses.message());
       for (const auto& address : *addresses) {
         std::optional<config::IpAddress> ip = config::parse_ip_literal(address.to_string());
-        if (ip && config::address_admitted(self->options_.rules, self->destination_, *ip)) {
-          return self->connect(tcp::endpoint(address, self->destination_.port));
-        }
+        if (!ip || !config::address_admitted(self->options_.rules, self->destination_, *ip)) continue;
+        // One of this machine's own addresses: only when an entry names it.
+        if (self->options_.resolver->is_local(address) && !self->names_address(address)) continue;
+        return self->connect(tcp::endpoint(address, self->destination_.port));
       }
       self->deny(self->described_, "it resolves to " + (addresses->empty() ? std::string("nothing")
                                                                              : addresses->front().to_string()) +
-                                       ", a loopback, private or link-local address no entry names");
+                                       ", a loopback, private, link-local or this machine's own address "
+                                       "that no entry names");
     });
+  }
+
+  // Whether an address entry (an IP or a network, not a name or "*") admits
+  // this address for the destination's scheme and port.
+  bool names_address(const asio::ip::address& address) const {
+    std::vector<config::AllowedHost> explicit_rules;
+    for (const config::AllowedHost& rule : options_.rules) {
+      if (rule.host_kind == config::AllowedHost::HostKind::kAddress ||
+          rule.host_kind == config::AllowedHost::HostKind::kCidr) {
+        explicit_rules.push_back(rule);
+      }
+    }
+    config::Destination literal{destination_.scheme, address.to_string(), destination_.port};
+    return config::admits(explicit_rules, literal);
   }
 
   void connect(const tcp::endpoint& endpoint) {
@@ -323,7 +339,7 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
 };
 
 OutboundProxy::OutboundProxy(asio::io_context& io, unique_fd listener, OutboundOptions options)
-    : io_(io), acceptor_(io), options_(std::make_shared<const OutboundOptions>(std::move(options))) {
+    : io_(io), acceptor_(io), retry_(io), options_(std::make_shared<const OutboundOptions>(std::move(options))) {
   boost::system::error_code ec;
   acceptor_.assign(tcp::v4(), listener.release(), ec);
   if (ec) log::info("outbound proxy of {}: {}", options_->function, ec.message());
@@ -338,6 +354,7 @@ void OutboundProxy::stop() {
   stopped_ = true;
   boost::system::error_code ignored;
   acceptor_.close(ignored);
+  retry_.cancel();
   auto sessions = sessions_;
   for (ProxySession* session : sessions) session->close();
   sessions_.clear();
@@ -346,19 +363,28 @@ void OutboundProxy::stop() {
 void OutboundProxy::accept() {
   acceptor_.async_accept([self = shared_from_this()](boost::system::error_code ec, tcp::socket socket) {
     if (self->stopped_ || ec == asio::error::operation_aborted) return;
-    if (!ec) {
-      if (self->sessions_.size() >= self->options_->max_connections) {
-        // Refused outright: the function has too many connections open.
-        boost::system::error_code ignored;
-        static const std::string kBusy =
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-        socket.write_some(asio::buffer(kBusy), ignored);
-        socket.close(ignored);
-      } else {
-        auto session = std::make_shared<ProxySession>(self->io_, std::move(socket), self, self->options_);
-        self->sessions_.insert(session.get());
-        session->start();
-      }
+    if (ec) {
+      // Out of fds (EMFILE, ENFILE), or a socket that cannot accept at all:
+      // the listener stays readable, so retrying at once would spin the
+      // event loop. Try again a little later.
+      log::info("outbound proxy of {}: accept: {}", self->options_->function, ec.message());
+      self->retry_.expires_after(std::chrono::milliseconds(100));
+      self->retry_.async_wait([self](boost::system::error_code error) {
+        if (!error && !self->stopped_) self->accept();
+      });
+      return;
+    }
+    if (self->sessions_.size() >= self->options_->max_connections) {
+      // Refused outright: the function has too many connections open.
+      boost::system::error_code ignored;
+      static const std::string kBusy =
+          "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+      socket.write_some(asio::buffer(kBusy), ignored);
+      socket.close(ignored);
+    } else {
+      auto session = std::make_shared<ProxySession>(self->io_, std::move(socket), self, self->options_);
+      self->sessions_.insert(session.get());
+      session->start();
     }
     self->accept();
   });

@@ -23,6 +23,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <memory>
 #include <string>
 #include <unordered_set>
@@ -60,6 +61,7 @@ class OutboundProxy : public std::enable_shared_from_this<OutboundProxy> {
 
   boost::asio::io_context& io_;
   boost::asio::ip::tcp::acceptor acceptor_;
+  boost::asio::steady_timer retry_;  // after an accept error
   std::shared_ptr<const OutboundOptions> options_;  // shared with the sessions
   std::unordered_set<ProxySession*> sessions_;
   bool stopped_ = false;

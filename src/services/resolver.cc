@@ -3,7 +3,12 @@
 #include <fmt/format.h>
 
 #include <boost/asio/post.hpp>
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
+
 #include <cctype>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -13,6 +18,22 @@ namespace asio = boost::asio;
 
 Result<std::shared_ptr<Resolver>> Resolver::create(asio::io_context& io, const std::string& hosts_file) {
   std::shared_ptr<Resolver> resolver(new Resolver(io));
+  ifaddrs* interfaces = nullptr;
+  if (::getifaddrs(&interfaces) == 0) {
+    for (ifaddrs* i = interfaces; i != nullptr; i = i->ifa_next) {
+      if (i->ifa_addr == nullptr) continue;
+      if (i->ifa_addr->sa_family == AF_INET) {
+        auto* in = reinterpret_cast<sockaddr_in*>(i->ifa_addr);
+        resolver->local_.push_back(asio::ip::address_v4(ntohl(in->sin_addr.s_addr)));
+      } else if (i->ifa_addr->sa_family == AF_INET6) {
+        auto* in6 = reinterpret_cast<sockaddr_in6*>(i->ifa_addr);
+        asio::ip::address_v6::bytes_type bytes;
+        std::memcpy(bytes.data(), in6->sin6_addr.s6_addr, bytes.size());
+        resolver->local_.push_back(asio::ip::address_v6(bytes, in6->sin6_scope_id));
+      }
+    }
+    ::freeifaddrs(interfaces);
+  }
   if (hosts_file.empty()) return resolver;
   std::ifstream in(hosts_file);
   if (!in) return Status::error(fmt::format("--hosts-file: cannot read {}", hosts_file));
@@ -35,6 +56,21 @@ Result<std::shared_ptr<Resolver>> Resolver::create(asio::io_context& io, const s
     if (!named) return Status::error(fmt::format("{}:{}: an address without a name", hosts_file, number));
   }
   return resolver;
+}
+
+bool Resolver::is_local(const asio::ip::address& address) const {
+  asio::ip::address plain = address;
+  if (address.is_v6() && address.to_v6().is_v4_mapped()) {
+    plain = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+  }
+  for (const auto& local : local_) {
+    if (local.is_v6() && plain.is_v6()) {
+      if (local.to_v6().to_bytes() == plain.to_v6().to_bytes()) return true;  // any scope
+    } else if (local == plain) {
+      return true;
+    }
+  }
+  return false;
 }
 
 void Resolver::resolve(const std::string& host, Callback callback) {

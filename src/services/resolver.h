@@ -28,6 +28,12 @@ class Resolver : public std::enable_shared_from_this<Resolver> {
   // `hosts_file` "" = none. Errors name the file and line.
   static Result<std::shared_ptr<Resolver>> create(boost::asio::io_context& io, const std::string& hosts_file);
 
+  // This machine's own addresses (every interface's, from getifaddrs at
+  // creation): the proxy refuses them unless an address entry names them, so
+  // that a function cannot reach the host's services through its public
+  // address either.
+  bool is_local(const boost::asio::ip::address& address) const;
+
   // `host` is normalised (lower-case, no trailing dot, no brackets). A strict
   // IP literal resolves to itself. Calls back on the event loop.
   void resolve(const std::string& host, Callback callback);
@@ -38,6 +44,7 @@ class Resolver : public std::enable_shared_from_this<Resolver> {
   boost::asio::io_context& io_;
   boost::asio::ip::tcp::resolver resolver_;
   std::map<std::string, Addresses> hosts_;
+  Addresses local_;
 };
 
 }  // namespace coil::services

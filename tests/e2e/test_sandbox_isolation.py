@@ -76,6 +76,13 @@ def snoop(target):
                 except OSError:
                     pass
     out["proc_text"] = "\n".join(blobs)
+    # the template (pid 1, same uid): its memory and fds are not this instance's to take
+    out["template mem"] = attempt(lambda: open("/proc/1/mem", "r+b").close())
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = libc.syscall(434, 1, 0)  # pidfd_open(1)
+    rc = libc.syscall(438, pidfd, 0, 0)  # pidfd_getfd(pidfd, 0)
+    out["pidfd_getfd"] = "ok" if rc >= 0 else errno.errorcode.get(ctypes.get_errno())
+    out["own fds"] = attempt(lambda: os.listdir("/proc/self/fd"))
     return out
 
 def writes():
@@ -205,6 +212,9 @@ def test_host_files_and_other_functions_are_out_of_reach(coil, tmp_path):
     assert d["read /etc/shadow"] == "ENOENT", d
     assert d["read " + str(b_code)] == "ENOENT", d  # another function's code: not in this sandbox
     assert d["read /sys/fs/cgroup"] == "ENOENT", d
+    assert d["template mem"] in ("EACCES", "EPERM"), d
+    assert d["pidfd_getfd"] == "EPERM", d
+    assert d["own fds"] == "ok", d
     r = c.get("/a/read?/code/secret-of-b.txt").json()
     assert r["result"] == "ENOENT"
     assert c.get("/b/read?/code/secret-of-b.txt").json()["text"] == "b's own data\n"
