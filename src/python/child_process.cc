@@ -1,6 +1,7 @@
 #include "python/child_process.h"
 
 #include <Python.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -22,12 +23,14 @@ pid_t fork_python() {
   return pid;
 }
 
-pid_t clone_python(unsigned long namespace_flags) {
+pid_t clone_python(unsigned long namespace_flags, int* pidfd) {
+  *pidfd = -1;
   PyOS_BeforeFork();
   // The raw system call, as bubblewrap and systemd do: glibc has no fork()
   // that takes clone flags. glibc keeps no pid cache and raise() asks the
   // kernel for the thread id, so the child is a sound single-threaded process.
-  auto pid = static_cast<pid_t>(::syscall(SYS_clone, namespace_flags | SIGCHLD, nullptr, nullptr, nullptr, 0));
+  auto pid = static_cast<pid_t>(
+      ::syscall(SYS_clone, namespace_flags | CLONE_PIDFD | SIGCHLD, nullptr, pidfd, nullptr, 0));
   int saved_errno = errno;
   if (pid == 0) {
     PyOS_AfterFork_Child();

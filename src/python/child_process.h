@@ -19,8 +19,9 @@ pid_t fork_python();
 
 // fork_python() into new namespaces (clone(2) flags such as CLONE_NEWPID):
 // the child is then pid 1 of its own pid namespace, so that every process
-// it forks dies with it.
-pid_t clone_python(unsigned long namespace_flags);
+// it forks dies with it. In the parent, `*pidfd` is a pidfd of the child
+// (CLONE_PIDFD), to tell it from a process that reused its pid.
+pid_t clone_python(unsigned long namespace_flags, int* pidfd);
 
 // In a freshly forked child: die with SIGKILL when the parent dies, and exit
 // at once if it already did (the fork raced with its death). A parent in

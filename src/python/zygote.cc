@@ -641,7 +641,8 @@ void start_template(pid_t self, int control_fd, const sandbox::HostNamespaces& o
     report_failure(std::string("pipe2: ") + std::strerror(errno));
     return;
   }
-  pid_t pid = clone_python(sandbox::namespace_clone_flags(sandbox.plan.user_namespace));
+  int child_pidfd = -1;
+  pid_t pid = clone_python(sandbox::namespace_clone_flags(sandbox.plan.user_namespace), &child_pidfd);
   if (pid == 0) {
     ::close(release[1]);
     // If the zygote dies before the release, the read sees end of file.
@@ -653,6 +654,8 @@ void start_template(pid_t self, int control_fd, const sandbox::HostNamespaces& o
   }
   ::close(release[0]);
   unique_fd release_fd(release[1]);
+  unique_fd pidfd(child_pidfd);
+  const sandbox::ChildRef child{pid, child_pidfd};
   if (pid < 0) {
     report_failure(std::string("clone into new namespaces: ") + std::strerror(errno));
     return;
@@ -667,7 +670,7 @@ void start_template(pid_t self, int control_fd, const sandbox::HostNamespaces& o
       return;
     }
   }
-  Result<unique_fd> listener = sandbox::prepare_sandbox(pid, sandbox.plan, own);
+  Result<unique_fd> listener = sandbox::prepare_sandbox(child, sandbox.plan, own);
   if (!listener) {
     ::kill(pid, SIGKILL);
     report_failure(listener.message());

@@ -16,16 +16,15 @@
 
 namespace coil::sandbox {
 
-Result<unique_fd> prepare_sandbox(pid_t child, const SandboxPlan& plan, const HostNamespaces& own) {
+Result<unique_fd> prepare_sandbox(const ChildRef& child, const SandboxPlan& plan, const HostNamespaces& own) {
   if (!plan.namespaces) return unique_fd();
   if (plan.user_namespace) {
     if (Status s = write_id_maps(child); !s) return Status::error("user namespace: " + s.message());
   }
-  std::string path = "/proc/" + std::to_string(child) + "/ns/mnt";
-  unique_fd child_mount_ns(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!child_mount_ns) return Status::error("open " + path + ": " + std::strerror(errno));
+  Result<unique_fd> child_mount_ns = open_child_file(child, "ns/mnt", O_RDONLY);
+  if (!child_mount_ns) return child_mount_ns.status();
   unique_fd cwd(::open(".", O_PATH | O_DIRECTORY | O_CLOEXEC));
-  if (::setns(child_mount_ns.get(), CLONE_NEWNS) != 0) {
+  if (::setns(child_mount_ns->get(), CLONE_NEWNS) != 0) {
     return Status::error(std::string("setns into the sandbox's mount namespace: ") + std::strerror(errno));
   }
   Status assembled = assemble_root(plan.mounts);

@@ -21,6 +21,7 @@
 #include "common/status.h"
 #include "common/unique_fd.h"
 #include "sandbox/mount.h"
+#include "sandbox/namespaces.h"
 #include "sandbox/rlimit.h"
 
 namespace coil::sandbox {
@@ -44,7 +45,7 @@ struct HostNamespaces {
   int mount = -1;
   int net = -1;
 };
-Result<unique_fd> prepare_sandbox(pid_t child, const SandboxPlan& plan, const HostNamespaces& own);
+Result<unique_fd> prepare_sandbox(const ChildRef& child, const SandboxPlan& plan, const HostNamespaces& own);
 
 // The template's half, before the function's code runs. Stops at, and
 // reports, the first layer that fails.

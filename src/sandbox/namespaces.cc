@@ -8,6 +8,7 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -25,14 +26,6 @@ namespace {
 
 Status os_error(const std::string& what) { return Status::error(what + ": " + std::strerror(errno)); }
 
-Status write_file(const std::string& path, const std::string& content) {
-  unique_fd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-  if (!fd) return os_error("open " + path);
-  ssize_t n = ::write(fd.get(), content.data(), content.size());
-  if (n != static_cast<ssize_t>(content.size())) return os_error("write " + path);
-  return Status::ok();
-}
-
 }  // namespace
 
 unsigned long namespace_clone_flags(bool user) {
@@ -44,12 +37,28 @@ unsigned long namespace_clone_flags(bool user) {
   return flags;
 }
 
-Status write_id_maps(pid_t child) {
-  const std::string base = "/proc/" + std::to_string(child) + "/";
-  const std::string uids = "0 " + std::to_string(kHostRootUid) + " 1\n" + std::to_string(kFunctionUid) + " " +
-                           std::to_string(kHostFunctionUid) + " 1\n";
-  if (Status s = write_file(base + "uid_map", uids); !s) return s;
-  return write_file(base + "gid_map", uids);  // the same numbers for groups
+Result<unique_fd> open_child_file(const ChildRef& child, const std::string& relative, int flags) {
+  std::string path = "/proc/" + std::to_string(child.pid) + "/" + relative;
+  unique_fd fd(::open(path.c_str(), flags | O_CLOEXEC));
+  if (!fd) return os_error("open " + path);
+  // Still alive after the open, so the file was the child's.
+  if (::syscall(SYS_pidfd_send_signal, child.pidfd, 0, nullptr, 0) != 0) {
+    return Status::error("the template died while its sandbox was being set up");
+  }
+  return fd;
+}
+
+Status write_id_maps(const ChildRef& child) {
+  const std::string map = "0 " + std::to_string(kHostRootUid) + " 1\n" + std::to_string(kFunctionUid) + " " +
+                          std::to_string(kHostFunctionUid) + " 1\n";
+  for (const char* file : {"uid_map", "gid_map"}) {  // the same numbers for groups
+    Result<unique_fd> fd = open_child_file(child, file, O_WRONLY);
+    if (!fd) return fd.status();
+    if (::write(fd->get(), map.data(), map.size()) != static_cast<ssize_t>(map.size())) {
+      return os_error(std::string("write ") + file);
+    }
+  }
+  return Status::ok();
 }
 
 Status become_namespace_root() {
@@ -94,11 +103,10 @@ Result<unique_fd> open_loopback_listener(uint16_t port) {
 
 }  // namespace
 
-Result<unique_fd> listen_inside(pid_t child, int own_net_ns, uint16_t port) {
-  std::string path = "/proc/" + std::to_string(child) + "/ns/net";
-  unique_fd child_net_ns(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!child_net_ns) return os_error("open " + path);
-  if (::setns(child_net_ns.get(), CLONE_NEWNET) != 0) return os_error("setns into the sandbox's network namespace");
+Result<unique_fd> listen_inside(const ChildRef& child, int own_net_ns, uint16_t port) {
+  Result<unique_fd> child_net_ns = open_child_file(child, "ns/net", O_RDONLY);
+  if (!child_net_ns) return child_net_ns.status();
+  if (::setns(child_net_ns->get(), CLONE_NEWNET) != 0) return os_error("setns into the sandbox's network namespace");
   Result<unique_fd> listener = open_loopback_listener(port);
   if (::setns(own_net_ns, CLONE_NEWNET) != 0) {
     std::fprintf(stderr, "coil: zygote: cannot return to its network namespace: %s\n", std::strerror(errno));

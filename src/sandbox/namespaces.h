@@ -27,9 +27,20 @@ inline constexpr uid_t kHostFunctionUid = 991000;
 // The clone() flags of a sandbox; `user` adds CLONE_NEWUSER.
 unsigned long namespace_clone_flags(bool user);
 
+// The child as the parent addresses it: /proc/PID for its files, and a
+// pidfd to check, after opening one, that PID was still the child then (a
+// child that died may have had its pid reused).
+struct ChildRef {
+  pid_t pid = -1;
+  int pidfd = -1;
+};
+
+// Opens /proc/PID/`relative` of `child`, and makes sure it is the child's.
+Result<unique_fd> open_child_file(const ChildRef& child, const std::string& relative, int flags);
+
 // Parent side, right after the clone: maps the child's uid/gid 0 and
 // kFunctionUid to the host ids above (needs CAP_SETUID/CAP_SETGID, i.e. root).
-Status write_id_maps(pid_t child);
+Status write_id_maps(const ChildRef& child);
 
 // Child side, in this order, before any function code runs:
 // take uid/gid 0 of the new user namespace (its capabilities come with it),
@@ -50,7 +61,7 @@ Status become_function_user(bool in_user_namespace);
 // and returns to `own_net_ns`. A socket belongs to the namespace it was
 // created in for good: the host serves the function's outbound proxy on it
 // from outside (services/outbound_proxy.h).
-Result<unique_fd> listen_inside(pid_t child, int own_net_ns, uint16_t port);
+Result<unique_fd> listen_inside(const ChildRef& child, int own_net_ns, uint16_t port);
 
 // In a new instance: dumpable again (see become_function_user()).
 Status enter_instance();
