@@ -142,18 +142,23 @@ def first_byte_ms(port, path="/", sock=None):
     elapsed = (time.perf_counter() - start) * 1000
     if not first:
         raise RuntimeError("connection closed")
-    # drain the rest of the response (small: a head and a short body)
     sock.settimeout(5)
-    data = first
+    head, _ = read_response(sock, first)
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(head.decode(errors="replace"))
+    return elapsed, sock
+
+
+def read_response(sock, data=b""):
+    """Reads one response with a Content-Length (coil's and uvicorn's small answers):
+    (head, body). `data`: bytes of it already read."""
     while b"\r\n\r\n" not in data:
         data += sock.recv(65536)
     head, _, body = data.partition(b"\r\n\r\n")
     length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
     while len(body) < length:
         body += sock.recv(65536)
-    if not head.startswith(b"HTTP/1.1 200"):
-        raise RuntimeError(head.decode(errors="replace"))
-    return elapsed, sock
+    return head, body
 
 
 def cold_start(tmp, name, entrypoint, source, samples, *extra):
@@ -226,13 +231,7 @@ def creation_rate(tmp, burst):
         starts = []
         for s in socks:
             s.settimeout(60)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += s.recv(65536)
-            head, _, body = data.partition(b"\r\n\r\n")
-            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
-            while len(body) < length:
-                body += s.recv(65536)
+            _head, body = read_response(s)
             starts.append(float(body))
             s.close()
         instances = len(set(starts))

@@ -129,23 +129,15 @@ void FunctionPool::build_template() {
   std::vector<unique_fd> cgroup_procs;
   if (cgroups_ != nullptr) {
     release_template_cgroup();  // the previous template's, if any
-    sandbox::CgroupLimits limits;
-    uint64_t share = uint64_t{config_.max_instances} + 1;  // the template counts as one more instance
-    limits.memory_bytes = share * (uint64_t{config_.memory_mb} << 20);
-    limits.max_processes = share * config_.max_processes;
-    limits.cpu = config_.cpu;
-    Result<std::unique_ptr<sandbox::InstanceCgroup>> group = cgroups_->acquire(limits);
-    Result<std::vector<unique_fd>> procs =
-        group ? (*group)->open_procs() : Result<std::vector<unique_fd>>(group.status());
+    // The template counts as one more instance.
+    Result<std::vector<unique_fd>> procs = acquire_group(config_.max_instances + 1, template_cgroup_);
     if (!procs) {
-      if (group) cgroups_->release(std::move(*group));
       template_state_ = TemplateState::kFailed;
       finish_start(Status::error(config_.entrypoint_origin + ": entrypoint: cannot create the function's cgroup: " +
                                  procs.message()));
       return;
     }
     cgroup_procs = std::move(*procs);
-    template_cgroup_ = std::move(*group);
   }
   template_started_ = false;
   Result<TemplateHandles> handles = zygote_.build_template(config_, std::move(cgroup_procs));
@@ -450,23 +442,31 @@ void FunctionPool::dispatch(Instance& instance, const std::shared_ptr<Invocation
   instance.send(frames);
 }
 
+Result<std::vector<unique_fd>> FunctionPool::acquire_group(uint64_t instances,
+                                                           std::unique_ptr<sandbox::InstanceCgroup>& group) {
+  sandbox::CgroupLimits limits;
+  limits.memory_bytes = instances * (uint64_t{config_.memory_mb} << 20);
+  limits.max_processes = instances * config_.max_processes;
+  limits.cpu = config_.cpu;
+  Result<std::unique_ptr<sandbox::InstanceCgroup>> acquired = cgroups_->acquire(limits);
+  Result<std::vector<unique_fd>> procs =
+      acquired ? (*acquired)->open_procs() : Result<std::vector<unique_fd>>(acquired.status());
+  if (!procs) {
+    if (acquired) cgroups_->release(std::move(*acquired));
+    return procs.status();
+  }
+  group = std::move(*acquired);
+  return procs;
+}
+
 Result<std::vector<unique_fd>> FunctionPool::acquire_instance_cgroup(uint32_t token) {
   // The instance joins its own group before it runs anything, through these
   // fds, opened here with the host's rights (see sandbox/cgroup.h). Joining
   // costs an RCU grace period on cgroup v1 (several ms): standbys pay it
   // ahead of need.
-  sandbox::CgroupLimits limits;
-  limits.memory_bytes = uint64_t{config_.memory_mb} << 20;
-  limits.max_processes = config_.max_processes;
-  limits.cpu = config_.cpu;
-  Result<std::unique_ptr<sandbox::InstanceCgroup>> cgroup = cgroups_->acquire(limits);
-  Result<std::vector<unique_fd>> procs =
-      cgroup ? (*cgroup)->open_procs() : Result<std::vector<unique_fd>>(cgroup.status());
-  if (!procs) {
-    if (cgroup) cgroups_->release(std::move(*cgroup));
-    return procs.status();
-  }
-  instance_cgroups_[token] = std::move(*cgroup);
+  std::unique_ptr<sandbox::InstanceCgroup> group;
+  Result<std::vector<unique_fd>> procs = acquire_group(1, group);
+  if (procs) instance_cgroups_[token] = std::move(group);
   return procs;
 }
 

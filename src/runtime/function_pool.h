@@ -121,6 +121,9 @@ class FunctionPool : public InstanceEvents {
   // neither the fork nor the cgroup join.
   void prepare_standbys();
   Result<std::vector<unique_fd>> acquire_instance_cgroup(uint32_t token);
+  // A group with `instances` x the instance limits into `group`, and its
+  // cgroup.procs files to join it with.
+  Result<std::vector<unique_fd>> acquire_group(uint64_t instances, std::unique_ptr<sandbox::InstanceCgroup>& group);
   void drain_queue();
   void keep_minimum();
   size_t waiting() const;

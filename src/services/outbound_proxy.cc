@@ -107,27 +107,17 @@ class ProxySession : public std::enable_shared_from_this<ProxySession> {
   }
 
  private:
+  // Closes the session once `timeout` passes without touch().
   void arm(std::chrono::seconds timeout) {
-    deadline_ = std::chrono::steady_clock::now() + timeout;
     timeout_ = timeout;
-    timer_.expires_at(deadline_);
-    timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
-      if (ec || self->closed_) return;
-      if (std::chrono::steady_clock::now() < self->deadline_) {
-        self->arm_at(self->deadline_);
-        return;
-      }
-      self->close();
-    });
+    deadline_ = std::chrono::steady_clock::now() + timeout;
+    wait_until(deadline_);
   }
-  void arm_at(std::chrono::steady_clock::time_point when) {
+  void wait_until(std::chrono::steady_clock::time_point when) {
     timer_.expires_at(when);
     timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
       if (ec || self->closed_) return;
-      if (std::chrono::steady_clock::now() < self->deadline_) {
-        self->arm_at(self->deadline_);
-        return;
-      }
+      if (std::chrono::steady_clock::now() < self->deadline_) return self->wait_until(self->deadline_);
       self->close();
     });
   }
