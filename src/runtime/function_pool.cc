@@ -78,7 +78,6 @@ FunctionPool::FunctionPool(boost::asio::io_context& io, config::FunctionConfig c
     : io_(io),
       config_(std::move(config)),
       zygote_(zygote),
-      cgroups_(services.cgroups),
       services_(services),
       response_deadlines_(std::chrono::milliseconds(config_.timeout_ms)),
       stream_deadlines_(std::chrono::milliseconds(config_.stream_idle_timeout_ms)),
@@ -93,7 +92,7 @@ FunctionPool::~FunctionPool() {
 }
 
 void FunctionPool::release_template_cgroup() {
-  if (template_cgroup_) cgroups_->release(std::move(template_cgroup_));
+  if (template_cgroup_) services_.cgroups->release(std::move(template_cgroup_));
 }
 
 bool FunctionPool::out_of_memory(uint32_t token) const {
@@ -104,7 +103,7 @@ bool FunctionPool::out_of_memory(uint32_t token) const {
 void FunctionPool::release_cgroup(uint32_t token) {
   auto it = instance_cgroups_.find(token);
   if (it == instance_cgroups_.end()) return;
-  cgroups_->release(std::move(it->second));
+  services_.cgroups->release(std::move(it->second));
   instance_cgroups_.erase(it);
 }
 
@@ -127,7 +126,7 @@ void FunctionPool::build_template() {
   template_state_ = TemplateState::kBuilding;
   build_started_ = Clock::now();
   std::vector<unique_fd> cgroup_procs;
-  if (cgroups_ != nullptr) {
+  if (services_.cgroups != nullptr) {
     release_template_cgroup();  // the previous template's, if any
     // The template counts as one more instance.
     Result<std::vector<unique_fd>> procs = acquire_group(config_.max_instances + 1, template_cgroup_);
@@ -448,11 +447,11 @@ Result<std::vector<unique_fd>> FunctionPool::acquire_group(uint64_t instances,
   limits.memory_bytes = instances * (uint64_t{config_.memory_mb} << 20);
   limits.max_processes = instances * config_.max_processes;
   limits.cpu = config_.cpu;
-  Result<std::unique_ptr<sandbox::InstanceCgroup>> acquired = cgroups_->acquire(limits);
+  Result<std::unique_ptr<sandbox::InstanceCgroup>> acquired = services_.cgroups->acquire(limits);
   Result<std::vector<unique_fd>> procs =
       acquired ? (*acquired)->open_procs() : Result<std::vector<unique_fd>>(acquired.status());
   if (!procs) {
-    if (acquired) cgroups_->release(std::move(*acquired));
+    if (acquired) services_.cgroups->release(std::move(*acquired));
     return procs.status();
   }
   group = std::move(*acquired);
@@ -486,7 +485,7 @@ std::shared_ptr<Instance> FunctionPool::spawn_instance() {
     standby_tokens_.pop_front();
   } else {
     spawn.token = ++next_token_;
-    if (cgroups_ != nullptr) {
+    if (services_.cgroups != nullptr) {
       Result<std::vector<unique_fd>> procs = acquire_instance_cgroup(spawn.token);
       if (!procs) {
         log::info("cannot give an instance of {} its cgroup: {}", config_.name, procs.message());
@@ -498,7 +497,7 @@ std::shared_ptr<Instance> FunctionPool::spawn_instance() {
   uint32_t token = spawn.token;
   if (Status s = template_->send(std::move(spawn)); !s) {
     log::info("cannot ask template {} for an instance: {}", config_.name, s.message());
-    if (cgroups_ != nullptr) release_cgroup(token);
+    if (services_.cgroups != nullptr) release_cgroup(token);
     return nullptr;
   }
   awaiting_spawned_.insert(token);
@@ -515,14 +514,14 @@ void FunctionPool::prepare_standbys() {
     control::Message prepare;
     prepare.type = control::Type::kPrepare;
     prepare.token = ++next_token_;
-    if (cgroups_ != nullptr) {
+    if (services_.cgroups != nullptr) {
       Result<std::vector<unique_fd>> procs = acquire_instance_cgroup(prepare.token);
       if (!procs) return;  // a spawn will try (and report) itself
       prepare.fds = std::move(*procs);
     }
     uint32_t token = prepare.token;
     if (Status s = template_->send(std::move(prepare)); !s) {
-      if (cgroups_ != nullptr) release_cgroup(token);
+      if (services_.cgroups != nullptr) release_cgroup(token);
       return;
     }
     standby_tokens_.push_back(token);
@@ -678,7 +677,7 @@ void FunctionPool::retire(Instance& instance, uint16_t status, const std::string
   // Never reported (its fork failed, or is still to come): no exit will
   // release its cgroup. If it does start after all, it starts retired and
   // its group's release has killed it.
-  if (instance.pid() == 0 && cgroups_ != nullptr) release_cgroup(instance.token());
+  if (instance.pid() == 0 && services_.cgroups != nullptr) release_cgroup(instance.token());
   if (trial_ == &instance) {
     finish_start(Status::error(config_.entrypoint_origin + ": entrypoint: the first instance exited during startup" +
                                " (see its output above)"));

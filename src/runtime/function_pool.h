@@ -168,12 +168,11 @@ class FunctionPool : public InstanceEvents {
   std::unordered_map<pid_t, pid_t> host_pid_of_;
   std::function<void()> on_instances_stopped_;
 
-  // Each instance's cgroup, by instance token, from spawn until the
-  // instance's exit is reported (or its template is gone).
-  sandbox::CgroupManager* cgroups_;
-  HostServices services_;
+  HostServices services_;  // services_.cgroups: nullptr when the host has none
   // The current template's outbound proxy (replaced with the template).
   std::shared_ptr<services::OutboundProxy> outbound_;
+  // Each instance's cgroup, by instance token, from spawn until the
+  // instance's exit is reported (or its template is gone).
   std::unordered_map<uint32_t, std::unique_ptr<sandbox::InstanceCgroup>> instance_cgroups_;
   // The current template's group, which bounds its import and what its
   // instances do before they join their own: (max_instances + 1) x the

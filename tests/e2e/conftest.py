@@ -360,6 +360,26 @@ class Coil:
         self._seen.update(d)
         return d
 
+    def host_pid_in_sandbox(self, name, inner):
+        """The host pid of the process of function `name` whose pid in its sandbox is `inner`
+        (what os.getpid() says there): the descendant of coil in the template's pid
+        namespace with that innermost pid (NSpid)."""
+        ready = rf"^coil: template {name} ready in [\d.]+ms \(pid (\d+)\)$"
+        self.wait_for_line(ready)
+        template = int(self.find_lines(ready)[-1].group(1))  # the latest, should it have been rebuilt
+        ns = os.readlink(f"/proc/{template}/ns/pid")
+        for pid in self.descendants():
+            try:
+                if os.readlink(f"/proc/{pid}/ns/pid") != ns:
+                    continue
+                with open(f"/proc/{pid}/status") as f:
+                    nspid = next(line.split()[1:] for line in f if line.startswith("NSpid:"))
+            except (FileNotFoundError, ProcessLookupError, StopIteration):
+                continue
+            if int(nspid[-1]) == inner:
+                return pid
+        raise AssertionError(f"no process of {name} with pid {inner} in its sandbox; log:\n{self.log(tail=30)}")
+
     def signal(self, sig):
         self.descendants()
         self.proc.send_signal(sig)

@@ -6,11 +6,8 @@ and that the host keeps serving.
 CI runs as root, where every layer is available: the first test asserts that
 every one of them is active, so nothing degrades silently."""
 
-import errno
-import json
 import os
 import socket
-import stat
 
 from conftest import fn_toml, manifest
 
@@ -315,7 +312,6 @@ def test_without_root_coil_says_loudly_which_layers_are_missing(tmp_path):
     layers an unprivileged process can apply (seccomp, no_new_privs, rlimits), and says
     so with a WARNING rather than degrading silently."""
     import shutil
-    import subprocess
     import tempfile
 
     from conftest import COIL_BIN, Coil, _kill_leaked, write_files

@@ -7,7 +7,6 @@ resolver seam, since this machine has no DNS."""
 
 import http.server
 import json
-import socket
 import threading
 
 import pytest

@@ -189,29 +189,9 @@ def instance_exited(name, pid=r"\d+", reason=r"[^)]*"):
 def serve_and_get_instance(c, name):
     """One request to `name`; returns (pid in the sandbox, host pid) of the instance that served it."""
     inner = get_json(c, f"/{name}/pid")["pid"]
-    host_pid = host_pid_of_instance(c, name, inner)
+    host_pid = c.host_pid_in_sandbox(name, inner)
     c.wait_for_line(instance_started(name, host_pid), timeout=5)
     return inner, host_pid
-
-
-def host_pid_of_instance(c, name, inner):
-    """The host pid of the process of function `name` whose pid in its sandbox is `inner`:
-    the descendant of coil in the template's pid namespace with that innermost pid."""
-    ready = rf"^coil: template {name} ready in [\d.]+ms \(pid (\d+)\)$"
-    c.wait_for_line(ready)
-    template = int(c.find_lines(ready)[-1].group(1))  # the latest, should it have been rebuilt
-    ns = os.readlink(f"/proc/{template}/ns/pid")
-    for pid in c.descendants():
-        try:
-            if os.readlink(f"/proc/{pid}/ns/pid") != ns:
-                continue
-            with open(f"/proc/{pid}/status") as f:
-                nspid = next(line.split()[1:] for line in f if line.startswith("NSpid:"))
-        except (FileNotFoundError, ProcessLookupError, StopIteration):
-            continue
-        if int(nspid[-1]) == inner:
-            return pid
-    raise AssertionError(f"no process of {name} with pid {inner} in its sandbox; log:\n{c.log(tail=30)}")
 
 
 def cgroup_mounts():

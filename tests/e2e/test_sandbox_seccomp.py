@@ -3,7 +3,6 @@ security guide's "ptrace, mount, unshare..." line is a real Python function
 attempting it; the attempt fails (EPERM, ENOSYS, or SIGSYS for another ABI)
 and the host keeps serving."""
 
-import re
 
 from conftest import fn_toml, manifest
 

@@ -8,7 +8,6 @@ from the test."""
 import json
 import os
 import secrets
-import signal
 import stat
 from pathlib import Path
 
@@ -140,25 +139,10 @@ def call(c, name, probe, arg="", body=None, status=200):
 
 
 def instance_host_pid(c, name):
-    """Host pid of the instance of `name` that serves the next request: the descendant of coil
-    in the template's pid namespace whose pid in there is the one the function reports."""
-    inner = call(c, name, "pid")["pid"]
-    ready = rf"^coil: template {name} ready in [\d.]+ms \(pid (\d+)\)$"
-    c.wait_for_line(ready)
-    template = int(c.find_lines(ready)[-1].group(1))  # the latest, should it have been rebuilt
-    ns = os.readlink(f"/proc/{template}/ns/pid")
-    for pid in c.descendants():
-        try:
-            if os.readlink(f"/proc/{pid}/ns/pid") != ns:
-                continue
-            with open(f"/proc/{pid}/status") as f:
-                nspid = next(line.split()[1:] for line in f if line.startswith("NSpid:"))
-        except (FileNotFoundError, ProcessLookupError, StopIteration):
-            continue
-        if int(nspid[-1]) == inner:
-            c.wait_for_line(rf"^coil: instance {name} pid={pid} started$", timeout=5)
-            return pid
-    raise AssertionError(f"no process of {name} with pid {inner} in its sandbox; log:\n{c.log(tail=30)}")
+    """Host pid of the instance of `name` that serves the next request."""
+    pid = c.host_pid_in_sandbox(name, call(c, name, "pid")["pid"])
+    c.wait_for_line(rf"^coil: instance {name} pid={pid} started$", timeout=5)
+    return pid
 
 
 def data_dir():
