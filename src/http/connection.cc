@@ -44,7 +44,7 @@ Connection::Connection(Server& server, boost::asio::ip::tcp::socket socket)
 Connection::~Connection() {
   if (server_ == nullptr) return;
   server_->detach(this);
-  if (invocation_) server_->pool(target_pool_).abandon(invocation_);
+  if (invocation_ && target_) target_->abandon(invocation_);
 }
 
 void Connection::start() { read(); }
@@ -98,7 +98,7 @@ void Connection::process() {
       }
       if (streaming_body_ && outcome != RequestParser::Outcome::kDone && parser_.body_size() > 0) {
         body_received_ += parser_.body_size();
-        server_->pool(target_pool_).send_body(invocation_, parser_.take_body(), false);
+        target_->send_body(invocation_, parser_.take_body(), false);
       }
     }
     switch (outcome) {
@@ -140,17 +140,23 @@ bool Connection::on_head() {
     respond_error(400, "bad request: " + path.message(), true);
     return false;
   }
-  auto match = server_->routes().match(*path);
+  std::string_view host;
+  for (const auto& [name, value] : parser_.headers()) {
+    if (name == "host") {
+      host = value;
+      break;
+    }
+  }
+  auto match = server_->dispatcher().route(host, *path);
   if (!match) {
     respond_error(404, "no route for " + *path, has_body);
     return false;
   }
-  target_pool_ = match->target;
-  runtime::FunctionPool& pool = server_->pool(target_pool_);
-  const config::FunctionConfig& function = pool.config();
-  function_ = function.name;
-  if (parser_.content_length().value_or(0) > function.max_body_bytes) {
-    respond_error(413, fmt::format("body larger than {} bytes", function.max_body_bytes), true);
+  target_ = std::move(match->target);
+  runtime::InvocationTarget& target = *target_;
+  function_ = target.name();
+  if (parser_.content_length().value_or(0) > target.max_body_bytes()) {
+    respond_error(413, fmt::format("body larger than {} bytes", target.max_body_bytes()), true);
     return false;
   }
 
@@ -163,17 +169,12 @@ bool Connection::on_head() {
   head.scheme = "http";
   head.client = client_;
   head.server = local_;
-  head.route = std::string(match->route);
+  head.route = std::move(match->route);
   head.path_info = std::move(match->path_info);
+  head.host = host;
   head.headers = parser_.headers();
-  for (const auto& [name, value] : head.headers) {
-    if (name == "host") {
-      head.host = value;
-      break;
-    }
-  }
   invocation_ = std::move(invocation);
-  streaming_body_ = pool.streams_request_body();
+  streaming_body_ = target.streams_request_body();
   watch_disconnect_ = streaming_body_;
   if (streaming_body_ && asks_for_websocket(invocation_->head)) return upgrade_to_websocket();
   body_received_ = 0;
@@ -183,7 +184,7 @@ bool Connection::on_head() {
     on_request();
     return false;
   }
-  parser_.begin_body(function.max_body_bytes);
+  parser_.begin_body(target.max_body_bytes());
   if (parser_.expects_continue() && parser_.version() >= 11) write("HTTP/1.1 100 Continue\r\n\r\n");
   phase_ = Phase::kBody;
   deadline_ = SteadyClock::now() + server_->options().header_timeout;
@@ -192,7 +193,7 @@ bool Connection::on_head() {
     invocation_->body_complete = false;
     invocation_->started = SteadyClock::now();
     invocation_->sink = shared_from_this();
-    pool.submit(invocation_);
+    target.submit(invocation_);
     return phase_ == Phase::kBody;  // submit() may have answered already
   }
   return true;
@@ -232,7 +233,7 @@ bool Connection::upgrade_to_websocket() {
   request.target(head.target);
   request.version(11);
   for (const auto& [name, value] : head.headers) request.insert(name, value);
-  auto session = std::make_shared<WebSocketSession>(*server_, std::move(socket_), target_pool_,
+  auto session = std::make_shared<WebSocketSession>(*server_, std::move(socket_), target_,
                                                     std::move(invocation_), std::move(request));
   phase_ = Phase::kClosed;
   session->start();
@@ -240,20 +241,20 @@ bool Connection::upgrade_to_websocket() {
 }
 
 void Connection::on_request() {
-  runtime::FunctionPool& pool = server_->pool(target_pool_);
+  runtime::InvocationTarget& target = *target_;
   response_complete_ = false;
   response_chunked_ = false;
   response_until_close_ = false;
   if (streaming_body_ && invocation_->sink) {
     // Already submitted at the head: this is the end of the body.
     phase_ = Phase::kWaiting;
-    pool.send_body(invocation_, parser_.take_body(), true);
+    target.send_body(invocation_, parser_.take_body(), true);
   } else {
     invocation_->body = parser_.take_body();
     invocation_->started = SteadyClock::now();
     invocation_->sink = shared_from_this();
     phase_ = Phase::kWaiting;
-    pool.submit(invocation_);
+    target.submit(invocation_);
   }
   if (watch_disconnect_ && phase_ == Phase::kWaiting && input_pos_ == input_.size()) read();
 }
@@ -397,7 +398,7 @@ void Connection::respond_error(uint16_t status, std::string_view message, bool c
   if (invocation_ && invocation_->sink) {
     // Already submitted (a streamed body that went wrong): the function
     // learns that the client is gone.
-    server_->pool(target_pool_).abandon(invocation_);
+    target_->abandon(invocation_);
     invocation_.reset();
   }
   response_status_ = status;
@@ -529,7 +530,7 @@ void Connection::close() {
   if (phase_ == Phase::kClosed) return;
   phase_ = Phase::kClosed;
   if (invocation_ && server_ != nullptr) {
-    server_->pool(target_pool_).abandon(invocation_);
+    target_->abandon(invocation_);
     invocation_.reset();
   }
   boost::system::error_code ignored;

@@ -23,6 +23,7 @@
 
 #include "http/request_parser.h"
 #include "runtime/invocation.h"
+#include "runtime/invocation_target.h"
 
 namespace coil::http {
 
@@ -112,7 +113,7 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   std::chrono::steady_clock::time_point write_started_;  // of the write in progress
 
   // The request being served.
-  size_t target_pool_ = 0;
+  std::shared_ptr<runtime::InvocationTarget> target_;  // set from the head until the connection ends
   std::string function_;
   std::shared_ptr<runtime::Invocation> invocation_;
   bool keep_alive_ = true;

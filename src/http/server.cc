@@ -11,12 +11,10 @@ namespace {
 constexpr auto kHousekeepingInterval = std::chrono::milliseconds(100);
 }
 
-Server::Server(boost::asio::io_context& io, ServerOptions options, const router::RouteTable& routes,
-               std::vector<std::unique_ptr<runtime::FunctionPool>>& pools)
+Server::Server(boost::asio::io_context& io, ServerOptions options, Dispatcher& dispatcher)
     : io_(io),
       options_(std::move(options)),
-      routes_(routes),
-      pools_(pools),
+      dispatcher_(dispatcher),
       acceptor_(io),
       housekeeping_timer_(io) {}
 
@@ -69,7 +67,7 @@ void Server::housekeeping() {
     for (Connection* connection : connections) {
       if (connections_.count(connection)) connection->check_deadline(now);
     }
-    for (auto& pool : pools_) pool->tick(now);
+    dispatcher_.tick(now);
     log::flush();
     if (draining_) check_drained();
     housekeeping();
@@ -91,8 +89,7 @@ void Server::shutdown(std::function<void()> done) {
 }
 
 void Server::check_drained() {
-  size_t unanswered = 0;
-  for (auto& pool : pools_) unanswered += pool->unanswered();
+  size_t unanswered = dispatcher_.unanswered();
   for (Connection* connection : connections_) unanswered += connection->busy() ? 1 : 0;
   bool timed_out = std::chrono::steady_clock::now() >= drain_deadline_;
   if ((unanswered == 0 || timed_out) && on_drained_) {

@@ -19,8 +19,7 @@
 
 #include "common/status.h"
 #include "http/request_parser.h"
-#include "router/route_table.h"
-#include "runtime/function_pool.h"
+#include "http/dispatcher.h"
 
 namespace coil::http {
 
@@ -38,9 +37,8 @@ class WebSocketSession;
 
 class Server {
  public:
-  // `pools` are indexed by the targets in `routes`; both outlive the server.
-  Server(boost::asio::io_context& io, ServerOptions options, const router::RouteTable& routes,
-         std::vector<std::unique_ptr<runtime::FunctionPool>>& pools);
+  // `dispatcher` outlives the server.
+  Server(boost::asio::io_context& io, ServerOptions options, Dispatcher& dispatcher);
   ~Server();
 
   // Binds and listens; on success local_port() is the bound port.
@@ -52,8 +50,7 @@ class Server {
   void shutdown(std::function<void()> done);
 
   const ServerOptions& options() const { return options_; }
-  const router::RouteTable& routes() const { return routes_; }
-  runtime::FunctionPool& pool(size_t index) { return *pools_[index]; }
+  Dispatcher& dispatcher() { return dispatcher_; }
   uint32_t next_invocation_id() { return ++invocation_ids_; }
   bool draining() const { return draining_; }
 
@@ -71,8 +68,7 @@ class Server {
 
   boost::asio::io_context& io_;
   ServerOptions options_;
-  const router::RouteTable& routes_;
-  std::vector<std::unique_ptr<runtime::FunctionPool>>& pools_;
+  Dispatcher& dispatcher_;
   boost::asio::ip::tcp::acceptor acceptor_;
   boost::asio::steady_timer housekeeping_timer_;
   uint16_t local_port_ = 0;

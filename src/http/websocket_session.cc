@@ -12,11 +12,12 @@
 namespace coil::http {
 namespace websocket = boost::beast::websocket;
 
-WebSocketSession::WebSocketSession(Server& server, boost::asio::ip::tcp::socket socket, size_t pool,
+WebSocketSession::WebSocketSession(Server& server, boost::asio::ip::tcp::socket socket,
+                                   std::shared_ptr<runtime::InvocationTarget> target,
                                    std::shared_ptr<runtime::Invocation> invocation, Request request)
     : server_(&server),
       ws_(std::move(socket)),
-      pool_(pool),
+      target_(std::move(target)),
       invocation_(std::move(invocation)),
       request_(std::move(request)),
       started_(std::chrono::steady_clock::now()) {}
@@ -24,7 +25,7 @@ WebSocketSession::WebSocketSession(Server& server, boost::asio::ip::tcp::socket 
 WebSocketSession::~WebSocketSession() {
   if (server_ == nullptr) return;
   server_->detach(this);
-  if (invocation_ && !finished_) server_->pool(pool_).abandon(invocation_);
+  if (invocation_ && !finished_) target_->abandon(invocation_);
 }
 
 void WebSocketSession::start() {
@@ -32,13 +33,13 @@ void WebSocketSession::start() {
   invocation_->websocket = true;
   invocation_->started = std::chrono::steady_clock::now();
   invocation_->sink = shared_from_this();
-  server_->pool(pool_).submit(invocation_);
+  target_->submit(invocation_);
 }
 
 void WebSocketSession::log_access(uint16_t status) {
   if (server_ == nullptr) return;
   double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_).count();
-  log::buffered_line(fmt::format("coil: access {} {} {} {} {:.2f}ms", server_->pool(pool_).config().name,
+  log::buffered_line(fmt::format("coil: access {} {} {} {} {:.2f}ms", target_->name(),
                                  invocation_->head.method, invocation_->head.target, status, ms));
 }
 
@@ -92,7 +93,7 @@ void WebSocketSession::on_failure(uint16_t status, const std::string& message) {
     refuse(status, {{"content-type", "text/plain; charset=utf-8"}}, message);
     return;
   }
-  log::info("{} websocket {}: closing: {}", server_->pool(pool_).config().name, invocation_->head.target,
+  log::info("{} websocket {}: closing: {}", target_->name(), invocation_->head.target,
             std::string_view(message).substr(0, message.find('\n')));
   // 1001 "going away" when coil stops or the session timed out; 1011 for a
   // failure of the function.
@@ -103,7 +104,7 @@ void WebSocketSession::on_websocket_message(std::string_view data, bool text) {
   if (finished_) return;
   if (outgoing_bytes_ + data.size() > kMaxUnsent) {
     log::info("{} websocket {}: the client left {} bytes unread; closing",
-              server_ ? server_->pool(pool_).config().name : "-", invocation_->head.target, outgoing_bytes_);
+              target_->name(), invocation_->head.target, outgoing_bytes_);
     client_gone(1008);
     boost::system::error_code ignored;
     ws_.next_layer().close(ignored);
@@ -161,7 +162,7 @@ void WebSocketSession::read() {
     }
     auto data = self->read_buffer_.cdata();
     std::string_view message(static_cast<const char*>(data.data()), data.size());
-    if (!self->finished_ && self->server_) self->server_->pool(self->pool_).send_websocket_message(self->invocation_, message,
+    if (!self->finished_ && self->server_) self->target_->send_websocket_message(self->invocation_, message,
                                                                                   self->ws_.got_text());
     self->read_buffer_.consume(self->read_buffer_.size());
     self->read();
@@ -171,9 +172,8 @@ void WebSocketSession::read() {
 void WebSocketSession::client_gone(uint16_t code) {
   if (finished_ || server_ == nullptr) return;
   finished_ = true;
-  runtime::FunctionPool& pool = server_->pool(pool_);
-  pool.send_websocket_close(invocation_, code);
-  pool.abandon(invocation_);
+  target_->send_websocket_close(invocation_, code);
+  target_->abandon(invocation_);
 }
 
 }  // namespace coil::http

@@ -23,6 +23,7 @@
 #include <string>
 
 #include "runtime/invocation.h"
+#include "runtime/invocation_target.h"
 
 namespace coil::http {
 
@@ -32,7 +33,8 @@ class WebSocketSession : public runtime::ResponseSink, public std::enable_shared
  public:
   using Request = boost::beast::http::request<boost::beast::http::empty_body>;
 
-  WebSocketSession(Server& server, boost::asio::ip::tcp::socket socket, size_t pool,
+  WebSocketSession(Server& server, boost::asio::ip::tcp::socket socket,
+                   std::shared_ptr<runtime::InvocationTarget> target,
                    std::shared_ptr<runtime::Invocation> invocation, Request request);
   ~WebSocketSession() override;
 
@@ -64,7 +66,7 @@ class WebSocketSession : public runtime::ResponseSink, public std::enable_shared
 
   Server* server_;  // null once the server is gone (see Server::~Server)
   boost::beast::websocket::stream<boost::asio::ip::tcp::socket> ws_;
-  size_t pool_;
+  std::shared_ptr<runtime::InvocationTarget> target_;
   std::shared_ptr<runtime::Invocation> invocation_;
   Request request_;
   boost::beast::flat_buffer read_buffer_;

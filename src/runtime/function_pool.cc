@@ -82,7 +82,16 @@ FunctionPool::FunctionPool(boost::asio::io_context& io, config::FunctionConfig c
       response_deadlines_(std::chrono::milliseconds(config_.timeout_ms)),
       stream_deadlines_(std::chrono::milliseconds(config_.stream_idle_timeout_ms)),
       cancel_deadlines_(kCancelGrace),
-      deadline_timer_(io) {}
+      deadline_timer_(io) {
+  // A kind the manifest forces (or coil server recorded at deploy) is known
+  // before the template reports it: the front streams bodies from the start.
+  if (config_.kind != config::Kind::kAuto) kind_ = config_.kind;
+}
+
+OutputRelay::Tap FunctionPool::output_tap(pid_t pid) const {
+  if (!services_.output_tap) return nullptr;
+  return [tap = services_.output_tap, name = config_.name, pid](std::string_view line) { tap(name, pid, line); };
+}
 
 FunctionPool::~FunctionPool() {
   stop();
@@ -152,7 +161,9 @@ void FunctionPool::build_template() {
   template_->start([this, output](Status s, control::Message& m) {
     if (s && m.type == control::Type::kTemplateStarted && output->valid()) {
       template_pid_ = static_cast<pid_t>(m.pid);
-      std::make_shared<OutputRelay>(io_, std::move(*output), output_prefix(config_.name, template_pid_))->start();
+      std::make_shared<OutputRelay>(io_, std::move(*output), output_prefix(config_.name, template_pid_),
+                                    output_tap(template_pid_))
+          ->start();
     }
     on_template_message(s, m);
   });
@@ -269,7 +280,8 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
       host_pid_of_[static_cast<pid_t>(m.pid)] = pid;
       token_of_pid_[pid] = m.token;
       if (m.fds.size() == 2) {
-        std::make_shared<OutputRelay>(io_, std::move(m.fds[1]), output_prefix(config_.name, pid))->start();
+        std::make_shared<OutputRelay>(io_, std::move(m.fds[1]), output_prefix(config_.name, pid), output_tap(pid))
+            ->start();
       }
       auto it = std::find_if(instances_.begin(), instances_.end(),
                              [&](const auto& i) { return i->token() == m.token; });

@@ -43,6 +43,8 @@
 #include "runtime/control_channel.h"
 #include "runtime/instance.h"
 #include "runtime/invocation.h"
+#include "runtime/invocation_target.h"
+#include "runtime/output_relay.h"
 #include "runtime/zygote_process.h"
 #include "sandbox/cgroup.h"
 #include "services/outbound_proxy.h"
@@ -58,9 +60,12 @@ struct HostServices {
   // For the outbound proxy of each sandboxed template.
   std::shared_ptr<services::Resolver> resolver;
   std::shared_ptr<boost::asio::ip::tcp::endpoint> self;  // coil's front, once listening
+  // Called with every line a function's processes print (besides the host
+  // log), e.g. coil server's log book; may be empty.
+  std::function<void(const std::string& function, pid_t pid, std::string_view line)> output_tap;
 };
 
-class FunctionPool : public InstanceEvents {
+class FunctionPool : public InvocationTarget, public InstanceEvents {
  public:
   static constexpr size_t kPipelineDepth = 32;
   static constexpr size_t kStandbys = 1;
@@ -76,19 +81,23 @@ class FunctionPool : public InstanceEvents {
   // instance, so that a failing lifespan startup shows now). `done` is called
   // once: OK, or an error "ORIGIN: entrypoint: why".
   void start(std::function<void(Status)> done);
+  // InvocationTarget
+  const std::string& name() const override { return config_.name; }
+  uint64_t max_body_bytes() const override { return config_.max_body_bytes; }
   // Whether requests are submitted as soon as their head is here, their body
   // following through send_body() (ASGI), rather than once complete.
-  bool streams_request_body() const { return kind_ == config::Kind::kAsgi; }
+  bool streams_request_body() const override { return kind_ == config::Kind::kAsgi; }
   // Takes a request. Always answers it eventually through its sink.
-  void submit(std::shared_ptr<Invocation> invocation);
+  void submit(std::shared_ptr<Invocation> invocation) override;
   // More of the body of a submitted request (`end`: that was the last part).
-  void send_body(const std::shared_ptr<Invocation>& invocation, std::string_view chunk, bool end);
+  void send_body(const std::shared_ptr<Invocation>& invocation, std::string_view chunk, bool end) override;
   // WebSocket sessions: a client message, and the client closing.
-  void send_websocket_message(const std::shared_ptr<Invocation>& invocation, std::string_view data, bool text);
-  void send_websocket_close(const std::shared_ptr<Invocation>& invocation, uint16_t code);
+  void send_websocket_message(const std::shared_ptr<Invocation>& invocation, std::string_view data,
+                              bool text) override;
+  void send_websocket_close(const std::shared_ptr<Invocation>& invocation, uint16_t code) override;
   // The client is gone: the invocation is forgotten. A queued one is dropped;
   // an executing ASGI request is cancelled; a running handler is let finish.
-  void abandon(const std::shared_ptr<Invocation>& invocation);
+  void abandon(const std::shared_ptr<Invocation>& invocation) override;
   // Housekeeping, called periodically: idle instances exit, min_instances kept.
   void tick(Clock::time_point now);
   // Requests whose client has not had its complete answer yet.
@@ -101,6 +110,8 @@ class FunctionPool : public InstanceEvents {
   void stop();
 
   const config::FunctionConfig& config() const { return config_; }
+  // The kind the template reported (or the manifest forced).
+  config::Kind kind() const { return kind_; }
 
   // InstanceEvents
   void on_frame(Instance& instance, const frame::Frame& frame) override;
@@ -190,6 +201,7 @@ class FunctionPool : public InstanceEvents {
   bool out_of_memory(uint32_t token) const;
   void release_cgroup(uint32_t token);
   std::string memory_limit_message() const;
+  OutputRelay::Tap output_tap(pid_t pid) const;
 
   std::deque<std::shared_ptr<Invocation>> queue_;
   DeadlineQueue response_deadlines_;  // unanswered, response not started

@@ -8,8 +8,8 @@
 
 namespace coil::runtime {
 
-OutputRelay::OutputRelay(boost::asio::io_context& io, unique_fd pipe, std::string prefix)
-    : pipe_(io, pipe.release()), prefix_(std::move(prefix)) {}
+OutputRelay::OutputRelay(boost::asio::io_context& io, unique_fd pipe, std::string prefix, Tap tap)
+    : pipe_(io, pipe.release()), prefix_(std::move(prefix)), tap_(std::move(tap)) {}
 
 void OutputRelay::start() { read(); }
 
@@ -40,6 +40,7 @@ void OutputRelay::emit(std::string_view line) {
   std::string text = prefix_;
   text.append(line);
   log::line(text);
+  if (tap_) tap_(line);
 }
 
 void OutputRelay::read() {

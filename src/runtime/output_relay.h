@@ -16,6 +16,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -29,7 +30,11 @@ class OutputRelay : public std::enable_shared_from_this<OutputRelay> {
   static constexpr double kBytesPerSecond = 256 * 1024;
   static constexpr double kBurstBytes = 1024 * 1024;
 
-  OutputRelay(boost::asio::io_context& io, unique_fd pipe, std::string prefix);
+  // Also called with every line logged (without the prefix), e.g. to keep
+  // a function's recent output for `coil logs`.
+  using Tap = std::function<void(std::string_view line)>;
+
+  OutputRelay(boost::asio::io_context& io, unique_fd pipe, std::string prefix, Tap tap = nullptr);
   void start();
 
  private:
@@ -40,6 +45,7 @@ class OutputRelay : public std::enable_shared_from_this<OutputRelay> {
 
   boost::asio::posix::stream_descriptor pipe_;
   std::string prefix_;
+  Tap tap_;
   std::string partial_;
   double tokens_ = kBurstBytes;
   std::chrono::steady_clock::time_point refilled_ = std::chrono::steady_clock::now();

@@ -1,0 +1,41 @@
+// InvocationTarget: what the HTTP front hands a routed request to — a
+// function's pool, or one of the host's own endpoints (the control API of
+// coil server). The front holds the target (shared) for as long as it has a
+// request on it, so a target removed from routing meanwhile (a deleted
+// function) still answers what it took.
+//
+// Contract: as FunctionPool's methods of the same names (function_pool.h);
+// single-threaded, on the host's event loop.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "runtime/invocation.h"
+
+namespace coil::runtime {
+
+class InvocationTarget {
+ public:
+  virtual ~InvocationTarget() = default;
+  // Who answers, for the access log ("hello", "control-api").
+  virtual const std::string& name() const = 0;
+  // Larger request bodies are refused with 413 before they are read.
+  virtual uint64_t max_body_bytes() const = 0;
+  // Whether requests are submitted as soon as their head is here, their body
+  // following through send_body(), rather than once complete. Only such
+  // targets are offered WebSocket upgrades.
+  virtual bool streams_request_body() const = 0;
+  // Takes a request. Always answers it eventually through its sink.
+  virtual void submit(std::shared_ptr<Invocation> invocation) = 0;
+  virtual void send_body(const std::shared_ptr<Invocation>& invocation, std::string_view chunk, bool end) = 0;
+  virtual void send_websocket_message(const std::shared_ptr<Invocation>& /*invocation*/, std::string_view /*data*/,
+                                      bool /*text*/) {}
+  virtual void send_websocket_close(const std::shared_ptr<Invocation>& /*invocation*/, uint16_t /*code*/) {}
+  // The client is gone: the invocation is forgotten.
+  virtual void abandon(const std::shared_ptr<Invocation>& invocation) = 0;
+};
+
+}  // namespace coil::runtime
