@@ -62,6 +62,11 @@ struct FunctionConfig {
   // (Spin's syntax, see allowed_hosts.h). Empty: nowhere.
   std::vector<AllowedHost> allowed_outbound_hosts;
   std::vector<std::pair<std::string, std::string>> environment;
+  // coil server: the function's built dependency volume (a host directory of
+  // packages pip installed from its requirements.txt), mounted read-only at
+  // /deps and put on sys.path right after the code. "" = none. Not a
+  // manifest field: the server sets it (platform/dependencies.h).
+  std::string dependencies;
   // Where the function is declared, for errors found after parsing
   // (an entrypoint that does not import): "PATH:LINE".
   std::string entrypoint_origin;

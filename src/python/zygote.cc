@@ -414,10 +414,14 @@ class TemplateServer {
 //            "namespaces-without-userns" (a root host without user namespaces)
 //   tmp_mb, max_open_files, volume ("KIND\tMOUNT\tHOST_PATH_OR_SIZE_MIB", repeated),
 //   rlimit_data_mb (the memory limit as RLIMIT_DATA, where the host has no cgroups)
+//   dependencies (a host directory of packages: read-only at /deps, on sys.path)
 struct TemplateSandbox {
   bool enabled = true;
   sandbox::SandboxPlan plan;
+  std::string dependencies;  // host path, "" = none
 };
+
+constexpr const char* kDependenciesMount = "/deps";
 
 TemplateSandbox sandbox_of(const control::BuildTemplate& spec) {
   TemplateSandbox sandbox;
@@ -450,6 +454,10 @@ TemplateSandbox sandbox_of(const control::BuildTemplate& spec) {
         volume.host_path = rest;
       }
       sandbox.plan.mounts.volumes.push_back(std::move(volume));
+    } else if (key == "dependencies") {
+      sandbox.dependencies = value;
+      sandbox.plan.mounts.volumes.push_back(
+          {sandbox::VolumeMount::Kind::kReadonly, kDependenciesMount, value, 0});
     }
   }
   if (!sandbox.enabled) sandbox.plan.namespaces = false;
@@ -551,6 +559,16 @@ std::vector<sandbox::InstanceMount> instance_mounts(const TemplateSandbox& sandb
     report_failure(take_exception_summary());
   }
   Py_DECREF(source);
+  if (!sandbox.dependencies.empty()) {
+    // After the code, before the system's packages: what requirements.txt
+    // pins wins over Debian's python3-* of the runtime.
+    PyObject* dependencies =
+        PyUnicode_FromString(sandbox.plan.namespaces ? kDependenciesMount : sandbox.dependencies.c_str());
+    if (dependencies == nullptr || PyList_Insert(sys_path, 1, dependencies) != 0) {
+      report_failure(take_exception_summary());
+    }
+    Py_DECREF(dependencies);
+  }
   for (const auto& [key, value] : spec.environment) {
     PyObject* k = PyUnicode_FromString(key.c_str());
     PyObject* v = PyUnicode_FromString(value.c_str());

@@ -164,6 +164,7 @@ Result<TemplateHandles> ZygoteProcess::build_template(const config::FunctionConf
     }
     message.build.options.emplace_back("volume", value);
   }
+  if (!function.dependencies.empty()) message.build.options.emplace_back("dependencies", function.dependencies);
   if (function.root_path_in_path) {
     message.build.options.emplace_back("root_path_in_path", *function.root_path_in_path ? "true" : "false");
   }

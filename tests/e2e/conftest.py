@@ -3,6 +3,8 @@
 Every test starts its own `build/coil up DIR --listen 127.0.0.1:0` in its own
 temp dir (see the `coil` fixture), reads coil's stderr in a background thread
 and synchronises on log lines (`Coil.wait_for_line`) rather than on sleeps.
+Tests of `coil server` and the commands that drive it (deploy, ls, ...) use the
+`coil_server` fixture the same way.
 
 Run with Debian's pytest: /usr/bin/python3 -m pytest tests/e2e
 """
@@ -12,12 +14,14 @@ import http.client
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
 import textwrap
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -249,7 +253,7 @@ class CoilStartError(AssertionError):
 class Coil:
     """A running `coil up`, with its stderr collected line by line."""
 
-    def __init__(self, args, cwd, directory):
+    def __init__(self, args, cwd, directory, env=None):
         self.args = args
         self.dir = Path(directory)
         self.lines = []          # stderr lines, without the newline
@@ -259,7 +263,7 @@ class Coil:
         self._seen = {}          # every descendant ever seen: {pid: starttime}
         self.port = None
         self.proc = subprocess.Popen(
-            args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, start_new_session=True)
         _OUR_POPENS.add(self.proc.pid)
         self._t_err = threading.Thread(target=self._reader, args=(self.proc.stderr, self.lines, True),
@@ -521,6 +525,133 @@ def coil_fail(tmp_path):
         return p.returncode, err.decode("utf-8", "replace")
 
     return run
+
+
+# --------------------------------------------------------------------------
+# coil server, and the commands that talk to it
+# --------------------------------------------------------------------------
+
+_DEFAULT_KEY = object()  # "use the server's key" (None means: send no Authorization header)
+
+
+class CliResult:
+    """What one run of a client command (`coil deploy`, `coil ls`, ...) did."""
+
+    def __init__(self, args, returncode, stdout, stderr):
+        self.args = args
+        self.returncode = returncode
+        self.stdout_bytes = stdout
+        self.stdout = stdout.decode("utf-8", "replace")
+        self.stderr = stderr.decode("utf-8", "replace")
+
+    def __repr__(self):
+        return (f"<coil {' '.join(self.args)}: exit {self.returncode}\n"
+                f"stdout:\n{self.stdout}\nstderr:\n{self.stderr}>")
+
+
+class CoilServer(Coil):
+    """A running `coil server`: its API key, its --data directory, and clients for it."""
+
+    def __init__(self, args, cwd, data, key, env=None):
+        super().__init__(args, cwd=cwd, directory=data, env=env)
+        self.data = Path(data)
+        self.key = key
+
+    def api(self, method, path, body=None, headers=None, key=_DEFAULT_KEY, timeout=120.0):
+        """A control-API request; key=None sends no Authorization header."""
+        pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
+        key = self.key if key is _DEFAULT_KEY else key
+        if key is not None:
+            pairs.append(("Authorization", f"Bearer {key}"))
+        return self.request(method, path, body=body, headers=pairs, timeout=timeout)
+
+    def deploy(self, bundle, name=None, entrypoint=None, key=_DEFAULT_KEY, timeout=120.0):
+        """POST /v1/deploy without streaming: the answer is one JSON document."""
+        query = "&".join(f"{k}={urllib.parse.quote(v, safe='')}"
+                         for k, v in (("name", name), ("entrypoint", entrypoint)) if v is not None)
+        return self.api("POST", "/v1/deploy" + (f"?{query}" if query else ""), body=bundle,
+                        headers={"Content-Type": "application/gzip", "Accept": "application/json"},
+                        key=key, timeout=timeout)
+
+    def cli_env(self, key=_DEFAULT_KEY):
+        """The environment a client command gets: COIL_SERVER is this server, COIL_API_KEY
+        its key (key=None: no key at all)."""
+        env = {k: v for k, v in os.environ.items() if k not in ("COIL_SERVER", "COIL_API_KEY")}
+        env["COIL_SERVER"] = self.url
+        key = self.key if key is _DEFAULT_KEY else key
+        if key is not None:
+            env["COIL_API_KEY"] = key
+        return env
+
+    def cli(self, *args, input=b"", key=_DEFAULT_KEY, timeout=180.0):
+        """Run `build/coil ARGS` against this server and wait for it."""
+        args = [str(a) for a in args]
+        p = subprocess.Popen([COIL_BIN, *args], cwd=self.dir.parent, env=self.cli_env(key),
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             start_new_session=True)
+        _OUR_POPENS.add(p.pid)
+        try:
+            out, err = p.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+            pytest.fail(f"coil {' '.join(args)} still ran after {timeout}s; stderr:\n"
+                        f"{err.decode(errors='replace')}")
+        return CliResult(args, p.returncode, out, err)
+
+    def cli_background(self, *args, key=_DEFAULT_KEY):
+        """Start `build/coil ARGS` (e.g. `logs NAME -f`) and return the Popen; the caller
+        stops it."""
+        p = subprocess.Popen([COIL_BIN, *[str(a) for a in args]], cwd=self.dir.parent,
+                             env=self.cli_env(key), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, start_new_session=True)
+        _OUR_POPENS.add(p.pid)
+        return p
+
+
+@pytest.fixture
+def coil_server(tmp_path):
+    """start(*extra_args, data=None, key_via="file", wait=True) -> running CoilServer.
+
+    Runs `build/coil server --data DATA --listen 127.0.0.1:0` plus extra_args (e.g.
+    "--domain", "coil.test"), with this test's API key (CoilServer.key, random per test)
+    given by --key-file (key_via="file") or by the environment variable COIL_API_KEY
+    ("env"). data: default tmp_path/"data"; every start in a test shares it unless told
+    otherwise, so a second start is a restart on the same state.
+    """
+    _check_binary()
+    key = "coil-test-key-" + secrets.token_hex(16)
+    key_file = tmp_path / "api-key"
+    key_file.write_text(key + "\n")
+    key_file.chmod(0o600)
+    started = []
+
+    def start(*extra, data=None, key_via="file", wait=True):
+        data = Path(data) if data is not None else tmp_path / "data"
+        args = [COIL_BIN, "server", "--data", str(data), "--listen", "127.0.0.1:0"]
+        env = {k: v for k, v in os.environ.items() if k != "COIL_API_KEY"}
+        if key_via == "file":
+            args += ["--key-file", str(key_file)]
+        elif key_via == "env":
+            env["COIL_API_KEY"] = key
+        else:
+            raise ValueError(f"key_via: {key_via!r}")
+        args += [str(a) for a in extra]
+        s = CoilServer(args, cwd=tmp_path, data=data, key=key, env=env)
+        started.append(s)
+        if wait:
+            s.wait_listening()
+        return s
+
+    yield start
+
+    for s in started:
+        s.kill()
+    _kill_leaked()
+    for s in started:
+        log = s.log()
+        if log:
+            print(f"----- coil stderr ({' '.join(s.args)}) -----\n{log}")
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,54 @@
+// What `coil up` and `coil server` share: the options of the host process,
+// starting its runtime (sandbox mode, cgroups, the zygote, host services),
+// and serving until SIGINT/SIGTERM, then draining.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "http/server.h"
+#include "runtime/function_pool.h"
+#include "runtime/zygote_process.h"
+#include "sandbox/cgroup.h"
+
+namespace coil::cli {
+
+// Options every serving command has.
+struct HostOptions {
+  std::string listen;
+  uint32_t header_timeout_ms = 30000;
+  uint32_t keepalive_timeout_ms = 60000;
+  uint32_t shutdown_timeout_ms = 10000;
+  bool no_sandbox = false;  // for debugging only: function code runs without isolation
+  std::string hosts_file;   // names the outbound proxy resolves from a file first (tests, operators)
+  std::string data_dir;     // "" = $XDG_STATE_HOME/coil or ~/.local/state/coil
+};
+
+constexpr int kConfigError = 2;
+
+void print_error(const std::string& message);
+// "HOST:PORT" or "[V6]:PORT" into the server's options, with the timeouts.
+Status to_server_options(const HostOptions& options, http::ServerOptions& out);
+std::string data_directory(const HostOptions& options);
+
+// The host's runtime. Contract: started while the process is still
+// single-threaded (the zygote is forked from it).
+struct HostRuntime {
+  runtime::SandboxMode sandbox = runtime::SandboxMode::kOff;
+  std::unique_ptr<sandbox::CgroupManager> cgroups;
+  std::unique_ptr<runtime::ZygoteProcess> zygote;
+  runtime::HostServices services;
+};
+Result<std::unique_ptr<HostRuntime>> start_host_runtime(boost::asio::io_context& io, const HostOptions& options);
+
+// Listens, serves until SIGINT/SIGTERM, drains the server, lets instances
+// exit (`stop_instances`, bounded), stops every pool (`stop_pools`) and the
+// zygote. Returns the exit code.
+int serve(boost::asio::io_context& io, http::Server& server, HostRuntime& runtime,
+          const std::function<void(std::function<void()>)>& stop_instances, const std::function<void()>& stop_pools);
+
+}  // namespace coil::cli
