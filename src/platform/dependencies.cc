@@ -208,6 +208,7 @@ void DependencyBuilder::ensure(const std::string& code_dir, Progress progress,
     if (it == builds_.end()) return;
     if (!s) return finish(key, Status::error("the dependency build could not start: " + s.message()));
     auto invocation = std::make_shared<runtime::Invocation>();
+    invocation->id = 1;  // the only request of this pool (0 is not a stream id)
     invocation->head.method = "POST";
     invocation->head.target = "/";
     invocation->head.version = "1.1";
