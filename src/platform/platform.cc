@@ -64,7 +64,6 @@ const char* reserved_route_prefix(const std::string& route) {
     if (bare.back() == '/') bare.pop_back();
     if (route == bare || route.rfind(reserved, 0) == 0 || route == bare + "/...") return reserved;
   }
-  if (route == "/...") return "/";
   return nullptr;
 }
 
@@ -356,25 +355,33 @@ void Platform::deploy(DeployRequest request, Progress progress,
   });
 }
 
+std::optional<OperationError> Platform::route_conflict(const config::FunctionConfig& function) const {
+  if (const char* reserved = reserved_route_prefix(function.route)) {
+    return OperationError{400, "function " + function.name + ": route " + function.route +
+                                   " is reserved on coil server (" + reserved +
+                                   "); functions are also served under /fn/" + function.name + "/"};
+  }
+  for (const auto& [name, id] : current_) {
+    auto other = versions_.find(id);
+    if (name != function.name && other != versions_.end() && other->second->record.entrypoint.empty() &&
+        other->second->config.route == function.route) {
+      return OperationError{409, "function " + function.name + ": route " + function.route +
+                                     " is already served by function " + name};
+    }
+  }
+  return std::nullopt;
+}
+
 void Platform::finish_deploy(std::vector<config::FunctionConfig> functions, std::string tree, DeployRequest request,
                              Progress progress,
                              std::function<void(Outcome<std::vector<store::VersionRecord>>)> done) {
   // 4. Routes must not collide with another function's, nor with the server's own.
-  for (const config::FunctionConfig& function : functions) {
-    if (!request.entrypoint.empty()) break;  // served under /fn/NAME/ only
-    if (const char* reserved = reserved_route_prefix(function.route)) {
-      done(OperationError{400, "function " + function.name + ": route " + function.route + " is reserved on coil " +
-                                   "server (" + reserved + "); functions are also served under /fn/" +
-                                   function.name + "/"});
-      return;
-    }
-    auto match = routes_.match(function.route.size() > 4 && function.route.ends_with("/...")
-                                   ? function.route.substr(0, function.route.size() - 4)
-                                   : function.route);
-    if (match && route_names_[match->target] != function.name && match->route == function.route) {
-      done(OperationError{409, "function " + function.name + ": route " + function.route +
-                                   " is already served by function " + route_names_[match->target]});
-      return;
+  if (request.entrypoint.empty()) {  // else served under /fn/NAME/ only
+    for (const config::FunctionConfig& function : functions) {
+      if (std::optional<OperationError> conflict = route_conflict(function)) {
+        done(*conflict);
+        return;
+      }
     }
   }
   // 5. Each version's template and trial instance, all at once.
@@ -412,6 +419,13 @@ void Platform::finish_deploy(std::vector<config::FunctionConfig> functions, std:
       if (entry == nullptr) {
         done(OperationError{409, "the function was removed while it was being deployed"});
         return;
+      }
+      // Another deploy may have taken the route while this one built.
+      if (entry->record.entrypoint.empty()) {
+        if (std::optional<OperationError> conflict = route_conflict(entry->config)) {
+          done(*conflict);
+          return;
+        }
       }
       entry->record.kind = entry->pool->kind() == config::Kind::kAsgi ? "asgi" : "handler";
       Result<store::VersionRecord> stored = registry_->add_version(entry->record);

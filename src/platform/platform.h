@@ -132,6 +132,9 @@ class Platform : public http::Dispatcher {
   std::shared_ptr<runtime::FunctionPool> pool_of(Served& version);
   void start_version(Served& version, std::function<void(Status)> done);
   void rebuild_routes();
+  // Why `function` (deployed from a coil.toml) cannot have its route: reserved
+  // by the server, or served by another function.
+  std::optional<OperationError> route_conflict(const config::FunctionConfig& function) const;
   void collect_trees();
   void finish_deploy(std::vector<config::FunctionConfig> functions, std::string tree, DeployRequest request,
                      Progress progress, std::function<void(Outcome<std::vector<store::VersionRecord>>)> done);

@@ -780,3 +780,56 @@ def test_client_usage_errors_and_unreachable_server(tmp_path):
     env.pop("COIL_API_KEY")
     rc, _, err = run("ls")
     assert rc == 2 and "COIL_API_KEY" in err, err
+
+
+VERSION_TMP_APP = '''
+import os
+from spin_http import Response
+
+MARK = {mark!r}
+SEEN = []  # module globals: one copy per version (per template)
+
+def handle_request(request):
+    with open("/tmp/left-by-" + MARK, "w") as f:
+        f.write(MARK)
+    SEEN.append(MARK)
+    others = sorted(n for n in os.listdir("/tmp") if n.startswith("left-by-") and n != "left-by-" + MARK)
+    return Response(200, [("content-type", "text/plain")], ",".join(others) + "|" + ",".join(sorted(set(SEEN))))
+'''
+
+
+def test_versions_and_functions_do_not_share_globals_or_tmp(coil_server):
+    """security.md: one function's globals and /tmp are never visible to another
+    function, nor to another version of it."""
+    srv = coil_server()
+    first = api_deploy(srv, {"coil.toml": manifest(fn_toml("app", "/app")),
+                             "app.py": VERSION_TMP_APP.format(mark="v1")})["version"]
+    assert get_fn(srv, "app").text == "|v1"
+    second = api_deploy(srv, {"coil.toml": manifest(fn_toml("app", "/app")),
+                              "app.py": VERSION_TMP_APP.format(mark="v2")})["version"]
+    assert second != first
+    # The new version sees neither the old one's /tmp file nor its globals...
+    assert get_fn(srv, "app").text == "|v2"
+    # ...and the old one, still reachable by id, not the new one's.
+    assert get_version(srv, first).text == "|v1"
+    other = api_deploy(srv, {"coil.toml": manifest(fn_toml("other", "/other")),
+                             "app.py": VERSION_TMP_APP.format(mark="other")})["version"]
+    assert get_version(srv, other).text == "|other"
+
+
+def test_manifest_routes_the_server_uses_or_another_function_serves_are_refused(coil_server):
+    srv = coil_server()
+    api_deploy(srv, handler_bundle("first", name="first", route="/shared"))
+    r = srv.deploy(bundle_of(handler_bundle("second", name="second", route="/shared")))
+    assert r.status == 409, r
+    assert "/shared" in r.json()["error"] and "first" in r.json()["error"], r
+    for route in ("/v1/mine", "/fn/...", "/healthz"):
+        r = srv.deploy(bundle_of(handler_bundle("x", name="reserved", route=route)))
+        assert r.status == 400, r
+        assert route in r.json()["error"], r
+    assert srv.get("/shared").text == "first"
+    # A function may take the catch-all route: every path the server does not use.
+    api_deploy(srv, handler_bundle("everything else", name="catchall", route="/..."))
+    assert srv.get("/anything/at/all").text == "everything else"
+    assert srv.get("/shared").text == "first"
+    assert srv.get("/healthz").json() == {"status": "ok"}
