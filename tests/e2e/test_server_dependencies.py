@@ -166,3 +166,40 @@ def test_the_build_is_sandboxed(coil_server, tmp_path):
     with pytest.raises(BlockingIOError):
         listener.accept()
     listener.close()
+
+
+def test_requirements_from_an_index_reached_through_the_proxy(coil_server, tmp_path):
+    """--index-url: the build reaches that index (a PEP 503 simple index served here, on
+    127.0.0.1) through its sandbox's proxy, and nothing else."""
+    import functools
+    import http.server
+    import threading
+
+    wheels = build_wheel(tmp_path, "tinypkg", 5)
+    index = tmp_path / "index" / "simple" / "tinypkg"
+    index.mkdir(parents=True)
+    wheel = next(wheels.glob("tinypkg-1.0-*.whl"))
+    (index / wheel.name).write_bytes(wheel.read_bytes())
+    (index / "index.html").write_text(f'<a href="{wheel.name}">{wheel.name}</a>\n')
+    requested = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            requested.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(tmp_path / "index")))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        srv = coil_server("--index-url", f"http://127.0.0.1:{server.server_port}/simple/")
+        code = package_dir(tmp_path, "app", "pkg", "tinypkg", "tinypkg==1.0\n")
+        r = srv.cli("deploy", code)
+        assert r.returncode == 0, r
+        assert "Successfully installed tinypkg-1.0" in r.stderr, r
+        response = get_fn(srv, "pkg")
+        assert response.status == 200 and response.json()["value"] == 5, response
+        assert "/simple/tinypkg/" in requested, requested
+    finally:
+        server.shutdown()
+        server.server_close()
