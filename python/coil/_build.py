@@ -32,7 +32,7 @@ async def app(scope, receive, send):
                 "more_body": True})
     process = await asyncio.create_subprocess_exec(
         *arguments, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=environment,
-        cwd="/tmp")
+        cwd="/code")  # relative paths in requirements.txt are the code's
     while True:
         line = await process.stdout.readline()
         if not line:

@@ -1,5 +1,6 @@
 #include "cli/server.h"
 
+#include <string.h>
 #include <sys/stat.h>
 
 #include <boost/asio/io_context.hpp>
@@ -22,8 +23,11 @@ constexpr size_t kMinKeyLength = 16;
 // (forked from it) inherits it.
 Result<std::string> read_api_key(const std::string& key_file) {
   std::string key;
-  if (const char* from_env = std::getenv("COIL_API_KEY")) {
+  if (char* from_env = std::getenv("COIL_API_KEY")) {
     key = from_env;
+    // unsetenv() only unlinks the variable: its text would stay in the
+    // process's original environment block, readable in /proc/PID/environ.
+    ::explicit_bzero(from_env, key.size());
     ::unsetenv("COIL_API_KEY");
   }
   if (!key_file.empty()) {

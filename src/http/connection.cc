@@ -155,6 +155,10 @@ bool Connection::on_head() {
   target_ = std::move(match->target);
   runtime::InvocationTarget& target = *target_;
   function_ = target.name();
+  if (auto refusal = target.screen(parser_.target(), parser_.headers())) {
+    respond_error(refusal->status, refusal->body, true, {}, refusal->content_type);
+    return false;
+  }
   if (parser_.content_length().value_or(0) > target.max_body_bytes()) {
     respond_error(413, fmt::format("body larger than {} bytes", target.max_body_bytes()), true);
     return false;
@@ -175,7 +179,7 @@ bool Connection::on_head() {
   head.headers = parser_.headers();
   invocation_ = std::move(invocation);
   streaming_body_ = target.streams_request_body();
-  watch_disconnect_ = streaming_body_;
+  watch_disconnect_ = target.watches_disconnect();
   if (streaming_body_ && asks_for_websocket(invocation_->head)) return upgrade_to_websocket();
   body_received_ = 0;
   body_checkpoint_ = 0;
@@ -394,7 +398,7 @@ void Connection::on_failure(uint16_t status, const std::string& message) {
 }
 
 void Connection::respond_error(uint16_t status, std::string_view message, bool close_after,
-                               std::string_view extra_headers) {
+                               std::string_view extra_headers, std::string_view content_type) {
   if (invocation_ && invocation_->sink) {
     // Already submitted (a streamed body that went wrong): the function
     // learns that the client is gone.
@@ -406,7 +410,7 @@ void Connection::respond_error(uint16_t status, std::string_view message, bool c
   std::string body(message);
   if (body.empty() || body.back() != '\n') body.push_back('\n');
   append_text_response(output_, status, body, keep_alive_, !head_request_, extra_headers,
-                       parser_.head_done() && parser_.version() < 11);
+                       parser_.head_done() && parser_.version() < 11, content_type);
   phase_ = Phase::kResponding;
   response_complete_ = true;
   if (request_started_ == SteadyClock::time_point{}) request_started_ = SteadyClock::now();

@@ -76,7 +76,8 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   void on_request();
   void finish_response(uint16_t status);
   void respond_error(uint16_t status, std::string_view message, bool close_after,
-                     std::string_view extra_headers = {});
+                     std::string_view extra_headers = {},
+                     std::string_view content_type = "text/plain; charset=utf-8");
   void write(std::string_view data);
   void append_counted(std::string_view body);
   void check_declared_length();

@@ -121,13 +121,15 @@ void append_chunk(std::string& out, std::string_view data) {
 void append_last_chunk(std::string& out) { out.append("0\r\n\r\n"); }
 
 void append_text_response(std::string& out, uint16_t status, std::string_view body, bool keep_alive,
-                          bool include_body, std::string_view extra_headers, bool announce_keep_alive) {
+                          bool include_body, std::string_view extra_headers, bool announce_keep_alive,
+                          std::string_view content_type) {
   std::string_view connection = !keep_alive             ? "connection: close\r\n"
                                 : announce_keep_alive ? "connection: keep-alive\r\n"
                                                       : "";
-  out.append(fmt::format("HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n"
+  out.append(fmt::format("HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n"
                          "date: {}\r\n{}{}\r\n",
-                         status, reason_phrase(status), body.size(), http_date(), extra_headers, connection));
+                         status, reason_phrase(status), content_type, body.size(), http_date(), extra_headers,
+                         connection));
   if (include_body) out.append(body);
 }
 

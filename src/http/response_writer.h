@@ -36,6 +36,7 @@ void append_last_chunk(std::string& out);
 // A complete plain-text response made by the host itself (errors).
 void append_text_response(std::string& out, uint16_t status, std::string_view body, bool keep_alive,
                           bool include_body = true, std::string_view extra_headers = {},
-                          bool announce_keep_alive = false);
+                          bool announce_keep_alive = false,
+                          std::string_view content_type = "text/plain; charset=utf-8");
 
 }  // namespace coil::http

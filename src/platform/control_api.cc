@@ -81,11 +81,15 @@ std::map<std::string, std::string> parse_query(std::string_view target) {
   return query;
 }
 
-std::string header(const runtime::Invocation& invocation, std::string_view name) {
-  for (const auto& [key, value] : invocation.head.headers) {
+std::string header(const std::vector<frame::Header>& headers, std::string_view name) {
+  for (const auto& [key, value] : headers) {
     if (key == name) return value;
   }
   return {};
+}
+
+std::string header(const runtime::Invocation& invocation, std::string_view name) {
+  return header(invocation.head.headers, name);
 }
 
 json describe(const store::VersionRecord& version, const std::vector<std::string>& urls) {
@@ -143,8 +147,8 @@ ControlApi::ControlApi(Platform& platform) : platform_(platform) {}
 
 uint64_t ControlApi::max_body_bytes() const { return platform_.options().bundle_limits.max_archive_bytes; }
 
-bool ControlApi::authorized(const runtime::Invocation& invocation) const {
-  std::string given = header(invocation, "authorization");
+bool ControlApi::authorized(const std::vector<frame::Header>& headers) const {
+  std::string given = header(headers, "authorization");
   constexpr std::string_view kScheme = "Bearer ";
   if (given.size() <= kScheme.size() || strncasecmp(given.c_str(), kScheme.data(), kScheme.size()) != 0) {
     // Still compare, so that a missing key takes the time a wrong one does.
@@ -158,6 +162,13 @@ std::string ControlApi::base_url(const runtime::Invocation& invocation) {
   return "http://" + (invocation.head.host.empty() ? invocation.head.server : invocation.head.host);
 }
 
+std::optional<runtime::InvocationTarget::Refusal> ControlApi::screen(std::string_view target,
+                                                                     const std::vector<frame::Header>& headers) {
+  std::string_view path = target.substr(0, target.find('?'));
+  if (path == "/healthz" || authorized(headers)) return std::nullopt;
+  return Refusal{401, "application/json", json{{"error", "unauthorized"}}.dump()};
+}
+
 void ControlApi::submit(InvocationPtr invocation) {
   runtime::Invocation& request = *invocation;
   std::string_view target = request.head.target;
@@ -167,7 +178,8 @@ void ControlApi::submit(InvocationPtr invocation) {
     if (method != "GET" && method != "HEAD") return answer_error(request, 405, "use GET");
     return answer_json(request, 200, json{{"status", "ok"}});
   }
-  if (!authorized(request)) return answer_json(request, 401, json{{"error", "unauthorized"}});
+  // screen() refused requests without the key; checked again all the same.
+  if (!authorized(request.head.headers)) return answer_json(request, 401, json{{"error", "unauthorized"}});
 
   std::vector<std::string> parts = segments(path);  // "v1", ...
   std::map<std::string, std::string> query = parse_query(target);
@@ -285,6 +297,10 @@ void ControlApi::deploy(const InvocationPtr& invocation, const std::map<std::str
 void ControlApi::invoke(const InvocationPtr& invocation, const std::string& function) {
   std::shared_ptr<runtime::FunctionPool> pool = platform_.current_pool(function);
   if (!pool) return answer_error(*invocation, 404, "no function named " + function);
+  if (invocation->body.size() > pool->max_body_bytes()) {
+    return answer_error(*invocation, 413,
+                        "body larger than " + std::to_string(pool->max_body_bytes()) + " bytes (max_body_bytes)");
+  }
   // The function gets `POST /` with this body and content type, never the key.
   auto forwarded = std::make_shared<runtime::Invocation>();
   forwarded->id = invocation->id;
@@ -305,7 +321,7 @@ void ControlApi::invoke(const InvocationPtr& invocation, const std::string& func
   const runtime::Invocation* key = invocation.get();
   forwarded->sink = std::make_shared<ForwardingSink>(std::exchange(invocation->sink, nullptr),
                                                      [this, key] { pending_.erase(key); });
-  pending_[key] = Pending{forwarded, pool, 0};
+  pending_[key] = Pending{forwarded, pool, 0, {}, {}};
   pool->submit(forwarded);
 }
 
@@ -332,7 +348,22 @@ void ControlApi::logs(const InvocationPtr& invocation, const std::string& functi
   uint64_t id = platform_.logs().follow(function, [weak](std::string_view line) {
     if (auto alive = weak.lock(); alive && alive->sink) alive->sink->on_response_body(std::string(line) + "\n", false);
   });
-  pending_[invocation.get()] = Pending{nullptr, nullptr, id};
+  pending_[invocation.get()] = Pending{nullptr, nullptr, id, function, invocation};
+}
+
+void ControlApi::end_log_streams(const std::string& function) {
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (it->second.follower == 0 || it->second.function != function) {
+      ++it;
+      continue;
+    }
+    platform_.logs().unfollow(it->second.follower);
+    if (auto alive = it->second.invocation.lock(); alive && alive->sink) {
+      alive->sink->on_response_body({}, true);
+      alive->sink.reset();
+    }
+    it = pending_.erase(it);
+  }
 }
 
 void ControlApi::abandon(const InvocationPtr& invocation) {

@@ -31,6 +31,13 @@ class ControlApi : public runtime::InvocationTarget {
   void submit(std::shared_ptr<runtime::Invocation> invocation) override;
   void send_body(const std::shared_ptr<runtime::Invocation>&, std::string_view, bool) override {}
   void abandon(const std::shared_ptr<runtime::Invocation>& invocation) override;
+  // The key is checked from the head: a request without it is refused before
+  // its body is read (no 100-continue, no buffering of an upload).
+  std::optional<Refusal> screen(std::string_view target, const std::vector<frame::Header>& headers) override;
+  bool watches_disconnect() const override { return true; }
+
+  // Ends the `logs?follow=1` streams of `function` (it was removed).
+  void end_log_streams(const std::string& function);
 
  private:
   using InvocationPtr = std::shared_ptr<runtime::Invocation>;
@@ -38,7 +45,7 @@ class ControlApi : public runtime::InvocationTarget {
   void invoke(const InvocationPtr& invocation, const std::string& function);
   void logs(const InvocationPtr& invocation, const std::string& function,
             const std::map<std::string, std::string>& query);
-  bool authorized(const runtime::Invocation& invocation) const;
+  bool authorized(const std::vector<frame::Header>& headers) const;
   // "http://HOST:PORT" as the client reached the server.
   static std::string base_url(const runtime::Invocation& invocation);
 
@@ -50,6 +57,8 @@ class ControlApi : public runtime::InvocationTarget {
     std::shared_ptr<runtime::Invocation> forwarded;
     std::shared_ptr<runtime::InvocationTarget> forwarded_to;
     uint64_t follower = 0;
+    std::string function;  // whose log a follower follows
+    std::weak_ptr<runtime::Invocation> invocation;
   };
   std::map<const runtime::Invocation*, Pending> pending_;
 };

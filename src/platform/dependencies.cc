@@ -24,6 +24,24 @@ Result<std::string> read_requirements(const std::string& code_dir) {
   return text.str();
 }
 
+// Whether requirements.txt refers to anything but package names from the
+// index: options (-r, -e, -c, --find-links...), paths, or URLs.
+bool names_more_than_packages(std::string_view requirements) {
+  while (!requirements.empty()) {
+    size_t newline = requirements.find('\n');
+    std::string_view line = requirements.substr(0, newline);
+    requirements = newline == std::string_view::npos ? std::string_view() : requirements.substr(newline + 1);
+    if (size_t comment = line.find('#'); comment != std::string_view::npos) line = line.substr(0, comment);
+    while (!line.empty() && (line.front() == ' ' || line.front() == '\t')) line.remove_prefix(1);
+    if (line.empty()) continue;
+    if (line.front() == '-' || line.front() == '.' || line.front() == '/' || line.find(':') != std::string_view::npos ||
+        line.find('/') != std::string_view::npos) {
+      return true;
+    }
+  }
+  return false;
+}
+
 // "https://host:port/simple" -> "https://host:port" (an allowed_outbound_hosts entry).
 std::string origin_of(const std::string& url) {
   size_t scheme = url.find("://");
@@ -132,6 +150,14 @@ Result<std::string> DependencyBuilder::volume_of(const std::string& code_dir) co
   hash.update(kPythonAbi);
   hash.update(std::string_view("\0", 1));
   hash.update(*requirements);
+  if (names_more_than_packages(*requirements)) {
+    // What pip installs depends on files of this code (or URLs): the volume
+    // is this code's own, never shared with another tree.
+    Result<store::Digest> tree = store::digest_tree(code_dir);
+    if (!tree) return tree.status();
+    hash.update(std::string_view("\0", 1));
+    hash.update(store::to_hex(*tree));
+  }
   return data_dir_ + "/deps/" + store::to_hex(hash.finish());
 }
 
@@ -157,7 +183,8 @@ void DependencyBuilder::ensure(const std::string& code_dir, Progress progress,
 
   // The build, as a function (see the header).
   config::FunctionConfig builder;
-  builder.name = "build-" + key.substr(0, 12);
+  // '_' is not allowed in function names: no user function can be named so.
+  builder.name = "_build-" + key.substr(0, 12);
   builder.entrypoint = "coil._build:app";
   builder.source = code_dir;
   builder.route = "/...";

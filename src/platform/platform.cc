@@ -5,6 +5,7 @@
 
 #include <boost/asio/post.hpp>
 #include <filesystem>
+#include <algorithm>
 #include <random>
 #include <set>
 
@@ -122,8 +123,7 @@ Result<std::vector<config::FunctionConfig>> Platform::read_functions(const std::
     if (manifest) {
       std::string name = request.name.empty() ? "app" : request.name;
       if (!config::is_valid_name(name)) {
-        return Status::error("name \"" + name +
-                             "\": must be lower-case letters, digits and '-', starting with a letter");
+        return Status::error("name \"" + name + "\": must match [a-z0-9-]+ (at most 63 characters)");
       }
       manifest->functions[0].name = name;
     }
@@ -215,13 +215,32 @@ void Platform::start_version(Served& version, std::function<void(Status)> done) 
   version.state = Served::State::kStarting;
   version.pool = std::make_shared<runtime::FunctionPool>(io_, version.config, zygote_, services_);
   std::string id = version.record.id;
-  version.pool->start([this, id](Status s) {
-    Served* entry = served(id);
-    if (entry == nullptr) return;
-    entry->state = s ? Served::State::kReady : Served::State::kFailed;
-    if (!s) log::info("server: {} version {} failed to start: {}", entry->record.name, id, s.message());
-    for (auto& waiter : std::exchange(entry->on_started, {})) waiter(s);
-  });
+  // A trial instance for every kind: a deploy is accepted once an instance
+  // of it has started, not only its template.
+  version.pool->start(
+      [this, id](Status s) {
+        Served* entry = served(id);
+        if (entry == nullptr) return;
+        entry->state = s ? Served::State::kReady : Served::State::kFailed;
+        if (s) entry->record.kind = entry->pool->kind() == config::Kind::kAsgi ? "asgi" : "handler";
+        if (!s) log::info("server: {} version {} failed to start: {}", entry->record.name, id, s.message());
+        for (auto& waiter : std::exchange(entry->on_started, {})) waiter(s);
+      },
+      runtime::FunctionPool::Trial::kAlways);
+}
+
+void Platform::forget_version(const std::string& id, const std::string& why) {
+  auto it = versions_.find(id);
+  if (it == versions_.end()) return;
+  std::unique_ptr<Served> entry = std::move(it->second);
+  versions_.erase(it);
+  if (entry->pool) {
+    entry->pool->stop();
+    // This may run inside one of the pool's own callbacks: it is released
+    // after this event, not under its feet.
+    boost::asio::post(io_, [pool = entry->pool] {});
+  }
+  for (auto& waiter : std::exchange(entry->on_started, {})) waiter(Status::error(why));
 }
 
 std::optional<http::RoutedRequest> Platform::route(std::string_view host, std::string_view path) {
@@ -289,8 +308,9 @@ void Platform::tick(std::chrono::steady_clock::time_point now) {
   for (auto it = versions_.begin(); it != versions_.end();) {
     Served& entry = *it->second;
     if (entry.pool) entry.pool->tick(now);
-    bool retire = !current_ids.count(it->first) && entry.pool && entry.state != Served::State::kStarting &&
-                  entry.pool->unanswered() == 0 && now - entry.last_used >= options_.retire_after;
+    bool retire = !current_ids.count(it->first) && entry.pool && entry.holds == 0 &&
+                  entry.state != Served::State::kStarting && entry.pool->unanswered() == 0 &&
+                  now - entry.last_used >= options_.retire_after;
     if (retire) {
       log::info("server: {} version {}: no name points to it and it is idle: stopped", entry.record.name,
                 it->first.substr(0, 12));
@@ -314,7 +334,8 @@ void Platform::deploy(DeployRequest request, Progress progress,
     done(OperationError{503, "coil server is shutting down"});
     return;
   }
-  // 1-3 on a worker thread: unpack, validate, store the tree.
+  // 1-2 on a worker thread: unpack, validate, hash. It touches nothing but
+  // its own staging directory, and posts the outcome back to the event loop.
   boost::asio::post(workers_, [this, request = std::move(request), progress = std::move(progress),
                                done = std::move(done)]() mutable {
     std::string staging = options_.data_dir + "/staging/" + random_hex(12);
@@ -325,32 +346,37 @@ void Platform::deploy(DeployRequest request, Progress progress,
         done(OperationError{status, std::move(message)});
       });
     };
-    auto say = [&](std::string line) {
-      boost::asio::post(io_, [progress, line = std::move(line)] { progress(line); });
-    };
     Result<store::UnpackedBundle> unpacked = store::unpack_bundle(request.bundle, staging, options_.bundle_limits);
     if (!unpacked) return fail(400, unpacked.message());
-    say("unpacked " + std::to_string(unpacked->files) + " files (" + std::to_string(unpacked->bytes / 1024) +
-        " KiB)");
+    std::string unpacked_line = "unpacked " + std::to_string(unpacked->files) + " files (" +
+                                std::to_string(unpacked->bytes / 1024) + " KiB)";
+    boost::asio::post(io_, [progress, unpacked_line] { progress(unpacked_line); });
     if (Result<std::vector<config::FunctionConfig>> checked = read_functions(staging, request); !checked) {
       return fail(400, checked.message());
     }
     Result<store::Digest> digest = store::digest_tree(staging);
     if (!digest) return fail(400, digest.message());
-    std::string tree = store::to_hex(*digest);
-    std::string stored = code_dir(tree);
-    std::error_code ec;
-    if (fs::exists(stored, ec)) {
-      fs::remove_all(staging, ec);  // the same code is stored already
-    } else {
-      fs::rename(staging, stored, ec);
-      if (ec) return fail(500, "cannot store the code: " + ec.message());
-    }
-    Result<std::vector<config::FunctionConfig>> functions = read_functions(stored, request);
-    if (!functions) return fail(400, functions.message());
-    boost::asio::post(io_, [this, functions = std::move(*functions), tree, request = std::move(request),
-                            progress, done = std::move(done)]() mutable {
-      finish_deploy(std::move(functions), tree, std::move(request), progress, std::move(done));
+    boost::asio::post(io_, [this, staging, tree = store::to_hex(*digest), request = std::move(request), progress,
+                            done = std::move(done)]() mutable {
+      // 3. Store the tree, on the event loop, where collect_trees() runs:
+      // from here to finish_deploy() no other event can collect it.
+      std::string stored = code_dir(tree);
+      std::error_code ec;
+      if (fs::exists(stored, ec)) {
+        fs::remove_all(staging, ec);  // the same code is stored already
+      } else {
+        fs::rename(staging, stored, ec);
+        if (ec) {
+          fs::remove_all(staging, ec);
+          return done(OperationError{500, "cannot store the code: " + ec.message()});
+        }
+      }
+      Result<std::vector<config::FunctionConfig>> functions = read_functions(stored, request);
+      if (!functions) {
+        collect_trees();
+        return done(OperationError{400, functions.message()});
+      }
+      finish_deploy(std::move(*functions), tree, std::move(request), progress, std::move(done));
     });
   });
 }
@@ -379,12 +405,14 @@ void Platform::finish_deploy(std::vector<config::FunctionConfig> functions, std:
   if (request.entrypoint.empty()) {  // else served under /fn/NAME/ only
     for (const config::FunctionConfig& function : functions) {
       if (std::optional<OperationError> conflict = route_conflict(function)) {
+        collect_trees();
         done(*conflict);
         return;
       }
     }
   }
-  // 5. Each version's template and trial instance, all at once.
+  // The versions this deploy starts. Each is held (never retired, never
+  // forgotten by another deploy's failure) until this deploy ends.
   struct Pending {
     size_t left = 0;
     std::string error;
@@ -392,62 +420,44 @@ void Platform::finish_deploy(std::vector<config::FunctionConfig> functions, std:
   };
   auto pending = std::make_shared<Pending>();
   pending->left = functions.size();
-  auto finish = [this, pending, progress, done = std::move(done)]() {
-    if (!pending->error.empty()) {
-      // Versions that never served stop; their code goes unless another version uses it.
-      for (const std::string& id : pending->ids) {
-        Result<std::optional<store::VersionRecord>> known = registry_->version(id);
-        if (known && !*known) {
-          if (Served* entry = served(id); entry && entry->pool) {
-            // This may run inside the pool's own start callback: it is
-            // released after this event, not under its feet.
-            entry->pool->stop();
-            boost::asio::post(io_, [pool = entry->pool] {});
-          }
-          versions_.erase(id);
-        }
-      }
-      collect_trees();
-      done(OperationError{422, pending->error});
-      return;
+  auto end = [this, pending, done = std::move(done)](Outcome<std::vector<store::VersionRecord>> outcome) {
+    for (const std::string& id : pending->ids) {
+      Served* entry = served(id);
+      if (entry == nullptr || --entry->holds > 0) continue;
+      // A refused version that no other deploy holds and the registry does not know goes.
+      Result<std::optional<store::VersionRecord>> known = registry_->version(id);
+      if (std::holds_alternative<OperationError>(outcome) && known && !*known) forget_version(id, "deploy refused");
     }
+    if (std::holds_alternative<OperationError>(outcome)) collect_trees();
+    done(std::move(outcome));
+  };
+  auto finish = [this, pending, end]() {
+    if (!pending->error.empty()) return end(OperationError{422, pending->error});
     // 6. Record the versions and move the names, all or none.
     std::vector<store::VersionRecord> records;
     std::vector<std::pair<std::string, std::string>> pointers;
     for (const std::string& id : pending->ids) {
       Served* entry = served(id);
-      if (entry == nullptr) {
-        done(OperationError{409, "the function was removed while it was being deployed"});
-        return;
-      }
+      if (entry == nullptr) return end(OperationError{409, "the function was removed while it was being deployed"});
       // Another deploy may have taken the route while this one built.
       if (entry->record.entrypoint.empty()) {
-        if (std::optional<OperationError> conflict = route_conflict(entry->config)) {
-          done(*conflict);
-          return;
-        }
+        if (std::optional<OperationError> conflict = route_conflict(entry->config)) return end(*conflict);
       }
-      entry->record.kind = entry->pool->kind() == config::Kind::kAsgi ? "asgi" : "handler";
       Result<store::VersionRecord> stored = registry_->add_version(entry->record);
-      if (!stored) {
-        done(OperationError{500, stored.message()});
-        return;
-      }
+      if (!stored) return end(OperationError{500, stored.message()});
       entry->record = *stored;
       records.push_back(*stored);
       pointers.emplace_back(stored->name, stored->id);
     }
-    if (Status s = registry_->point(pointers); !s) {
-      done(OperationError{500, s.message()});
-      return;
-    }
+    if (Status s = registry_->point(pointers); !s) return end(OperationError{500, s.message()});
     for (const auto& [name, id] : pointers) {
       current_[name] = id;
       log::info("server: deployed {} version {}", name, id);
     }
     rebuild_routes();
-    done(std::move(records));
+    end(std::move(records));
   };
+  // 5. Each version's dependencies, template and trial instance, all at once.
   for (config::FunctionConfig& function : functions) {
     store::VersionRecord record;
     record.name = function.name;
@@ -460,10 +470,10 @@ void Platform::finish_deploy(std::vector<config::FunctionConfig> functions, std:
       auto created = std::make_unique<Served>();
       created->record = record;
       created->config = std::move(function);
-      created->last_used = std::chrono::steady_clock::now();
       entry = created.get();
       versions_[record.id] = std::move(created);
     }
+    ++entry->holds;
     entry->last_used = std::chrono::steady_clock::now();
     auto started = [pending, finish, name = entry->record.name, code = code_dir(tree)](Status s) {
       if (!s && pending->error.empty()) {
@@ -516,24 +526,26 @@ Outcome<std::vector<store::VersionRecord>> Platform::versions(const std::string&
 Outcome<store::VersionRecord> Platform::rollback(const std::string& name, const std::string& version) {
   Outcome<store::VersionRecord> now = current(name);
   if (auto* error = std::get_if<OperationError>(&now)) return *error;
-  const store::VersionRecord& current_record = std::get<store::VersionRecord>(now);
   store::VersionRecord target;
   if (version.empty()) {
-    Result<std::vector<store::VersionRecord>> all = registry_->versions(name);
-    if (!all) return OperationError{500, all.message()};
-    const store::VersionRecord* before = nullptr;
-    for (const store::VersionRecord& candidate : *all) {  // newest first
-      if (candidate.sequence < current_record.sequence) {
-        before = &candidate;
-        break;
-      }
+    Result<std::optional<store::VersionRecord>> before = registry_->previous_version(name);
+    if (!before) return OperationError{500, before.message()};
+    if (!*before) {
+      return OperationError{409, "function " + name + " has no version to roll back to before " +
+                                     std::get<store::VersionRecord>(now).id.substr(0, 12)};
     }
-    if (before == nullptr) return OperationError{409, "function " + name + " has no version before " + current_record.id.substr(0, 12)};
-    target = *before;
+    target = **before;
   } else {
-    Result<store::VersionRecord> found = registry_->find_version(name, version);
-    if (!found) return OperationError{404, found.message()};
-    target = *found;
+    bool hex = std::all_of(version.begin(), version.end(),
+                           [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+    if (!hex || version.size() > 64) {
+      return OperationError{400, "version \"" + version + "\": not a version id (lower-case hex digits)"};
+    }
+    Result<std::vector<store::VersionRecord>> found = registry_->find_versions(name, version);
+    if (!found) return OperationError{500, found.message()};
+    if (found->empty()) return OperationError{404, "function " + name + " has no version " + version};
+    if (found->size() > 1) return OperationError{409, "version " + version + " is ambiguous: give more digits"};
+    target = found->front();
   }
   if (load_version(target) == nullptr) {
     return OperationError{500, "version " + target.id + " of " + name + " cannot be served (see the server log)"};
@@ -546,18 +558,19 @@ Outcome<store::VersionRecord> Platform::rollback(const std::string& name, const 
 }
 
 Outcome<bool> Platform::remove(const std::string& name) {
-  Result<std::vector<store::VersionRecord>> all = registry_->versions(name);
-  if (!all) return OperationError{500, all.message()};
   Result<bool> removed = registry_->remove(name);
   if (!removed) return OperationError{500, removed.message()};
   if (!*removed) return OperationError{404, "no function named " + name};
   current_.erase(name);
-  for (const store::VersionRecord& record : *all) {
-    if (Served* entry = served(record.id); entry && entry->pool) entry->pool->stop();
-    versions_.erase(record.id);
+  // Every version of it, also those a deploy is starting (that deploy then fails).
+  std::vector<std::string> ids;
+  for (const auto& [id, entry] : versions_) {
+    if (entry->record.name == name) ids.push_back(id);
   }
+  for (const std::string& id : ids) forget_version(id, "function " + name + " was removed");
   rebuild_routes();
   collect_trees();
+  control_api_->end_log_streams(name);
   log::info("server: removed {}", name);
   return true;
 }

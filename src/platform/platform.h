@@ -44,6 +44,8 @@
 
 namespace coil::platform {
 
+class ControlApi;
+
 struct PlatformOptions {
   std::string data_dir;            // absolute
   std::string domain;              // "" = no Host-based routing
@@ -118,6 +120,7 @@ class Platform : public http::Dispatcher {
     std::shared_ptr<runtime::FunctionPool> pool;
     enum class State { kIdle, kStarting, kReady, kFailed } state = State::kIdle;
     std::vector<std::function<void(Status)>> on_started;
+    int holds = 0;  // deploys in progress that include this version
     std::chrono::steady_clock::time_point last_used;
   };
 
@@ -131,6 +134,8 @@ class Platform : public http::Dispatcher {
   // The version's pool, made (and its template started) if needed.
   std::shared_ptr<runtime::FunctionPool> pool_of(Served& version);
   void start_version(Served& version, std::function<void(Status)> done);
+  // Stops and forgets a version; deploys waiting for it to start fail with `why`.
+  void forget_version(const std::string& id, const std::string& why);
   void rebuild_routes();
   // Why `function` (deployed from a coil.toml) cannot have its route: reserved
   // by the server, or served by another function.
@@ -146,7 +151,7 @@ class Platform : public http::Dispatcher {
   std::unique_ptr<store::Registry> registry_;
   LogBook log_book_;
   std::unique_ptr<DependencyBuilder> dependencies_;
-  std::shared_ptr<runtime::InvocationTarget> control_api_;
+  std::shared_ptr<ControlApi> control_api_;
   std::map<std::string, std::unique_ptr<Served>> versions_;  // by version id
   std::map<std::string, std::string> current_;               // name -> version id
   // The manifest routes of the current versions; targets index route_names_.

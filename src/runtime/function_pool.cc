@@ -121,8 +121,9 @@ std::string FunctionPool::memory_limit_message() const {
          std::to_string(config_.memory_mb) + ") was reached";
 }
 
-void FunctionPool::start(std::function<void(Status)> done) {
+void FunctionPool::start(std::function<void(Status)> done, Trial trial) {
   on_started_ = std::move(done);
+  trial_policy_ = trial;
   build_template();
 }
 
@@ -243,7 +244,7 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
                   config_.name, config_.entrypoint, m.ready.threads);
       }
       log::info("template {} ready in {:.1f}ms (pid {})", config_.name, ms, m.ready.pid);
-      if (kind_ == config::Kind::kAsgi) {
+      if (kind_ == config::Kind::kAsgi || trial_policy_ == Trial::kAlways) {
         // One trial instance runs lifespan startup now, so that a failing
         // startup shows at start and not on a user's first request.
         auto trial = spawn_instance();

@@ -77,10 +77,14 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   FunctionPool(const FunctionPool&) = delete;
   FunctionPool& operator=(const FunctionPool&) = delete;
 
-  // Builds the template (and, for an ASGI function, starts one trial
-  // instance, so that a failing lifespan startup shows now). `done` is called
-  // once: OK, or an error "ORIGIN: entrypoint: why".
-  void start(std::function<void(Status)> done);
+  // Which functions get a trial instance at start. An ASGI function always
+  // does (its lifespan startup must show now, not on a user's first
+  // request); coil server asks for one for every function, so that a deploy
+  // is accepted only once an instance has started.
+  enum class Trial { kAsgiOnly, kAlways };
+  // Builds the template (and starts a trial instance, see Trial). `done` is
+  // called once: OK, or an error "ORIGIN: entrypoint: why".
+  void start(std::function<void(Status)> done, Trial trial = Trial::kAsgiOnly);
   // InvocationTarget
   const std::string& name() const override { return config_.name; }
   uint64_t max_body_bytes() const override { return config_.max_body_bytes; }
@@ -167,7 +171,8 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   pid_t template_pid_ = 0;
   Clock::time_point build_started_;
   std::function<void(Status)> on_started_;
-  Instance* trial_ = nullptr;  // the ASGI trial instance, until it is ready or failed
+  Trial trial_policy_ = Trial::kAsgiOnly;
+  Instance* trial_ = nullptr;  // the trial instance, until it is ready or failed
   bool stopping_ = false;
 
   std::vector<std::shared_ptr<Instance>> instances_;

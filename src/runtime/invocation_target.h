@@ -10,8 +10,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "runtime/invocation.h"
 
@@ -36,6 +38,22 @@ class InvocationTarget {
   virtual void send_websocket_close(const std::shared_ptr<Invocation>& /*invocation*/, uint16_t /*code*/) {}
   // The client is gone: the invocation is forgotten.
   virtual void abandon(const std::shared_ptr<Invocation>& invocation) = 0;
+
+  // A request this target refuses from its head alone (the control API
+  // without its key): the front answers it at once, reads no body, and
+  // closes the connection.
+  struct Refusal {
+    uint16_t status = 0;
+    std::string content_type;
+    std::string body;
+  };
+  virtual std::optional<Refusal> screen(std::string_view /*target*/, const std::vector<frame::Header>& /*headers*/) {
+    return std::nullopt;
+  }
+  // Whether the front keeps reading the connection while it waits for the
+  // answer, to see the client leave (and abandon() the request): targets
+  // whose answers can stream for long (ASGI, log following).
+  virtual bool watches_disconnect() const { return streams_request_body(); }
 };
 
 }  // namespace coil::runtime

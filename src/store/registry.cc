@@ -27,6 +27,11 @@ CREATE TABLE IF NOT EXISTS functions (
   name TEXT PRIMARY KEY,
   version TEXT NOT NULL REFERENCES versions(id)
 );
+CREATE TABLE IF NOT EXISTS history (
+  sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+  name TEXT NOT NULL,
+  version TEXT NOT NULL
+);
 )sql";
 
 constexpr const char* kVersionColumns =
@@ -173,6 +178,12 @@ Status Registry::point(const std::vector<std::pair<std::string, std::string>>& n
       (void)exec("ROLLBACK");
       return error;
     }
+    Statement history(db_, "INSERT INTO history (name, version) VALUES (?, ?)");
+    if (!history.ok() || history.bind(1, name).bind(2, id).step() != SQLITE_DONE) {
+      Status error = history.error("point " + name);
+      (void)exec("ROLLBACK");
+      return error;
+    }
   }
   return exec("COMMIT");
 }
@@ -186,11 +197,13 @@ Result<bool> Registry::remove(const std::string& name) {
     return error;
   }
   bool existed = sqlite3_changes(db_) > 0;
-  Statement versions(db_, "DELETE FROM versions WHERE name = ?");
-  if (!versions.ok() || versions.bind(1, name).step() != SQLITE_DONE) {
-    Status error = versions.error("remove " + name);
-    (void)exec("ROLLBACK");
-    return error;
+  for (const char* sql : {"DELETE FROM versions WHERE name = ?", "DELETE FROM history WHERE name = ?"}) {
+    Statement forget_rows(db_, sql);
+    if (!forget_rows.ok() || forget_rows.bind(1, name).step() != SQLITE_DONE) {
+      Status error = forget_rows.error("remove " + name);
+      (void)exec("ROLLBACK");
+      return error;
+    }
   }
   if (Status s = exec("COMMIT"); !s) return s;
   return existed;
@@ -223,22 +236,23 @@ Result<std::optional<VersionRecord>> Registry::version(const std::string& id) {
       db_, std::string("SELECT ") + kVersionColumns + " FROM versions v WHERE v.id = ?", {id}));
 }
 
-Result<VersionRecord> Registry::find_version(const std::string& name, const std::string& prefix) {
-  for (char c : prefix) {
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-      return Status::error("version \"" + prefix + "\": not a version id (hex digits)");
-    }
-  }
-  if (prefix.empty()) return Status::error("version: empty");
+Result<std::vector<VersionRecord>> Registry::find_versions(const std::string& name, const std::string& prefix) {
   Result<std::vector<VersionRecord>> all = versions(name);
   if (!all) return all.status();
   std::vector<VersionRecord> matches;
   for (VersionRecord& version : *all) {
     if (version.id.compare(0, prefix.size(), prefix) == 0) matches.push_back(std::move(version));
   }
-  if (matches.empty()) return Status::error("function " + name + " has no version " + prefix);
-  if (matches.size() > 1) return Status::error("version " + prefix + " is ambiguous: give more digits");
-  return std::move(matches.front());
+  return matches;
+}
+
+Result<std::optional<VersionRecord>> Registry::previous_version(const std::string& name) {
+  return first(select_versions(db_,
+                               std::string("SELECT ") + kVersionColumns +
+                                   " FROM history h JOIN versions v ON v.id = h.version WHERE h.name = ? AND "
+                                   "h.version != (SELECT version FROM functions WHERE name = ?) "
+                                   "ORDER BY h.sequence DESC LIMIT 1",
+                               {name, name}));
 }
 
 Result<std::vector<std::string>> Registry::trees_in_use() {

@@ -49,7 +49,8 @@ class Registry {
   // Records a version (kept as it was if its id is known already), with
   // created_at and sequence filled in.
   Result<VersionRecord> add_version(VersionRecord version);
-  // Points each name to its version, all or none.
+  // Points each name to its version, all or none; each move is kept in the
+  // name's history (for rollback).
   Status point(const std::vector<std::pair<std::string, std::string>>& name_to_version);
   // Forgets a function: its name and every version of it. Returns false if
   // there was no such function.
@@ -61,9 +62,11 @@ class Registry {
   // The versions of `name`, newest first.
   Result<std::vector<VersionRecord>> versions(const std::string& name);
   Result<std::optional<VersionRecord>> version(const std::string& id);
-  // The version of `name` whose id starts with `prefix`: an error if none or
-  // several match.
-  Result<VersionRecord> find_version(const std::string& name, const std::string& prefix);
+  // The versions of `name` whose ids start with `prefix` (lower-case hex).
+  Result<std::vector<VersionRecord>> find_versions(const std::string& name, const std::string& prefix);
+  // What `name` pointed to before it pointed to its current version (by its
+  // history, so a redeploy of old code counts as new); nullopt if nothing.
+  Result<std::optional<VersionRecord>> previous_version(const std::string& name);
   // Every code tree some version uses (for collecting the others).
   Result<std::vector<std::string>> trees_in_use();
 

@@ -7,6 +7,7 @@ the same --data; concurrent deploys of one name."""
 
 import base64
 import hashlib
+import http.client
 import io
 import json
 import os
@@ -604,17 +605,15 @@ def handle_request(request):
     assert srv.key not in get_version(srv, fn["version"]).text
     assert srv.key not in srv.api("GET", "/v1/functions").text
 
-    # Not on any coil process's command line, nor in the environment of what the server
-    # started (its own environment is where the operator put it).
+    # Not on any coil process's command line nor in its environment: the server wipes
+    # the variable from its own (`ps e` reads /proc/PID/environ) before starting anything.
     processes = [srv.pid, *srv.descendants()]
     assert len(processes) > 1
     for pid in processes:
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                assert srv.key.encode() not in f.read(), pid
-            if pid != srv.pid:
-                with open(f"/proc/{pid}/environ", "rb") as f:
-                    assert srv.key.encode() not in f.read(), pid
+            for what in ("cmdline", "environ"):
+                with open(f"/proc/{pid}/{what}", "rb") as f:
+                    assert srv.key.encode() not in f.read(), (pid, what)
         except (FileNotFoundError, ProcessLookupError):
             pass  # gone meanwhile
 
@@ -833,3 +832,84 @@ def test_manifest_routes_the_server_uses_or_another_function_serves_are_refused(
     assert srv.get("/anything/at/all").text == "everything else"
     assert srv.get("/shared").text == "first"
     assert srv.get("/healthz").json() == {"status": "ok"}
+
+
+
+def test_requests_without_the_key_are_refused_before_their_body_is_read(coil_server):
+    """A client without the key cannot make the server take (or buffer) an upload: the
+    401 comes from the head, with no 100-continue, and the connection closes."""
+    srv = coil_server()
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+        s.sendall(b"POST /v1/deploy HTTP/1.1\r\nHost: x\r\nContent-Type: application/gzip\r\n"
+                  b"Content-Length: 50000000\r\nExpect: 100-continue\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = s.recv(4096)
+            assert chunk, answer
+            answer += chunk
+        head, _, rest = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 401"), answer
+        assert b"connection: close" in head.lower(), answer
+        while b"\n" not in rest:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            rest += chunk
+        assert json.loads(rest) == {"error": "unauthorized"}
+
+
+def test_a_handler_whose_instances_cannot_start_is_refused(coil_server):
+    """The deploy waits for a trial instance of every kind: code that imports but whose
+    forked instances die is refused, and the previous version keeps serving."""
+    srv = coil_server()
+    good = api_deploy(srv, handler_bundle("good"))["version"]
+    dies_after_fork = "import os\nos.register_at_fork(after_in_child=lambda: os._exit(3))\n" + handler_app("bad")
+    r = srv.deploy(bundle_of({"coil.toml": manifest(fn_toml("app", "/app")), "app.py": dies_after_fork}))
+    assert r.status == 422, r
+    assert "instance" in r.json()["error"], r
+    assert_serves(srv, "app", good, "good")
+
+
+def test_rollback_follows_the_history_of_the_name(coil_server):
+    """Redeploying old code makes it current again; rolling back then returns to what the
+    name served just before, not to the oldest version."""
+    srv = coil_server()
+    one = api_deploy(srv, handler_bundle("one"))["version"]
+    two = api_deploy(srv, handler_bundle("two"))["version"]
+    assert api_deploy(srv, handler_bundle("one"))["version"] == one
+    assert_serves(srv, "app", one, "one")
+    r = srv.api("POST", "/v1/functions/app/rollback")
+    assert r.status == 200 and r.json()["version"] == two, r
+    assert_serves(srv, "app", two, "two")
+    for bad, status in (("xyz", 400), ("0" * 64, 404)):
+        r = srv.api("POST", "/v1/functions/app/rollback", body=json.dumps({"version": bad}).encode())
+        assert r.status == status, r
+
+
+def test_removing_a_function_ends_its_log_streams_and_its_deploys(coil_server, tmp_path):
+    srv = coil_server()
+    api_deploy(srv, handler_bundle("logged", name="gone", route="/gone"))
+    assert get_fn(srv, "gone").text == "logged"
+    follower = srv.cli_background("logs", "gone", "-f")
+    assert b"served logged" in follower.stdout.readline()  # it is following
+    # A deploy in progress when its function is removed ends with an error, not never.
+    slow = "import time\ntime.sleep(3)\n" + handler_app("slow")
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+    conn.request("POST", "/v1/deploy", body=bundle_of({"coil.toml": manifest(fn_toml("gone", "/gone")),
+                                                       "app.py": slow}),
+                 headers={"Authorization": f"Bearer {srv.key}", "Content-Type": "application/gzip",
+                          "Accept": "application/x-ndjson"})
+    stream = conn.getresponse()
+    assert stream.status == 200
+    while True:  # until the new version is importing
+        event = json.loads(stream.readline())
+        assert event["event"] == "progress", event
+        if event["message"].startswith("starting gone"):
+            break
+    assert srv.api("DELETE", "/v1/functions/gone").status == 200
+    last = json.loads(stream.readline())
+    assert last["event"] == "error" and "removed" in last["error"], last
+    conn.close()
+    out, err = follower.communicate(timeout=30)  # the stream ended with the function
+    assert follower.returncode == 0, (out, err)
+    assert get_fn(srv, "gone").status == 404

@@ -203,3 +203,20 @@ def test_requirements_from_an_index_reached_through_the_proxy(coil_server, tmp_p
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_requirements_naming_files_of_the_code_are_not_shared_across_versions(coil_server, tmp_path):
+    """A requirements.txt that points at a wheel shipped with the code gets a volume of
+    its own: a new version with a changed wheel (same line) is built again."""
+    srv = coil_server()
+    for value in (1, 2):
+        wheels = build_wheel(tmp_path / f"v{value}", "tinypkg", value)
+        wheel = next(wheels.glob("tinypkg-1.0-*.whl"))
+        code = package_dir(tmp_path, f"app{value}", "pkg", "tinypkg", f"./wheels/{wheel.name}\n")
+        (code / "wheels").mkdir()
+        (code / "wheels" / wheel.name).write_bytes(wheel.read_bytes())
+        r = srv.cli("deploy", code)
+        assert r.returncode == 0, r
+        response = get_fn(srv, "pkg")
+        assert response.status == 200 and response.json()["value"] == value, response
+    assert len(deps_volumes(srv)) == 2
