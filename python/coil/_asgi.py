@@ -36,18 +36,6 @@ _DISCONNECT_GRACE = 0.5
 _FLUSH_AFTER = 0.0002  # seconds
 
 
-_prepared_loop = None
-
-
-def prepare_loop():
-    """Creates the instance's event loop ahead of need (in a standby, which
-    then waits for its socket): a cold start does not pay for it. Runs no
-    application code."""
-    global _prepared_loop
-    if _prepared_loop is None:
-        _prepared_loop = _new_loop()
-
-
 def _new_loop():
     try:
         import uvloop
@@ -77,16 +65,43 @@ def warm_up():
         asyncio.set_event_loop(None)
 
 
-def serve(fd, app, function, root_path_in_path):
-    """Runs the instance until the host closes the socket; never returns."""
-    global _prepared_loop
-    loop, _prepared_loop = _prepared_loop or _new_loop(), None
-    asyncio.set_event_loop(loop)
-    server = _Server(loop, fd, app, function, root_path_in_path)
-    code = loop.run_until_complete(server.run())
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+class Instance:
+    """An ASGI function's instance, as coil._runtime.load() returns it: the
+    template forks, and the child calls it with its socket.
+
+    prepare() runs, in a standby (an instance forked ahead of need, see
+    src/python/zygote.cc), everything that needs no socket: the event loop and
+    lifespan startup. A cold start then pays for neither. A standby that is
+    never handed a socket ends with its template, without lifespan shutdown.
+    """
+
+    def __init__(self, app, function, root_path_in_path):
+        self.app = app
+        self.function = function
+        self.root_path_in_path = root_path_in_path
+        self._prepared = None  # (loop, server, startup outcome)
+
+    def prepare(self):
+        loop = _new_loop()
+        asyncio.set_event_loop(loop)
+        server = _Server(loop, self.app, self.function, self.root_path_in_path)
+        outcome = loop.run_until_complete(server.startup())
+        self._prepared = (loop, server, outcome)
+
+    def __call__(self, fd):
+        """Runs the instance until the host closes the socket; never returns."""
+        if self._prepared is not None:
+            loop, server, outcome = self._prepared
+        else:
+            loop = _new_loop()
+            asyncio.set_event_loop(loop)
+            server = _Server(loop, self.app, self.function, self.root_path_in_path)
+            outcome = None
+        server.attach(fd)
+        code = loop.run_until_complete(server.run(outcome))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _address(text):
@@ -97,11 +112,10 @@ def _address(text):
 
 
 class _Server:
-    def __init__(self, loop, fd, app, function, root_path_in_path):
+    def __init__(self, loop, app, function, root_path_in_path):
         self.loop = loop
-        self.fd = fd
-        self.sock = socket.socket(fileno=fd)
-        self.sock.setblocking(False)
+        self.fd = -1
+        self.sock = None  # attach()
         self.app = app
         self.function = function
         self.root_path_in_path = root_path_in_path
@@ -120,8 +134,15 @@ class _Server:
 
     # ------------------------------------------------------------------ life
 
-    async def run(self):
-        ok, message = await self.startup()
+    def attach(self, fd):
+        self.fd = fd
+        self.sock = socket.socket(fileno=fd)
+        self.sock.setblocking(False)
+
+    async def run(self, startup=None):
+        """Serves until the host closes the socket. `startup`: the outcome of
+        lifespan startup when it ran ahead (Instance.prepare), else it runs now."""
+        ok, message = startup if startup is not None else await self.startup()
         if not ok:
             print(f"coil: lifespan startup failed: {message}", file=sys.stderr)
             _coil.put_frame(self.out, FAILED, 0, message.encode("utf-8", "replace"))

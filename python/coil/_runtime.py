@@ -8,10 +8,10 @@ used in every instance forked from it:
         -> (status: int, headers: list[tuple[str, str]], body: bytes)
       Raises InvalidResponse when the function returned something that is not
       a valid response; any other exception is the function's.
-  ("asgi", serve)       an ASGI 3 application: serve(fd) runs the instance's
-      event loop on the instance socket and never returns (see coil._asgi).
+  ("asgi", instance)    an ASGI 3 application: instance(fd) runs the instance's
+      event loop on the instance socket and never returns; instance.prepare()
+      does ahead, in a standby, what needs no socket (see coil._asgi).
 """
-import functools
 import importlib
 import inspect
 import os
@@ -69,8 +69,7 @@ def load(entrypoint, options=None):
         from coil import _asgi
 
         in_path = root_path_in_path(target, options.get("root_path_in_path", ""))
-        return "asgi", functools.partial(_asgi.serve, app=target, function=options.get("function", attr),
-                                         root_path_in_path=in_path)
+        return "asgi", _asgi.Instance(target, options.get("function", attr), in_path)
     return "handler", _handler_invoker(target)
 
 

@@ -74,14 +74,13 @@ bool run_hooks(const char* which) {
   return true;
 }
 
-// In an ASGI standby: its event loop, made ahead of need (coil._asgi). A
-// failure only means the loop is made at activation instead.
-void prepare_event_loop() {
-  PyObject* prepare = import_attr("coil._asgi", "prepare_loop");
-  PyObject* result = prepare ? PyObject_CallNoArgs(prepare) : nullptr;
-  if (result == nullptr) PyErr_Clear();
+// In an ASGI standby: target.prepare(), its event loop and lifespan startup
+// made ahead of need (coil._asgi.Instance). A failure only means they are
+// made at activation instead.
+void prepare_ahead(PyObject* target) {
+  PyObject* result = PyObject_CallMethod(target, "prepare", nullptr);
+  if (result == nullptr) PyErr_Print();
   Py_XDECREF(result);
-  Py_XDECREF(prepare);
 }
 
 // The threads of this process other than the calling one, as "name (tid)"
@@ -217,19 +216,27 @@ class TemplateServer {
   };
 
   // The child's side, after fork (and for a standby, after the socket came):
-  // hooks, then the instance loop. Never returns.
-  [[noreturn]] void become_instance(int socket) {
-    reset_signals();
-    if (!run_hooks("after_restore")) {
-      std::string error = take_load_error();
-      std::fprintf(stderr, "coil: %s\n", error.c_str());
-      _exit(1);
+  // signals and hooks (unless a standby did them ahead), then the instance
+  // loop. Never returns.
+  [[noreturn]] void become_instance(int socket, bool prepared = false) {
+    if (!prepared) {
+      reset_signals();
+      run_after_restore_hooks();
     }
     if (kind_ == "handler") run_handler_instance(socket, invoke_, function_);
     // Other kinds run their own loop, written in Python: target(fd) never returns.
     PyObject* result = PyObject_CallFunction(invoke_, "i", socket);
     if (result == nullptr) PyErr_Print();
     _exit(1);
+  }
+
+  // coil.after_restore hooks, in a new instance; it exits if one fails.
+  static void run_after_restore_hooks() {
+    if (!run_hooks("after_restore")) {
+      std::string error = take_load_error();
+      std::fprintf(stderr, "coil: %s\n", error.c_str());
+      _exit(1);
+    }
   }
 
   // In a fresh child: close what belongs to the template, die with it, send
@@ -286,12 +293,18 @@ class TemplateServer {
       ::close(channel[0]);
       ::close(output[0]);
       enter_child(output[1], "coil-s:", standby.cgroup_fds);
-      if (kind_ == "asgi") prepare_event_loop();
+      // Everything an instance does before it needs its socket, done ahead:
+      // the after_restore hooks, and an ASGI app's event loop and lifespan
+      // startup. (A hook that fails ends the standby; the spawn then forks,
+      // and the failure shows there.)
+      reset_signals();
+      run_after_restore_hooks();
+      if (kind_ == "asgi") prepare_ahead(invoke_);
       control::Message go;
       if (!control::receive(channel[1], go) || go.fds.empty()) _exit(0);  // the template is gone
       ::close(channel[1]);
       ::prctl(PR_SET_NAME, ("coil-i:" + function_).substr(0, 15).c_str());
-      become_instance(go.fds[0].release());
+      become_instance(go.fds[0].release(), /*prepared=*/true);
     }
     ::close(output[1]);
     ::close(channel[1]);
