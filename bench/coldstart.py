@@ -209,14 +209,14 @@ def uvicorn_start(app_dir, module, runs):
     return times
 
 
-def creation_rate(tmp, burst):
-    d = os.path.join(tmp, "burst")
+def creation_rate(tmp, burst, *extra):
+    d = os.path.join(tmp, "burst" + "".join(extra).replace("-", "_"))
     write(os.path.join(d, "app.py"), BURST_APP)
     os.chmod(d, 0o755)
     write(os.path.join(d, "coil.toml"),
           function("burst", "/...", "app:handle_request", d, max_instances=burst, max_queue=burst,
                    timeout_ms=60000, env={"HOLD": "1.0"}))
-    coil = Coil(d)
+    coil = Coil(d, *extra)
     try:
         socks = []
         for _ in range(burst):
@@ -352,6 +352,9 @@ def main():
             instances, last = creation_rate(tmp, args.burst)
             print(f"creation rate: {instances} instances started within {last * 1000:.0f} ms of the burst: "
                   f"{instances / last:.0f} instances/s")
+            instances, last = creation_rate(tmp, args.burst, "--no-sandbox")
+            print(f"creation rate, --no-sandbox (for what the sandbox costs): {instances} instances started "
+                  f"within {last * 1000:.0f} ms of the burst: {instances / last:.0f} instances/s")
         if "memory" in only:
             for name, entry, app in (("hello", "app:handle_request", "hello"), ("fastapi", "main:app", "fastapi")):
                 kib = memory(tmp, name, entry, os.path.join(APPS, app), 100)
