@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #include "cli/client.h"
@@ -114,13 +115,17 @@ Result<std::string> api_key(const Connection& connection) {
       "no API key: set COIL_API_KEY or pass --key-file FILE, with the key the coil server was started with");
 }
 
+// --server, else $COIL_SERVER, else the default.
+std::string server_of(const Connection& connection) {
+  std::string server = connection.server;
+  if (const char* env = std::getenv("COIL_SERVER"); server.empty() && env != nullptr) server = env;
+  return server.empty() ? std::string(kDefaultServer) : server;
+}
+
 Result<Client> connect(const Connection& connection) {
   Result<std::string> key = api_key(connection);
   if (!key) return key.status();
-  std::string server = connection.server;
-  if (const char* env = std::getenv("COIL_SERVER"); server.empty() && env != nullptr) server = env;
-  if (server.empty()) server = kDefaultServer;
-  return Client::create(server, std::move(*key));
+  return Client::create(server_of(connection), std::move(*key));
 }
 
 std::string string_field(const json& object, const char* key) {
@@ -373,23 +378,32 @@ int run_deploy(const DeployOptions& options, const Connection& connection) {
 // coil ls, rm, rollback
 // ---------------------------------------------------------------------------
 
-int run_ls(const Connection& connection) {
+// One control-API call whose answer is JSON, for `coil COMMAND`: the answer,
+// or the exit code after the error was printed.
+std::variant<json, int> call_for(const char* command, const Connection& connection, HttpRequest request,
+                                 std::string_view what) {
   Result<Client> client = connect(connection);
   if (!client) {
-    print_error("ls", client.message());
+    print_error(command, client.message());
     return kUsageError;
   }
-  HttpRequest request;
-  request.target = "/v1/functions";
   request.timeout = kControlTimeout;
-  Result<json> answer = call_json(*client, request, "GET /v1/functions");
+  Result<json> answer = call_json(*client, request, what);
   if (!answer) {
-    print_error("ls", answer.message());
+    print_error(command, answer.message());
     return kFailed;
   }
-  const json& functions = (*answer)["functions"];
+  return std::move(*answer);
+}
+
+int run_ls(const Connection& connection) {
+  HttpRequest request;
+  request.target = "/v1/functions";
+  std::variant<json, int> answer = call_for("ls", connection, std::move(request), "GET /v1/functions");
+  if (const int* code = std::get_if<int>(&answer)) return *code;
+  const json& functions = std::get<json>(answer)["functions"];
   if (!functions.is_array() || functions.empty()) {
-    fmt::print(stderr, "No functions are deployed on {}.\n", client->server_url());
+    fmt::print(stderr, "No functions are deployed on {}.\n", server_of(connection));
     return 0;
   }
 
@@ -418,45 +432,27 @@ int run_ls(const Connection& connection) {
 }
 
 int run_rm(const std::string& name, const Connection& connection) {
-  Result<Client> client = connect(connection);
-  if (!client) {
-    print_error("rm", client.message());
-    return kUsageError;
-  }
   HttpRequest request;
   request.method = "DELETE";
   request.target = "/v1/functions/" + url_encode(name);
-  request.timeout = kControlTimeout;
-  Result<json> answer = call_json(*client, request, "DELETE /v1/functions/" + name);
-  if (!answer) {
-    print_error("rm", answer.message());
-    return kFailed;
-  }
+  std::variant<json, int> answer = call_for("rm", connection, std::move(request), "DELETE /v1/functions/" + name);
+  if (const int* code = std::get_if<int>(&answer)) return *code;
   fmt::print("Removed {}: it is no longer served\n", name);
   return 0;
 }
 
 int run_rollback(const std::string& name, const std::string& version, const Connection& connection) {
-  Result<Client> client = connect(connection);
-  if (!client) {
-    print_error("rollback", client.message());
-    return kUsageError;
-  }
   HttpRequest request;
   request.method = "POST";
   request.target = "/v1/functions/" + url_encode(name) + "/rollback";
-  request.timeout = kControlTimeout;
   if (!version.empty()) {
     // The replacing error handler keeps dump() from throwing on invalid UTF-8.
     request.body = json{{"version", version}}.dump(-1, ' ', false, json::error_handler_t::replace);
     request.content_type = "application/json";
   }
-  Result<json> answer = call_json(*client, request, "the rollback");
-  if (!answer) {
-    print_error("rollback", answer.message());
-    return kFailed;
-  }
-  fmt::print("Rolled back {} to version {}\n", name, string_field(*answer, "version"));
+  std::variant<json, int> answer = call_for("rollback", connection, std::move(request), "the rollback");
+  if (const int* code = std::get_if<int>(&answer)) return *code;
+  fmt::print("Rolled back {} to version {}\n", name, string_field(std::get<json>(answer), "version"));
   return 0;
 }
 

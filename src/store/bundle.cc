@@ -2,7 +2,6 @@
 
 #include <archive.h>
 #include <archive_entry.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <sys/stat.h>
@@ -10,8 +9,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -20,6 +17,7 @@
 #include <vector>
 
 #include "common/unique_fd.h"
+#include "store/file_tree.h"
 
 namespace coil::store {
 namespace {
@@ -28,31 +26,6 @@ namespace {
 // code tree; refusing them also bounds the work spent per entry.
 constexpr size_t kMaxPathBytes = 4095;
 constexpr size_t kMaxIgnoreFileBytes = 1 << 20;
-
-std::string errno_text(int error) { return std::strerror(error); }
-
-// A name shown inside an error message: quoted, control characters escaped
-// and shortened, since it comes from an untrusted archive.
-std::string in_quotes(std::string_view text) {
-  constexpr size_t kMaxShown = 200;
-  std::string out = "\"";
-  for (size_t i = 0; i < text.size() && i < kMaxShown; ++i) {
-    auto c = static_cast<unsigned char>(text[i]);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20 || c == 0x7f) {
-      char escaped[8];
-      std::snprintf(escaped, sizeof escaped, "\\x%02x", c);
-      out += escaped;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  if (text.size() > kMaxShown) out += "...";
-  out += '"';
-  return out;
-}
 
 std::vector<std::string_view> split_path(std::string_view path) {
   std::vector<std::string_view> parts;
@@ -458,50 +431,10 @@ class Extractor {
 // ----------------------------------------------------------------------------
 // Packing
 
-struct PackEntry {
-  std::string path;  // relative, '/' separated
-  BundleTree::Kind kind;
-  std::string link_target;
-};
-
-const char* special_file_kind(mode_t mode) {
-  if (S_ISFIFO(mode)) return "a FIFO";
-  if (S_ISSOCK(mode)) return "a socket";
-  if (S_ISCHR(mode)) return "a character device";
-  if (S_ISBLK(mode)) return "a block device";
-  return "of an unsupported file type";
-}
-
-Result<std::string> read_link_at(int dir_fd, const char* name) {
-  std::string target(256, '\0');
-  while (true) {
-    ssize_t length = ::readlinkat(dir_fd, name, target.data(), target.size());
-    if (length < 0) return Status::error("cannot read the symbolic link: " + errno_text(errno));
-    if (static_cast<size_t>(length) < target.size()) {
-      target.resize(static_cast<size_t>(length));
-      return target;
-    }
-    target.resize(target.size() * 2);  // may have been cut short
-  }
-}
-
-// Opens `relative` under `root_fd` following no symbolic link on the way.
-unique_fd open_beneath(int root_fd, const std::string& relative) {
-  unique_fd dir;
-  int current = root_fd;
-  size_t start = 0;
-  while (true) {
-    size_t slash = relative.find('/', start);
-    std::string part = relative.substr(start, slash == std::string::npos ? slash : slash - start);
-    if (slash == std::string::npos) {
-      return unique_fd(::openat(current, part.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-    }
-    unique_fd next(::openat(current, part.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!next) return next;
-    dir = std::move(next);
-    current = dir.get();
-    start = slash + 1;
-  }
+BundleTree::Kind bundle_kind(EntryKind kind) {
+  return kind == EntryKind::kDirectory ? BundleTree::Kind::kDirectory
+         : kind == EntryKind::kFile    ? BundleTree::Kind::kFile
+                                       : BundleTree::Kind::kLink;
 }
 
 class Packer {
@@ -517,21 +450,28 @@ class Packer {
     Status loaded = load_ignore_file(root.get());
     if (!loaded) return loaded;
 
-    std::vector<PackEntry> entries;
-    Status walked = walk(root.get(), "", entries);
-    if (!walked) return walked;
-    std::sort(entries.begin(), entries.end(),
-              [](const PackEntry& a, const PackEntry& b) { return a.path < b.path; });
+    TreeListing listing;
+    listing.name = "a bundle";
+    listing.refuse = [this](const std::string& path, const std::string& reason) {
+      return refuse(path, reason);
+    };
+    listing.skip = [this](const std::string& path, bool is_directory) {
+      return rules_.ignored(path, is_directory);
+    };
+    listing.max_path_bytes = kMaxPathBytes;
+    Result<std::vector<TreeEntry>> listed = list_tree(root.get(), listing);
+    if (!listed) return listed.status();
+    const std::vector<TreeEntry>& entries = *listed;
 
     BundleTree tree;
-    for (const PackEntry& entry : entries) {
+    for (const TreeEntry& entry : entries) {
       Result<std::vector<std::string>> components = entry_components(entry.path);
       if (!components) return refuse(entry.path, components.message());
-      Status added = tree.add(*components, entry.kind);
+      Status added = tree.add(*components, bundle_kind(entry.kind));
       if (!added) return refuse(entry.path, added.message());
     }
-    for (const PackEntry& entry : entries) {
-      if (entry.kind != BundleTree::Kind::kLink) continue;
+    for (const TreeEntry& entry : entries) {
+      if (entry.kind != EntryKind::kLink) continue;
       Result<std::vector<std::string>> components = entry_components(entry.path);
       Status inside = tree.check_link(*components, entry.link_target);
       if (!inside) return refuse(entry.path, inside.message());
@@ -575,51 +515,6 @@ class Packer {
     return Status::ok();
   }
 
-  Status walk(int dir_fd, const std::string& prefix, std::vector<PackEntry>& out) {
-    int listing_fd = ::fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
-    if (listing_fd < 0) return refuse(prefix, "cannot read the directory: " + errno_text(errno));
-    std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(listing_fd), ::closedir);
-    if (!dir) {
-      int error_number = errno;
-      ::close(listing_fd);
-      return refuse(prefix, "cannot read the directory: " + errno_text(error_number));
-    }
-    while (true) {
-      errno = 0;
-      dirent* item = ::readdir(dir.get());
-      if (item == nullptr) {
-        if (errno != 0) return refuse(prefix, "cannot read the directory: " + errno_text(errno));
-        return Status::ok();
-      }
-      std::string_view name = item->d_name;
-      if (name == "." || name == "..") continue;
-      std::string path = prefix.empty() ? std::string(name) : prefix + "/" + std::string(name);
-      struct stat info {};
-      if (::fstatat(dir_fd, item->d_name, &info, AT_SYMLINK_NOFOLLOW) != 0) {
-        return refuse(path, "cannot stat: " + errno_text(errno));
-      }
-      bool is_directory = S_ISDIR(info.st_mode);
-      if (rules_.ignored(path, is_directory)) continue;
-      if (path.size() > kMaxPathBytes) return refuse(path, "has a path longer than 4095 bytes");
-      if (is_directory) {
-        out.push_back({path, BundleTree::Kind::kDirectory, {}});
-        unique_fd child(::openat(dir_fd, item->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-        if (!child) return refuse(path, "cannot open the directory: " + errno_text(errno));
-        Status status = walk(child.get(), path, out);
-        if (!status) return status;
-      } else if (S_ISREG(info.st_mode)) {
-        out.push_back({path, BundleTree::Kind::kFile, {}});
-      } else if (S_ISLNK(info.st_mode)) {
-        Result<std::string> target = read_link_at(dir_fd, item->d_name);
-        if (!target) return refuse(path, target.message());
-        out.push_back({path, BundleTree::Kind::kLink, std::move(target.value())});
-      } else {
-        return refuse(path, std::string("is ") + special_file_kind(info.st_mode) +
-                                "; a bundle may hold only files, directories and symbolic links");
-      }
-    }
-  }
-
   static la_ssize_t append_output(archive*, void* client, const void* buffer, size_t length) {
     // An exception must not unwind through libarchive's C frames.
     try {
@@ -630,7 +525,7 @@ class Packer {
     return static_cast<la_ssize_t>(length);
   }
 
-  Result<std::string> write_archive(int root_fd, const std::vector<PackEntry>& entries) {
+  Result<std::string> write_archive(int root_fd, const std::vector<TreeEntry>& entries) {
     std::string output;
     std::unique_ptr<archive, int (*)(archive*)> writer(archive_write_new(), archive_write_free);
     std::unique_ptr<archive_entry, void (*)(archive_entry*)> header(archive_entry_new(), archive_entry_free);
@@ -656,7 +551,7 @@ class Packer {
     }
 
     std::vector<char> buffer(1 << 16);
-    for (const PackEntry& entry : entries) {
+    for (const TreeEntry& entry : entries) {
       archive_entry* e = header.get();
       archive_entry_clear(e);
       archive_entry_set_pathname(e, entry.path.c_str());
@@ -666,12 +561,12 @@ class Packer {
       unique_fd file;
       uint64_t size = 0;
       switch (entry.kind) {
-        case BundleTree::Kind::kLink:
+        case EntryKind::kLink:
           archive_entry_set_filetype(e, AE_IFLNK);
           archive_entry_set_perm(e, 0777);
           archive_entry_set_symlink(e, entry.link_target.c_str());
           break;
-        case BundleTree::Kind::kFile: {
+        case EntryKind::kFile: {
           file = open_beneath(root_fd, entry.path);
           if (!file) return refuse(entry.path, "cannot open: " + errno_text(errno));
           struct stat info {};
@@ -683,7 +578,7 @@ class Packer {
           archive_entry_set_size(e, static_cast<la_int64_t>(size));
           break;
         }
-        default:
+        case EntryKind::kDirectory:
           archive_entry_set_filetype(e, AE_IFDIR);
           archive_entry_set_perm(e, 0755);
       }

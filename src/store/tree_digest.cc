@@ -1,6 +1,5 @@
 #include "store/tree_digest.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -11,11 +10,10 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
-#include <memory>
 #include <vector>
 
 #include "common/unique_fd.h"
+#include "store/file_tree.h"
 
 namespace coil::store {
 namespace {
@@ -32,142 +30,21 @@ void check_evp(int ok, const char* what) {
   }
 }
 
-std::string errno_text(int error) { return std::strerror(error); }
+// How much of a value (a path, a version id) an error message shows.
+constexpr size_t kMaxShown = 100;
 
-// A value shown inside an error message: quoted, control characters escaped,
-// and shortened, since it may come from a user or an attacker.
-std::string in_quotes(std::string_view text) {
-  constexpr size_t kMaxShown = 100;
-  std::string out = "\"";
-  for (size_t i = 0; i < text.size() && i < kMaxShown; ++i) {
-    auto c = static_cast<unsigned char>(text[i]);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20 || c == 0x7f) {
-      char escaped[8];
-      std::snprintf(escaped, sizeof escaped, "\\x%02x", c);
-      out += escaped;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  if (text.size() > kMaxShown) out += "...";
-  out += '"';
-  return out;
+// What went wrong at `path` ("" for the root) in the code tree at `root`.
+Status tree_error(const std::string& root, const std::string& path, const std::string& what) {
+  return Status::error("code tree " + in_quotes(root, kMaxShown) + ": " +
+                       in_quotes(path.empty() ? "." : path, kMaxShown) + ": " + what);
 }
 
-struct TreeEntry {
-  std::string path;  // relative, '/' separated
-  char kind;         // 'd', 'f' or 'l'
-  std::string link_target;
-};
-
-const char* special_file_kind(mode_t mode) {
-  if (S_ISFIFO(mode)) return "a FIFO";
-  if (S_ISSOCK(mode)) return "a socket";
-  if (S_ISCHR(mode)) return "a character device";
-  if (S_ISBLK(mode)) return "a block device";
-  return "of an unsupported file type";
-}
-
-class TreeWalker {
- public:
-  explicit TreeWalker(const std::string& root) : root_(root) {}
-
-  Status walk(int dir_fd, const std::string& prefix, std::vector<TreeEntry>& out) {
-    // fdopendir takes the fd it is given; keep dir_fd for the *at() calls.
-    int listing_fd = ::fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
-    if (listing_fd < 0) return error(prefix, "cannot read directory: " + errno_text(errno));
-    std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(listing_fd), ::closedir);
-    if (!dir) {
-      int error_number = errno;
-      ::close(listing_fd);
-      return error(prefix, "cannot read directory: " + errno_text(error_number));
-    }
-    while (true) {
-      errno = 0;
-      dirent* item = ::readdir(dir.get());
-      if (item == nullptr) {
-        if (errno != 0) return error(prefix, "cannot read directory: " + errno_text(errno));
-        break;
-      }
-      std::string_view name = item->d_name;
-      if (name == "." || name == "..") continue;
-      std::string path = prefix.empty() ? std::string(name) : prefix + "/" + std::string(name);
-      struct stat info {};
-      if (::fstatat(dir_fd, item->d_name, &info, AT_SYMLINK_NOFOLLOW) != 0) {
-        return error(path, "cannot stat: " + errno_text(errno));
-      }
-      if (S_ISDIR(info.st_mode)) {
-        out.push_back({path, 'd', {}});
-        unique_fd child(::openat(dir_fd, item->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-        if (!child) return error(path, "cannot open directory: " + errno_text(errno));
-        Status status = walk(child.get(), path, out);
-        if (!status) return status;
-      } else if (S_ISREG(info.st_mode)) {
-        out.push_back({path, 'f', {}});
-      } else if (S_ISLNK(info.st_mode)) {
-        Result<std::string> target = read_link(dir_fd, item->d_name, path);
-        if (!target) return target.status();
-        out.push_back({path, 'l', std::move(target.value())});
-      } else {
-        return error(path, std::string("is ") + special_file_kind(info.st_mode) +
-                               "; a code tree may hold only files, directories and symbolic links");
-      }
-    }
-    return Status::ok();
-  }
-
-  Status error(const std::string& path, const std::string& what) const {
-    return Status::error("code tree " + in_quotes(root_) + ": " + in_quotes(path.empty() ? "." : path) +
-                         ": " + what);
-  }
-
- private:
-  Result<std::string> read_link(int dir_fd, const char* name, const std::string& path) const {
-    std::string target(256, '\0');
-    while (true) {
-      ssize_t length = ::readlinkat(dir_fd, name, target.data(), target.size());
-      if (length < 0) return error(path, "cannot read symbolic link: " + errno_text(errno));
-      if (static_cast<size_t>(length) < target.size()) {
-        target.resize(static_cast<size_t>(length));
-        return target;
-      }
-      // The target may have been cut short: retry with room to spare.
-      target.resize(target.size() * 2);
-    }
-  }
-
-  std::string root_;
-};
-
-// Opens `relative` under `root_fd` without following a symbolic link at any
-// component, so a tree changed behind our back cannot redirect the read.
-unique_fd open_file_beneath(int root_fd, const std::string& relative) {
-  unique_fd dir;
-  int current = root_fd;
-  size_t start = 0;
-  while (true) {
-    size_t slash = relative.find('/', start);
-    std::string component = relative.substr(start, slash == std::string::npos ? slash : slash - start);
-    if (slash == std::string::npos) {
-      return unique_fd(::openat(current, component.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-    }
-    unique_fd next(::openat(current, component.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!next) return next;
-    dir = std::move(next);
-    current = dir.get();
-    start = slash + 1;
-  }
-}
-
-Status hash_file(int root_fd, const std::string& path, Sha256& hash, const TreeWalker& walker) {
-  unique_fd file = open_file_beneath(root_fd, path);
-  if (!file) return walker.error(path, "cannot open: " + errno_text(errno));
+Status hash_file(const std::string& root, int root_fd, const std::string& path, Sha256& hash) {
+  unique_fd file = open_beneath(root_fd, path);
+  if (!file) return tree_error(root, path, "cannot open: " + errno_text(errno));
   struct stat info {};
-  if (::fstat(file.get(), &info) != 0) return walker.error(path, "cannot stat: " + errno_text(errno));
-  if (!S_ISREG(info.st_mode)) return walker.error(path, "changed while the tree was being read");
+  if (::fstat(file.get(), &info) != 0) return tree_error(root, path, "cannot stat: " + errno_text(errno));
+  if (!S_ISREG(info.st_mode)) return tree_error(root, path, "changed while the tree was being read");
   const char* mode = (info.st_mode & S_IXUSR) ? "755" : "644";
   std::string size = std::to_string(info.st_size);
   hash.update("f");
@@ -184,9 +61,10 @@ Status hash_file(int root_fd, const std::string& path, Sha256& hash, const TreeW
     ssize_t got = ::read(file.get(), buffer.data(), std::min<uint64_t>(buffer.size(), remaining));
     if (got < 0) {
       if (errno == EINTR) continue;
-      return walker.error(path, "cannot read: " + errno_text(errno));
+      return tree_error(root, path, "cannot read: " + errno_text(errno));
     }
-    if (got == 0) return walker.error(path, "changed while the tree was being read (shorter than its size)");
+    if (got == 0)
+      return tree_error(root, path, "changed while the tree was being read (shorter than its size)");
     hash.update(std::string_view(buffer.data(), static_cast<size_t>(got)));
     remaining -= static_cast<uint64_t>(got);
   }
@@ -234,38 +112,39 @@ Digest Sha256::finish() {
 }
 
 Result<Digest> digest_tree(const std::string& root) {
-  TreeWalker walker(root);
   // The root itself may be reached through a symbolic link (it is the
   // caller's path); nothing below it is followed.
   unique_fd root_fd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!root_fd) {
-    return Status::error("code tree " + in_quotes(root) + ": cannot open directory: " + errno_text(errno));
+    return Status::error("code tree " + in_quotes(root, kMaxShown) +
+                         ": cannot open directory: " + errno_text(errno));
   }
-  std::vector<TreeEntry> entries;
-  Status walked = walker.walk(root_fd.get(), "", entries);
-  if (!walked) return walked;
-  // std::string compares as unsigned bytes (char_traits<char>), the canonical order.
-  std::sort(entries.begin(), entries.end(),
-            [](const TreeEntry& a, const TreeEntry& b) { return a.path < b.path; });
+  TreeListing listing;
+  listing.name = "a code tree";
+  listing.refuse = [&root](const std::string& path, const std::string& reason) {
+    return tree_error(root, path, reason);
+  };
+  Result<std::vector<TreeEntry>> entries = list_tree(root_fd.get(), listing);
+  if (!entries) return entries.status();
 
   Sha256 hash;
   constexpr std::string_view kNul("\0", 1);
-  for (const TreeEntry& entry : entries) {
+  for (const TreeEntry& entry : *entries) {
     switch (entry.kind) {
-      case 'd':
+      case EntryKind::kDirectory:
         hash.update("d");
         hash.update(entry.path);
         hash.update(kNul);
         break;
-      case 'l':
+      case EntryKind::kLink:
         hash.update("l");
         hash.update(entry.path);
         hash.update(kNul);
         hash.update(entry.link_target);
         hash.update(kNul);
         break;
-      default: {
-        Status status = hash_file(root_fd.get(), entry.path, hash, walker);
+      case EntryKind::kFile: {
+        Status status = hash_file(root, root_fd.get(), entry.path, hash);
         if (!status) return status;
       }
     }
@@ -303,7 +182,8 @@ std::string to_base32(const Digest& digest) {
 
 Result<Digest> parse_hex(std::string_view text) {
   auto invalid = [&] {
-    return Status::error("version id " + in_quotes(text) + ": expected 64 hexadecimal digits (0-9, a-f)");
+    return Status::error("version id " + in_quotes(text, kMaxShown) +
+                         ": expected 64 hexadecimal digits (0-9, a-f)");
   };
   if (text.size() != sizeof(Digest) * 2) return invalid();
   Digest digest{};
@@ -318,7 +198,7 @@ Result<Digest> parse_hex(std::string_view text) {
 
 Result<Digest> parse_base32(std::string_view text) {
   auto invalid = [&] {
-    return Status::error("version id " + in_quotes(text) +
+    return Status::error("version id " + in_quotes(text, kMaxShown) +
                          ": expected 52 base32 characters (a-z, 2-7) without padding");
   };
   if (text.size() != kBase32Length) return invalid();

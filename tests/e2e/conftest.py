@@ -448,6 +448,18 @@ def _kill_leaked():
     leaked_children(settle=2.0)
 
 
+def _stop_all(started):
+    """A fixture's teardown: kill what it started (and anything leaked), then show
+    each coil's stderr in the test's output."""
+    for c in started:
+        c.kill()
+    _kill_leaked()
+    for c in started:
+        log = c.log()
+        if log:
+            print(f"----- coil stderr ({' '.join(c.args)}) -----\n{log}")
+
+
 def _coil_args(directory, entry, extra, listen=True):
     args = [COIL_BIN, "up", str(directory)]
     if entry:
@@ -483,13 +495,7 @@ def coil(tmp_path, request):
 
     yield start
 
-    for c in started:
-        c.kill()
-    _kill_leaked()
-    for c in started:
-        log = c.log()
-        if log:
-            print(f"----- coil stderr ({' '.join(c.args)}) -----\n{log}")
+    _stop_all(started)
 
 
 @pytest.fixture
@@ -645,13 +651,7 @@ def coil_server(tmp_path):
 
     yield start
 
-    for s in started:
-        s.kill()
-    _kill_leaked()
-    for s in started:
-        log = s.log()
-        if log:
-            print(f"----- coil stderr ({' '.join(s.args)}) -----\n{log}")
+    _stop_all(started)
 
 
 # --------------------------------------------------------------------------
