@@ -2,8 +2,9 @@
 
 coil server deploys a function whose code has a requirements.txt by first
 running this ASGI app (platform/dependencies.cc): /code is the function's
-code (read-only), /out a fresh volume, /wheels the server's --find-links
-directory when it has one; the network reaches only the configured index,
+code (read-only, the working directory), /out a fresh volume
+($COIL_BUILD_OUT), /wheels the server's --find-links directory when it has
+one; the network reaches only the configured index,
 through the sandbox's proxy. The response streams pip's output line by line
 and ends with "coil-build-exit: CODE".
 
@@ -21,9 +22,10 @@ PYTHON = "/usr/bin/python3"
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
-    arguments = [PYTHON, "-m", "pip", "install", "--target", "/out", "--no-cache-dir",
+    code = os.getcwd()  # the function's code: /code in the sandbox
+    arguments = [PYTHON, "-m", "pip", "install", "--target", os.environ["COIL_BUILD_OUT"], "--no-cache-dir",
                  "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
-                 "-r", "/code/requirements.txt"]
+                 "-r", os.path.join(code, "requirements.txt")]
     arguments += shlex.split(os.environ.get("COIL_PIP_ARGS", ""))
     environment = dict(os.environ, HOME="/tmp", PYTHONUNBUFFERED="1", PIP_NO_COLOR="1")
     await send({"type": "http.response.start", "status": 200,
@@ -32,7 +34,7 @@ async def app(scope, receive, send):
                 "more_body": True})
     process = await asyncio.create_subprocess_exec(
         *arguments, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=environment,
-        cwd="/code")  # relative paths in requirements.txt are the code's
+        cwd=code)  # relative paths in requirements.txt are the code's
     while True:
         line = await process.stdout.readline()
         if not line:

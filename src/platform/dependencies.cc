@@ -202,6 +202,11 @@ void DependencyBuilder::ensure(const std::string& code_dir, Progress progress,
   out.name = "out";
   out.mount = "/out";
   builder.volumes.push_back(out);
+  build->output_dir = data_dir_ + "/volumes/" + builder.name + "/out";  // where the zygote puts it
+  // Inside the sandbox the volumes are at their mount points; without one
+  // (--no-sandbox, no root) only at their host paths.
+  bool mounted = zygote_.mounts_volumes();
+  builder.environment.emplace_back("COIL_BUILD_OUT", mounted ? out.mount : build->output_dir);
   std::string pip_arguments;
   if (!options_.find_links.empty()) {
     config::Volume wheels;
@@ -209,7 +214,7 @@ void DependencyBuilder::ensure(const std::string& code_dir, Progress progress,
     wheels.mount = "/wheels";
     wheels.source = fs::absolute(options_.find_links).string();
     builder.volumes.push_back(wheels);
-    pip_arguments += "--find-links /wheels --no-build-isolation ";
+    pip_arguments += "--find-links '" + (mounted ? wheels.mount : wheels.source) + "' --no-build-isolation ";
     if (options_.index_url.empty()) pip_arguments += "--no-index ";
   }
   if (!options_.index_url.empty()) {
@@ -219,7 +224,6 @@ void DependencyBuilder::ensure(const std::string& code_dir, Progress progress,
     }
   }
   builder.environment.emplace_back("COIL_PIP_ARGS", pip_arguments);
-  build->output_dir = data_dir_ + "/volumes/" + builder.name + "/out";
   fs::remove_all(data_dir_ + "/volumes/" + builder.name, ec);  // a failed earlier build's
 
   runtime::HostServices services = services_;

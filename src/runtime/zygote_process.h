@@ -56,6 +56,11 @@ class ZygoteProcess {
                                          std::vector<unique_fd> cgroup_procs = {});
 
   pid_t pid() const { return pid_; }
+  // Whether functions see their volumes at their mount points (they have a
+  // mount namespace), or only at their host paths (--no-sandbox, no root).
+  bool mounts_volumes() const {
+    return sandbox_ == SandboxMode::kFull || sandbox_ == SandboxMode::kNamespacesNoUserns;
+  }
   // Kills the zygote and every process under it (its process group).
   void stop();
 

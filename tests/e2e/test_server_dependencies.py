@@ -220,3 +220,17 @@ def test_requirements_naming_files_of_the_code_are_not_shared_across_versions(co
         response = get_fn(srv, "pkg")
         assert response.status == 200 and response.json()["value"] == value, response
     assert len(deps_volumes(srv)) == 2
+
+
+def test_dependencies_without_the_sandbox(coil_server, tmp_path):
+    """--no-sandbox (debugging): no mount namespace, so the build and the function reach
+    the volumes at their host paths; the packages still install and import."""
+    wheels = build_wheel(tmp_path, "tinypkg", 3)
+    srv = coil_server("--find-links", wheels, "--no-sandbox")
+    code = package_dir(tmp_path, "app", "pkg", "tinypkg", "tinypkg==1.0\n")
+    r = srv.cli("deploy", code)
+    assert r.returncode == 0, r
+    response = get_fn(srv, "pkg")
+    assert response.status == 200, response
+    assert response.json()["value"] == 3
+    assert response.json()["file"].startswith(str(srv.data / "deps") + "/"), response.json()
