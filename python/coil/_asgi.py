@@ -25,7 +25,7 @@ import traceback
 
 import _coil
 
-REQUEST_HEAD, REQUEST_BODY, CANCEL, RESET, READY, FAILED, WS_CLOSE = 1, 2, 5, 6, 7, 8, 9
+REQUEST_HEAD, REQUEST_BODY, CANCEL, RESET, READY, FAILED, WS_CLOSE, PAGE_HINTS = 1, 2, 5, 6, 7, 8, 9, 10
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _LIFESPAN_TIMEOUT = 30.0
 _DISCONNECT = {"type": "http.disconnect"}
@@ -131,6 +131,7 @@ class _Server:
         self.lifespan_receive = None
         self.lifespan_send = None
         self.addresses = {}
+        self.hints_reported = False
 
     # ------------------------------------------------------------------ life
 
@@ -338,6 +339,17 @@ class _Server:
 
     def finished(self, exchange):
         self.exchanges.pop(exchange.stream, None)
+        if not self.hints_reported:
+            # Once, after the first response is on its way: the pages the
+            # first request copied, for the next standbys (src/python/page_hints.h).
+            self.hints_reported = True
+            self.loop.call_soon(self.report_page_hints)
+
+    def report_page_hints(self):
+        hints = _coil.first_request_report()
+        if hints:
+            _coil.put_frame(self.out, PAGE_HINTS, 0, hints)
+            self.schedule_flush()
 
 
 class _Stream:

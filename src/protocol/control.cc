@@ -28,6 +28,7 @@ Status send(int socket, const Message& m, bool* would_block) {
       wire::put_str(out, m.ready.threads);
       break;
     case Type::kTemplateFailed:
+    case Type::kPageHints:
       wire::put_str(out, m.message.substr(0, kMaxMessage - 64));
       break;
     case Type::kSpawn:
@@ -125,6 +126,7 @@ Status receive(int socket, Message& m, bool* would_block) {
       ok = c.u32(m.ready.pid) && c.u64(m.ready.import_us) && c.str(m.ready.kind) && c.str(m.ready.threads);
       break;
     case Type::kTemplateFailed:
+    case Type::kPageHints:
       ok = c.str(m.message);
       break;
     case Type::kSpawn:

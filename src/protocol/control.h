@@ -45,6 +45,7 @@ enum class Type : uint8_t {
   kTemplateStarted = 7,
   kOutboundListener = 8,
   kPrepare = 9,
+  kPageHints = 10,  // host -> template: an instance's page hints (`message`), for its standbys
 };
 
 struct BuildTemplate {
@@ -70,7 +71,7 @@ struct Message {
   // Fields used by the types above (unused ones are left empty).
   BuildTemplate build;
   TemplateReady ready;
-  std::string message;      // kTemplateFailed
+  std::string message;      // kTemplateFailed; kPageHints: the hints
   uint32_t token = 0;       // kPrepare, kSpawn, kSpawned
   uint32_t pid = 0;         // kSpawned, kExited, kTemplateStarted
   int32_t wait_status = 0;  // kExited

@@ -54,6 +54,8 @@ enum class Type : uint8_t {
   kReady = 7,   // instance -> host, stream 0: started (ASGI: lifespan startup complete)
   kFailed = 8,  // instance -> host, stream 0: could not start; payload says why
   kWsClose = 9, // either way: a WebSocket closes; payload u16 code + UTF-8 reason
+  kPageHints = 10,  // instance -> host, stream 0, once: the pages its first request copied
+                    // (src/python/page_hints.h); passed on to the template
 };
 
 inline constexpr uint8_t kFlagEnd = 0x01;

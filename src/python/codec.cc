@@ -1,3 +1,4 @@
+#include "python/page_hints.h"
 #include "python/codec.h"
 
 #include <cstring>
@@ -230,7 +231,14 @@ PyObject* put_ws_close(PyObject*, PyObject* args) {
   Py_RETURN_NONE;
 }
 
+PyObject* first_request_report(PyObject*, PyObject*) {
+  std::string report = page_hints::first_request_report();
+  return PyBytes_FromStringAndSize(report.data(), static_cast<Py_ssize_t>(report.size()));
+}
+
 PyMethodDef kCodecMethods[] = {
+    {"first_request_report", first_request_report, METH_NOARGS,
+     "The pages this instance's first request copied (see src/python/page_hints.h), as bytes."},
     {"put_ws_message", put_ws_message, METH_VARARGS, "Append a WebSocket message frame to a bytearray."},
     {"put_ws_close", put_ws_close, METH_VARARGS, "Append a WebSocket close frame to a bytearray."},
     {"decode", decode, METH_O, "Parse the complete frames at the start of a bytearray."},

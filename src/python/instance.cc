@@ -1,3 +1,4 @@
+#include "python/page_hints.h"
 #include "python/instance.h"
 
 #include <unistd.h>
@@ -188,6 +189,7 @@ void run_handler_instance(int socket, PyObject* invoke, const std::string& funct
   out.clear();
   std::unordered_map<uint32_t, Pending> pending;
   std::deque<uint32_t> order;  // streams in the order their heads arrived
+  bool answered_one = false;
 
   for (;;) {
     char* area = reader.write_area();
@@ -253,12 +255,22 @@ void run_handler_instance(int socket, PyObject* invoke, const std::string& funct
         // again): answers go out before the next request starts.
         if (!out.empty()) send_all(socket, out);
         handle(out, it->first, it->second, invoke, invalid_response, function);
+        answered_one = true;
       }
       pending.erase(it);
       order.pop_front();
     }
 
     if (!out.empty()) send_all(socket, out);
+    if (answered_one) {
+      // After the first answer went out, not before: what the first request
+      // copied, for the template's next standbys (page_hints.h).
+      answered_one = false;
+      if (std::string hints = page_hints::first_request_report(); !hints.empty()) {
+        frame::append(out, frame::Type::kPageHints, frame::kFlagEnd, 0, hints);
+        send_all(socket, out);
+      }
+    }
   }
 }
 

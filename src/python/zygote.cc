@@ -1,3 +1,4 @@
+#include "python/page_hints.h"
 #include "python/zygote.h"
 
 #include <dirent.h>
@@ -181,6 +182,8 @@ class TemplateServer {
       prepare(request);
     } else if (request.type == control::Type::kSpawn) {
       spawn(request);
+    } else if (request.type == control::Type::kPageHints) {
+      page_hints_ = std::move(request.message);  // for the standbys forked from now on
     }
   }
 
@@ -300,6 +303,13 @@ class TemplateServer {
       reset_signals();
       run_after_restore_hooks();
       if (kind_ == "asgi") prepare_ahead(invoke_);
+      // The first request's copy-on-write faults, ahead of need when an
+      // earlier instance said where they fall; else this one will say.
+      if (!page_hints_.empty()) {
+        page_hints::prefault(page_hints_);
+      } else {
+        page_hints::take_snapshot();
+      }
       control::Message go;
       if (!control::receive(channel[1], go) || go.fds.empty()) _exit(0);  // the template is gone
       ::close(channel[1]);
@@ -384,6 +394,7 @@ class TemplateServer {
   std::string function_;
   std::string kind_;
   const FreshStart* fresh_;
+  std::string page_hints_;  // from the host (kPageHints): pages each standby copies ahead
   std::vector<sandbox::InstanceMount> mounts_;  // ephemeral volumes, mounted by each instance
   pid_t template_pid_ = ::getpid();
   std::set<pid_t> instances_;

@@ -149,6 +149,7 @@ void FunctionPool::build_template() {
     cgroup_procs = std::move(*procs);
   }
   template_started_ = false;
+  page_hints_sent_ = false;
   Result<TemplateHandles> handles = zygote_.build_template(config_, std::move(cgroup_procs));
   if (!handles) {
     template_state_ = TemplateState::kFailed;
@@ -637,6 +638,23 @@ void FunctionPool::on_frame(Instance& instance, const frame::Frame& f) {
 void FunctionPool::on_instance_frame(Instance& instance, const frame::Frame& f) {
   if (f.type == frame::Type::kReady) {
     if (trial_ == &instance) finish_start(Status::ok());
+    return;
+  }
+  if (f.type == frame::Type::kPageHints) {
+    // Advice for the template's next standbys (python/page_hints.h), passed
+    // on once per template. The template checks every address it is given.
+    if (!page_hints_sent_ && template_ && f.payload.size() % 8 == 0 && f.payload.size() <= 8 * 4096) {
+      page_hints_sent_ = true;
+      log::info("template {}: an instance's first request faulted {} pages in (copied or mapped); its standbys "
+                "fault them ahead from now on",
+                config_.name, f.payload.size() / 8);
+      control::Message hints;
+      hints.type = control::Type::kPageHints;
+      hints.message = std::string(f.payload);
+      if (Status s = template_->send(std::move(hints)); !s) {
+        log::info("cannot pass page hints to template {}: {}", config_.name, s.message());
+      }
+    }
     return;
   }
   if (f.type == frame::Type::kFailed) {

@@ -203,6 +203,7 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   // template started (the zygote sends it before).
   std::unordered_set<uint32_t> awaiting_spawned_;
   bool template_started_ = false;
+  bool page_hints_sent_ = false;  // the current template has had its instance's page hints
   bool out_of_memory(uint32_t token) const;
   void release_cgroup(uint32_t token);
   std::string memory_limit_message() const;

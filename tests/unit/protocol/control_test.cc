@@ -96,6 +96,18 @@ TEST_F(ControlTest, TemplateFailedRoundTrip) {
   EXPECT_EQ(out.message, m.message);
 }
 
+TEST_F(ControlTest, PageHintsRoundTripKeepBinaryPayload) {
+  Message m;
+  m.type = Type::kPageHints;
+  for (uint64_t address : {uint64_t{0x7f0000001000}, uint64_t{0x55550000a001}}) {
+    m.message.append(reinterpret_cast<const char*>(&address), sizeof address);
+  }
+  m.message.push_back('\0');  // NUL bytes are payload, not terminators
+  Message out = round_trip(m);
+  EXPECT_EQ(out.type, Type::kPageHints);
+  EXPECT_EQ(out.message, m.message);
+}
+
 TEST_F(ControlTest, OverlongFailureMessageIsTruncatedNotRefused) {
   Message m;
   m.type = Type::kTemplateFailed;

@@ -1,0 +1,180 @@
+#include "python/page_hints.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace coil::python::page_hints {
+namespace {
+
+constexpr uint64_t kPageSize = 4096;
+constexpr uint64_t kPresent = 1ull << 63;
+constexpr uint64_t kExclusive = 1ull << 56;  // "page exclusively mapped" (Linux 4.2+)
+// Mappings larger than this are reservations (arenas, heaps of other
+// allocators), not what a request touches page by page.
+constexpr uint64_t kMaxMapping = 256ull << 20;
+// A hint is a page address; its low bit says that the page was written
+// (copied), else only read in (a page of code or data not yet mapped).
+constexpr uint64_t kWritten = 1;
+
+enum State : uint8_t { kAbsent = 0, kShared = 1, kOwn = 2 };
+
+struct Range {
+  uint64_t start;
+  uint64_t end;
+  bool private_writable;
+};
+
+// The readable mappings of this process, but the kernel's own ([vvar],
+// [vsyscall]) and the stack.
+std::vector<Range> readable_mappings() {
+  std::vector<Range> ranges;
+  FILE* maps = std::fopen("/proc/self/maps", "re");
+  if (maps == nullptr) return ranges;
+  char line[512];
+  while (std::fgets(line, sizeof line, maps) != nullptr) {
+    unsigned long long start = 0, end = 0;
+    char perms[5] = {0};
+    if (std::sscanf(line, "%llx-%llx %4s", &start, &end, perms) != 3) continue;
+    if (perms[0] != 'r') continue;
+    if (std::strstr(line, "[v") != nullptr || std::strstr(line, "[stack]") != nullptr) continue;
+    if (end - start > kMaxMapping) continue;
+    ranges.push_back({start, end, perms[1] == 'w' && perms[3] == 'p'});
+  }
+  std::fclose(maps);
+  return ranges;
+}
+
+State state_of(uint64_t entry) {
+  if (!(entry & kPresent)) return kAbsent;
+  return (entry & kExclusive) ? kOwn : kShared;
+}
+
+// Reads the states of [range.start, range.end) into `states`.
+bool read_states(int pagemap, const Range& range, uint8_t* states) {
+  constexpr size_t kBatch = 512;
+  uint64_t entries[kBatch];
+  size_t pages = (range.end - range.start) / kPageSize;
+  for (size_t done = 0; done < pages;) {
+    size_t count = std::min(kBatch, pages - done);
+    off_t offset = static_cast<off_t>((range.start / kPageSize + done) * sizeof(uint64_t));
+    ssize_t n = ::pread(pagemap, entries, count * sizeof(uint64_t), offset);
+    if (n <= 0 || n % static_cast<ssize_t>(sizeof(uint64_t)) != 0) return false;
+    size_t got = static_cast<size_t>(n) / sizeof(uint64_t);
+    for (size_t i = 0; i < got; ++i) states[done + i] = state_of(entries[i]);
+    done += got;
+  }
+  return true;
+}
+
+// The snapshot: the mappings, and one state byte per page, in memory of its
+// own (unmapped after the report, so it costs an instance nothing after).
+struct Snapshot {
+  std::vector<Range> ranges;
+  uint8_t* states = nullptr;
+  size_t size = 0;
+};
+Snapshot* g_snapshot = nullptr;
+bool g_reported = false;
+
+void drop_snapshot() {
+  if (g_snapshot == nullptr) return;
+  if (g_snapshot->states != nullptr) ::munmap(g_snapshot->states, g_snapshot->size);
+  delete g_snapshot;
+  g_snapshot = nullptr;
+}
+
+}  // namespace
+
+void take_snapshot() {
+  drop_snapshot();
+  int pagemap = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  if (pagemap < 0) return;
+  auto* snapshot = new Snapshot{readable_mappings()};
+  size_t pages = 0;
+  for (const Range& range : snapshot->ranges) pages += (range.end - range.start) / kPageSize;
+  snapshot->size = (pages + kPageSize - 1) / kPageSize * kPageSize;
+  void* memory = pages == 0 ? MAP_FAILED
+                            : ::mmap(nullptr, snapshot->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (memory == MAP_FAILED) {
+    ::close(pagemap);
+    delete snapshot;
+    return;
+  }
+  snapshot->states = static_cast<uint8_t*>(memory);
+  size_t at = 0;
+  bool ok = true;
+  for (const Range& range : snapshot->ranges) {
+    ok = ok && read_states(pagemap, range, snapshot->states + at);
+    at += (range.end - range.start) / kPageSize;
+  }
+  ::close(pagemap);
+  g_snapshot = snapshot;
+  if (!ok) drop_snapshot();
+}
+
+std::string first_request_report() {
+  if (g_reported || g_snapshot == nullptr) return {};
+  g_reported = true;
+  int pagemap = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  std::string report;
+  std::vector<uint8_t> now;
+  size_t at = 0;
+  for (const Range& range : pagemap < 0 ? std::vector<Range>() : g_snapshot->ranges) {
+    size_t pages = (range.end - range.start) / kPageSize;
+    now.resize(pages);
+    if (read_states(pagemap, range, now.data())) {
+      for (size_t i = 0; i < pages && report.size() < kMaxPages * sizeof(uint64_t); ++i) {
+        uint8_t before = g_snapshot->states[at + i];
+        uint64_t address = range.start + i * kPageSize;
+        if (range.private_writable && before != kOwn && now[i] == kOwn) {
+          address |= kWritten;  // copied (or first written) by the request
+        } else if (!(before == kAbsent && now[i] != kAbsent)) {
+          continue;  // neither copied nor read in
+        }
+        report.append(reinterpret_cast<const char*>(&address), sizeof address);  // x86-64: little-endian
+      }
+    }
+    at += pages;
+  }
+  if (pagemap >= 0) ::close(pagemap);
+  drop_snapshot();
+  return report;
+}
+
+void prefault(std::string_view hints) {
+  if (hints.empty()) return;
+  std::vector<Range> ranges = readable_mappings();
+  size_t last = 0;  // hints come in address order: most lookups hit the same range
+  for (size_t at = 0; at + sizeof(uint64_t) <= hints.size(); at += sizeof(uint64_t)) {
+    uint64_t hint = 0;
+    std::memcpy(&hint, hints.data() + at, sizeof hint);
+    uint64_t address = hint & ~(kPageSize - 1);
+    const Range* range = nullptr;
+    for (size_t probe = 0; probe < ranges.size(); ++probe) {
+      const Range& candidate = ranges[(last + probe) % ranges.size()];
+      if (address >= candidate.start && address < candidate.end) {
+        range = &candidate;
+        last = (last + probe) % ranges.size();
+        break;
+      }
+    }
+    if (range == nullptr) continue;
+    volatile char* byte = reinterpret_cast<volatile char*>(address);
+    if ((hint & kWritten) && range->private_writable) {
+      // Writing the byte back as it is copies the page; nothing else runs in
+      // this process meanwhile (a standby is single-threaded).
+      *byte = *byte;
+    } else {
+      (void)*byte;  // maps the page in
+    }
+  }
+}
+
+}  // namespace coil::python::page_hints

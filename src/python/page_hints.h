@@ -1,0 +1,45 @@
+// Page hints: taking the first request's copy-on-write faults off the cold
+// start.
+//
+// An instance forked from its template shares the template's memory until it
+// writes to it; its first request writes (reference counts, caches) to a few
+// hundred pages it shares, and each write copies a page: about 1 ms of the
+// FastAPI tutorial app's first request, against 0.15 ms for the next ones
+// (bench/RESULTS.md). So:
+//   1. a standby takes a snapshot of which of its pages are still shared
+//      (take_snapshot(), from /proc/self/pagemap) just before it waits;
+//   2. after its first request, the instance reports which of those pages its
+//      request copied (first_request_report(), sent to the host, which passes
+//      it on to the template once);
+//   3. later standbys copy those pages ahead of need (prefault()), by writing
+//      each byte back as it is, in a single-threaded process.
+// A standby then holds, before its first request, the pages that request
+// would have copied anyway: no more memory than an instance that served once.
+//
+// Hints are only advice: prefault() touches an address only if it lies in a
+// private writable mapping of the process, so a wrong or hostile hint (the
+// function's code runs in the reporting instance) can do no more than copy a
+// page of the standby's own memory.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace coil::python::page_hints {
+
+// The most page addresses a report carries.
+inline constexpr size_t kMaxPages = 4096;
+
+// In a standby, just before it waits for its socket. Cheap to skip; costs a
+// read of /proc/self/pagemap over the private writable mappings.
+void take_snapshot();
+
+// In an instance, once, after its first request was answered: the addresses
+// of the pages that were shared at the snapshot and are now this process's
+// own, as little-endian u64s; "" without a snapshot (or on any error).
+std::string first_request_report();
+
+// In a standby, from the template's hints: copies each page ahead of need.
+void prefault(std::string_view hints);
+
+}  // namespace coil::python::page_hints
