@@ -291,6 +291,12 @@ class TemplateServer {
     standby.output.reset(output[0]);
     standby.channel.reset(channel[0]);
     standby.cgroup_fds = std::move(request.fds);
+    // A snapshot costs a read of the standby's page map: until an instance
+    // has reported, the first standbys take one, then one in kSnapshotEvery
+    // (a burst of standbys must not all pay it).
+    bool snapshot = page_hints_.empty() && (snapshots_ < 2 || standbys_forked_ % kSnapshotEvery == 0);
+    if (snapshot) ++snapshots_;
+    ++standbys_forked_;
     pid_t pid = fork_python();
     if (pid == 0) {
       ::close(channel[0]);
@@ -304,10 +310,10 @@ class TemplateServer {
       run_after_restore_hooks();
       if (kind_ == "asgi") prepare_ahead(invoke_);
       // The first request's copy-on-write faults, ahead of need when an
-      // earlier instance said where they fall; else this one will say.
+      // earlier instance said where they fall; else this one may say.
       if (!page_hints_.empty()) {
         page_hints::prefault(page_hints_);
-      } else {
+      } else if (snapshot) {
         page_hints::take_snapshot();
       }
       control::Message go;
@@ -395,6 +401,9 @@ class TemplateServer {
   std::string kind_;
   const FreshStart* fresh_;
   std::string page_hints_;  // from the host (kPageHints): pages each standby copies ahead
+  static constexpr uint64_t kSnapshotEvery = 32;
+  uint64_t snapshots_ = 0;        // standbys told to take a page snapshot
+  uint64_t standbys_forked_ = 0;
   std::vector<sandbox::InstanceMount> mounts_;  // ephemeral volumes, mounted by each instance
   pid_t template_pid_ = ::getpid();
   std::set<pid_t> instances_;
