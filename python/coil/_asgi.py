@@ -72,7 +72,8 @@ class Instance:
     prepare() runs, in a standby (an instance forked ahead of need, see
     src/python/zygote.cc), everything that needs no socket: the event loop and
     lifespan startup. A cold start then pays for neither. A standby that is
-    never handed a socket ends with its template, without lifespan shutdown.
+    never handed a socket ends with its template, without lifespan shutdown;
+    one whose startup fails ends at once.
     """
 
     def __init__(self, app, function, root_path_in_path):
@@ -82,10 +83,22 @@ class Instance:
         self._prepared = None  # (loop, server, startup outcome)
 
     def prepare(self):
-        loop = _new_loop()
-        asyncio.set_event_loop(loop)
-        server = _Server(loop, self.app, self.function, self.root_path_in_path)
-        outcome = loop.run_until_complete(server.startup())
+        """In a standby. A startup that fails (or raises) ends the standby: the
+        instance is then forked when it is needed, and runs startup afresh
+        (a database that was down may be up by then)."""
+        try:
+            loop = _new_loop()
+            asyncio.set_event_loop(loop)
+            server = _Server(loop, self.app, self.function, self.root_path_in_path)
+            outcome = loop.run_until_complete(server.startup())
+        except BaseException:  # noqa: BLE001 - SystemExit included: a standby never runs atexit
+            traceback.print_exc()
+            outcome = (False, "")
+        if not outcome[0]:
+            if outcome[1]:
+                print(f"coil: lifespan startup failed: {outcome[1]}", file=sys.stderr)
+            sys.stderr.flush()
+            os._exit(1)
         self._prepared = (loop, server, outcome)
 
     def __call__(self, fd):

@@ -69,6 +69,8 @@ inline constexpr size_t kHeaderSize = 12;
 // kBodyChunk bytes.
 inline constexpr uint32_t kMaxPayload = 1u << 20;
 inline constexpr size_t kBodyChunk = 256 * 1024;
+// The most page addresses a kPageHints frame carries (8 bytes each).
+inline constexpr size_t kMaxPageHints = 4096;
 // The largest response head (status and headers, as encoded) the host
 // accepts; instances refuse to send larger ones, since a frame over
 // kMaxPayload would end the whole stream.

@@ -124,57 +124,74 @@ std::string first_request_report() {
   g_reported = true;
   int pagemap = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
   std::string report;
-  std::vector<uint8_t> now;
-  size_t at = 0;
-  for (const Range& range : pagemap < 0 ? std::vector<Range>() : g_snapshot->ranges) {
-    size_t pages = (range.end - range.start) / kPageSize;
-    now.resize(pages);
-    if (read_states(pagemap, range, now.data())) {
-      for (size_t i = 0; i < pages && report.size() < kMaxPages * sizeof(uint64_t); ++i) {
-        uint8_t before = g_snapshot->states[at + i];
-        uint64_t address = range.start + i * kPageSize;
-        if (range.private_writable && before != kOwn && now[i] == kOwn) {
-          address |= kWritten;  // copied (or first written) by the request
-        } else if (!(before == kAbsent && now[i] != kAbsent)) {
-          continue;  // neither copied nor read in
+  if (pagemap >= 0) {
+    report.reserve(kMaxPages * sizeof(uint64_t));
+    // Compared a batch of pages at a time, on the stack: the report must not
+    // leave heap pages of its own behind in the instance.
+    constexpr size_t kBatch = 512;
+    uint64_t entries[kBatch];
+    size_t at = 0;
+    for (const Range& range : g_snapshot->ranges) {
+      size_t pages = (range.end - range.start) / kPageSize;
+      for (size_t done = 0; done < pages && report.size() < kMaxPages * sizeof(uint64_t);) {
+        size_t count = std::min(kBatch, pages - done);
+        off_t offset = static_cast<off_t>((range.start / kPageSize + done) * sizeof(uint64_t));
+        ssize_t n = ::pread(pagemap, entries, count * sizeof(uint64_t), offset);
+        if (n <= 0 || n % static_cast<ssize_t>(sizeof(uint64_t)) != 0) break;
+        size_t got = static_cast<size_t>(n) / sizeof(uint64_t);
+        for (size_t i = 0; i < got && report.size() < kMaxPages * sizeof(uint64_t); ++i) {
+          uint8_t before = g_snapshot->states[at + done + i];
+          State now = state_of(entries[i]);
+          uint64_t address = range.start + (done + i) * kPageSize;
+          if (range.private_writable && before != kOwn && now == kOwn) {
+            address |= kWritten;  // copied (or first written) by the request
+          } else if (!(before == kAbsent && now != kAbsent)) {
+            continue;  // neither copied nor read in
+          }
+          report.append(reinterpret_cast<const char*>(&address), sizeof address);  // x86-64: little-endian
         }
-        report.append(reinterpret_cast<const char*>(&address), sizeof address);  // x86-64: little-endian
+        done += got;
       }
+      at += pages;
     }
-    at += pages;
+    ::close(pagemap);
   }
-  if (pagemap >= 0) ::close(pagemap);
   drop_snapshot();
   return report;
 }
 
 void prefault(std::string_view hints) {
-  if (hints.empty()) return;
-  std::vector<Range> ranges = readable_mappings();
-  size_t last = 0;  // hints come in address order: most lookups hit the same range
+  // madvise(MADV_POPULATE_*) faults pages in as a first touch would (a write
+  // fault copies a private page), without changing a byte, atomically with
+  // respect to any thread the hooks started, and fails instead of raising a
+  // signal where a touch would crash (unmapped, past the end of a file,
+  // PROT_NONE): so a stale or hostile hint costs at most a failed call.
+  // Consecutive pages of the same kind go in one call.
+  uint64_t run_start = 0, run_end = 0;
+  bool run_written = false;
+  auto flush = [&] {
+    if (run_end > run_start) {
+      (void)::madvise(reinterpret_cast<void*>(run_start), run_end - run_start,
+                      run_written ? MADV_POPULATE_WRITE : MADV_POPULATE_READ);
+    }
+    run_start = run_end = 0;
+  };
   for (size_t at = 0; at + sizeof(uint64_t) <= hints.size(); at += sizeof(uint64_t)) {
     uint64_t hint = 0;
     std::memcpy(&hint, hints.data() + at, sizeof hint);
     uint64_t address = hint & ~(kPageSize - 1);
-    const Range* range = nullptr;
-    for (size_t probe = 0; probe < ranges.size(); ++probe) {
-      const Range& candidate = ranges[(last + probe) % ranges.size()];
-      if (address >= candidate.start && address < candidate.end) {
-        range = &candidate;
-        last = (last + probe) % ranges.size();
-        break;
-      }
+    bool written = (hint & kWritten) != 0;
+    if (address == 0) continue;
+    if (address == run_end && written == run_written) {
+      run_end += kPageSize;
+      continue;
     }
-    if (range == nullptr) continue;
-    volatile char* byte = reinterpret_cast<volatile char*>(address);
-    if ((hint & kWritten) && range->private_writable) {
-      // Writing the byte back as it is copies the page; nothing else runs in
-      // this process meanwhile (a standby is single-threaded).
-      *byte = *byte;
-    } else {
-      (void)*byte;  // maps the page in
-    }
+    flush();
+    run_start = address;
+    run_end = address + kPageSize;
+    run_written = written;
   }
+  flush();
 }
 
 }  // namespace coil::python::page_hints

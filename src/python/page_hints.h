@@ -11,24 +11,27 @@
 //   2. after its first request, the instance reports which of those pages its
 //      request copied (first_request_report(), sent to the host, which passes
 //      it on to the template once);
-//   3. later standbys copy those pages ahead of need (prefault()), by writing
-//      each byte back as it is, in a single-threaded process.
+//   3. later standbys fault those pages in ahead of need (prefault(), with
+//      madvise(MADV_POPULATE_WRITE / _READ): as a first touch would, without
+//      changing a byte).
 // A standby then holds, before its first request, the pages that request
 // would have copied anyway: no more memory than an instance that served once.
 //
-// Hints are only advice: prefault() touches an address only if it lies in a
-// private writable mapping of the process, so a wrong or hostile hint (the
-// function's code runs in the reporting instance) can do no more than copy a
-// page of the standby's own memory.
+// Hints are only advice, and may be wrong or hostile (the function's code
+// runs in the reporting instance): madvise() refuses what a touch would crash
+// on, so a hint can do no more than fault in a page of the standby's own
+// memory.
 #pragma once
 
 #include <string>
 #include <string_view>
 
+#include "protocol/frame.h"
+
 namespace coil::python::page_hints {
 
-// The most page addresses a report carries.
-inline constexpr size_t kMaxPages = 4096;
+// The most page addresses a report carries (the host refuses larger ones).
+inline constexpr size_t kMaxPages = frame::kMaxPageHints;
 
 // In a standby, just before it waits for its socket. Cheap to skip; costs a
 // read of /proc/self/pagemap over the private writable mappings.

@@ -76,12 +76,16 @@ bool run_hooks(const char* which) {
 }
 
 // In an ASGI standby: target.prepare(), its event loop and lifespan startup
-// made ahead of need (coil._asgi.Instance). A failure only means they are
-// made at activation instead.
+// made ahead of need (coil._asgi.Instance). prepare() ends the standby itself
+// when startup fails; anything else that escapes it ends the standby too (the
+// instance is then forked when needed, and the failure shows there).
 void prepare_ahead(PyObject* target) {
   PyObject* result = PyObject_CallMethod(target, "prepare", nullptr);
-  if (result == nullptr) PyErr_Print();
-  Py_XDECREF(result);
+  if (result == nullptr) {
+    std::fprintf(stderr, "coil: the standby could not prepare: %s\n", take_exception_summary().c_str());
+    _exit(1);
+  }
+  Py_DECREF(result);
 }
 
 // The threads of this process other than the calling one, as "name (tid)"
@@ -165,11 +169,13 @@ pid_t start_fresh_instance(const FreshStart& fresh, control::Message& request, i
 // standbys ready, and reports their exits.
 //
 // A standby is an instance forked ahead of need (kPrepare): it has joined its
-// cgroups (the slow part of a start: an RCU grace period on cgroup v1) and
-// waits, having run nothing of the function's, for its instance socket. A
-// kSpawn naming a standby's token hands it the socket; it then runs the
-// after_restore hooks and serves. A kSpawn with any other token forks a new
-// instance on the spot.
+// cgroups (the slow part of a start: an RCU grace period on cgroup v1), run
+// the after_restore hooks and, for ASGI, its event loop and lifespan startup,
+// and faulted in the pages a first request needs (page_hints.h); it waits for
+// its instance socket. A kSpawn naming a standby's token hands it the socket,
+// and it serves. A kSpawn with any other token forks a new instance on the
+// spot. A standby that dies before it serves is said in the template's log,
+// with what it printed.
 class TemplateServer {
  public:
   TemplateServer(int control, int signal_fd, PyObject* invoke, std::string function, std::string kind,
@@ -199,7 +205,10 @@ class TemplateServer {
     pid_t pid;
     while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
       for (auto& [token, standby] : standbys_) {
-        if (standby.pid == pid) standby.pid = -1;
+        if (standby.pid == pid) {
+          standby.pid = -1;
+          say_standby_died(standby, status);
+        }
       }
       if (instances_.erase(pid) == 0) continue;
       control::Message exited;
@@ -269,6 +278,25 @@ class TemplateServer {
       std::fprintf(stderr, "coil: cannot mount the instance's ephemeral volumes: %s\n", s.message().c_str());
       _exit(1);
     }
+  }
+
+  // A standby died before it served (a failing hook or lifespan startup, a
+  // crash): its output never reached the host, so the template says it.
+  void say_standby_died(Standby& standby, int status) {
+    std::string output;
+    if (standby.output) {
+      int flags = ::fcntl(standby.output.get(), F_GETFL);
+      ::fcntl(standby.output.get(), F_SETFL, flags | O_NONBLOCK);
+      char buffer[4096];
+      ssize_t n;
+      while (output.size() < 4096 && (n = ::read(standby.output.get(), buffer, sizeof buffer)) > 0) {
+        output.append(buffer, static_cast<size_t>(n));
+      }
+    }
+    std::string how = WIFSIGNALED(status) ? "signal " + std::to_string(WTERMSIG(status))
+                                          : "status " + std::to_string(WEXITSTATUS(status));
+    std::fprintf(stderr, "coil: a standby of %s exited before it served (%s); the next instance is forked%s%s\n",
+                 function_.c_str(), how.c_str(), output.empty() ? "" : ". It wrote: ", output.c_str());
   }
 
   void prepare(control::Message& request) {

@@ -642,8 +642,10 @@ void FunctionPool::on_instance_frame(Instance& instance, const frame::Frame& f) 
   }
   if (f.type == frame::Type::kPageHints) {
     // Advice for the template's next standbys (python/page_hints.h), passed
-    // on once per template. The template checks every address it is given.
-    if (!page_hints_sent_ && template_ && f.payload.size() % 8 == 0 && f.payload.size() <= 8 * 4096) {
+    // on once per template. A standby only ever faults its own pages in with
+    // it, whatever the addresses say.
+    if (!page_hints_sent_ && template_ && f.payload.size() % 8 == 0 &&
+        f.payload.size() <= 8 * frame::kMaxPageHints) {
       page_hints_sent_ = true;
       log::info("template {}: an instance's first request faulted {} pages in (copied or mapped); its standbys "
                 "fault them ahead from now on",

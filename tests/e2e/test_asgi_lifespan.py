@@ -31,6 +31,13 @@ async def lifespan(scope, receive, send):
                 await send({"type": "lifespan.startup.failed",
                             "message": "database unreachable: marker-3141"})
                 return
+            # The 2nd process the template forks fails its startup, the others work:
+            # pids of the function's namespace are given in fork order (1 is the
+            # template, 2 the trial instance, 3 the first standby).
+            if MODE == "second-fails" and os.getpid() == 3:
+                await send({"type": "lifespan.startup.failed",
+                            "message": "down for a moment: marker-2718"})
+                return
             scope["state"]["startup_pid"] = os.getpid()
             scope["state"]["items"] = ["from-lifespan"]
             log("startup pid=%d" % os.getpid())
@@ -119,6 +126,20 @@ def test_shutdown_runs_when_an_idle_instance_exits(coil, tmp_path):
     assert d["state"]["startup_pid"] == d["pid"]
     assert str(d["pid"]) != pid
     c.wait_for_line(fn_line("life", rf"startup pid={d['pid']}$"), since=mark, timeout=5)
+
+
+def test_a_standby_whose_startup_fails_gives_way_to_a_fresh_instance(coil, tmp_path):
+    """Startup runs ahead in the standby; when it fails there (a database down for a
+    moment), the standby ends and says why, and the cold start forks an instance that
+    runs startup afresh."""
+    c = start(coil, tmp_path, "second-fails", idle_timeout_ms=300, min_instances=0)
+    # 1st startup: the trial instance; 2nd: the standby, which fails and ends.
+    c.wait_for_line(r"a standby of life exited before it served \(status 1\).*marker-2718", timeout=15)
+    m = c.wait_for_line(fn_line("life", r"startup pid=(\d+)$"), timeout=15)
+    c.wait_for_line(rf"^coil: instance life pid={m.group(1)} exited", timeout=15)
+    d = c.get("/x").json()  # no instance, no standby: forked, 3rd startup works
+    assert d["state"]["startup_pid"] == d["pid"], d
+    assert d["state"]["items"] == ["from-lifespan"]
 
 
 def test_startup_failed_refuses_to_start(coil_fail, tmp_path):

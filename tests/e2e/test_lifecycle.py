@@ -5,6 +5,7 @@ template whose import started threads. No test asserts a duration: each
 waits for the log line or the state it is about."""
 
 import os
+import time
 import signal
 
 from conftest import BgRequest, fn_toml, gate_volume, manifest
@@ -17,7 +18,7 @@ from spin_http import Response
 IMPORT_PID = os.getpid()
 SEEDED_AT_IMPORT = random.Random(1234).random()  # a generator of the app's own, seeded once
 AT_IMPORT = random.random()
-STATE = {"snapshot_pid": None, "restores": 0}
+STATE = {"snapshot_pid": None, "restores": 0, "restored_at": None}
 
 if os.environ.get("THREAD_AT_IMPORT"):
     threading.Thread(target=time.sleep, args=(3600,), daemon=True, name="at-import").start()
@@ -32,6 +33,7 @@ def warm():
 @coil.after_restore
 def restore():
     STATE["restores"] += 1
+    STATE["restored_at"] = time.time()
     print("after_restore pid=%d" % os.getpid(), flush=True)
     if os.environ.get("FAIL_RESTORE"):
         raise RuntimeError("cannot reconnect: marker-5150")
@@ -46,7 +48,8 @@ def handle_request(request):
             time.sleep(0.005)
     return Response(200, [("content-type", "application/json")], json.dumps({
         "pid": os.getpid(), "import_pid": IMPORT_PID, "snapshot_pid": STATE["snapshot_pid"],
-        "restores": STATE["restores"], "random": random.random(), "uuid": str(uuid.uuid4()),
+        "restores": STATE["restores"], "restored_at": STATE["restored_at"],
+        "random": random.random(), "uuid": str(uuid.uuid4()),
         "at_import": AT_IMPORT, "seeded_at_import": SEEDED_AT_IMPORT,
         "threads": threading.active_count()}))
 '''
@@ -200,6 +203,15 @@ def standbys_of(coil_pid, name):
     return found
 
 
+def _syscall_of(pid):
+    """The system call `pid` is blocked in (/proc/PID/syscall), as a number string."""
+    try:
+        with open(f"/proc/{pid}/syscall") as f:
+            return f.read().split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def wait_for(predicate, timeout=10.0):
     import time
     deadline = time.monotonic() + timeout
@@ -212,14 +224,17 @@ def wait_for(predicate, timeout=10.0):
 
 
 def test_a_cold_start_activates_the_standby_prepared_ahead(coil, tmp_path):
-    """A standby is forked and put in its cgroup ahead of need; it runs none of the
-    function's code (no after_restore) until a request needs an instance."""
+    """A standby is forked, put in its cgroup and has run the after_restore hooks ahead
+    of need; it counts as an instance only once a request needs one, and then serves it."""
     c = start(coil, tmp_path, ("sb", "/...", {}))
     standby = wait_for(lambda: standbys_of(c.pid, "sb"))[0]
-    assert c.count_lines(r"^\[sb pid=\d+\] after_restore") == 0
+    # Prepared: it waits in recvmsg (x86-64 syscall 47) for its socket.
+    wait_for(lambda: _syscall_of(standby) == "47")
     assert c.count_lines(started("sb")) == 0
+    before_request = time.time()
     d = c.get("/").json()
-    assert d["restores"] == 1
+    assert d["restores"] == 1  # once, in this process
+    assert d["restored_at"] < before_request  # ahead of need, in the standby
     assert int(c.wait_for_line(started("sb"), timeout=5).group(1)) == standby
     # and the next standby is ready for the next cold start
     wait_for(lambda: [p for p in standbys_of(c.pid, "sb") if p != standby])
