@@ -584,6 +584,27 @@ void Platform::collect_trees() {
   for (const auto& entry : fs::directory_iterator(options_.data_dir + "/code", ec)) {
     if (!keep.count(entry.path().filename().string())) fs::remove_all(entry.path(), ec);
   }
+  // Dependency volumes no kept tree asks for: every requirements.txt in the
+  // kept trees (a superset of the functions' own) names the volume it uses.
+  std::set<std::string> volumes;
+  for (const auto& [id, entry] : versions_) {
+    if (!entry->config.dependencies.empty()) volumes.insert(fs::path(entry->config.dependencies).filename());
+  }
+  for (const std::string& tree : keep) {
+    for (auto it = fs::recursive_directory_iterator(code_dir(tree), ec); !ec && it != fs::recursive_directory_iterator();
+         it.increment(ec)) {
+      if (it->path().filename() != "requirements.txt" || !it->is_regular_file(ec)) continue;
+      if (Result<std::string> volume = dependencies_->volume_of(it->path().parent_path().string())) {
+        volumes.insert(fs::path(*volume).filename());
+      }
+    }
+  }
+  for (const auto& entry : fs::directory_iterator(options_.data_dir + "/deps", ec)) {
+    if (!volumes.count(entry.path().filename().string())) {
+      log::info("server: dependency volume {} is no longer used: removed", entry.path().filename().string());
+      fs::remove_all(entry.path(), ec);
+    }
+  }
 }
 
 std::shared_ptr<runtime::FunctionPool> Platform::current_pool(const std::string& name) {

@@ -140,6 +140,7 @@ class Platform : public http::Dispatcher {
   // Why `function` (deployed from a coil.toml) cannot have its route: reserved
   // by the server, or served by another function.
   std::optional<OperationError> route_conflict(const config::FunctionConfig& function) const;
+  // Removes the code trees, and the dependency volumes, that nothing uses.
   void collect_trees();
   void finish_deploy(std::vector<config::FunctionConfig> functions, std::string tree, DeployRequest request,
                      Progress progress, std::function<void(Outcome<std::vector<store::VersionRecord>>)> done);

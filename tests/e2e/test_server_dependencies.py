@@ -234,3 +234,19 @@ def test_dependencies_without_the_sandbox(coil_server, tmp_path):
     assert response.status == 200, response
     assert response.json()["value"] == 3
     assert response.json()["file"].startswith(str(srv.data / "deps") + "/"), response.json()
+
+
+def test_a_dependency_volume_goes_with_the_last_function_that_uses_it(coil_server, tmp_path):
+    wheels = build_wheel(tmp_path, "tinypkg", 9)
+    srv = coil_server("--find-links", wheels)
+    for name in ("one", "two"):
+        code = package_dir(tmp_path, name, name, "tinypkg", "tinypkg==1.0\n")
+        assert srv.cli("deploy", code).returncode == 0
+    [volume] = deps_volumes(srv)
+    assert srv.cli("rm", "one").returncode == 0
+    assert deps_volumes(srv) == [volume]  # "two" still uses it
+    response = get_fn(srv, "two")
+    assert response.status == 200 and response.json()["value"] == 9, response
+    assert srv.cli("rm", "two").returncode == 0
+    assert deps_volumes(srv) == []
+    srv.wait_for_line(rf"dependency volume {volume} is no longer used: removed")
