@@ -194,4 +194,23 @@ void prefault(std::string_view hints) {
   flush();
 }
 
+std::string merge(std::string_view hints, std::string_view more) {
+  std::vector<uint64_t> all;
+  for (std::string_view part : {hints, more}) {
+    for (size_t at = 0; at + sizeof(uint64_t) <= part.size(); at += sizeof(uint64_t)) {
+      uint64_t hint = 0;
+      std::memcpy(&hint, part.data() + at, sizeof hint);
+      all.push_back(hint);
+    }
+  }
+  // By page, the copied form (low bit set) last, so that it is the one kept.
+  std::sort(all.begin(), all.end());
+  std::string merged;
+  for (size_t i = 0; i < all.size() && merged.size() < kMaxPages * sizeof(uint64_t); ++i) {
+    bool last_of_page = i + 1 == all.size() || (all[i + 1] & ~(kPageSize - 1)) != (all[i] & ~(kPageSize - 1));
+    if (last_of_page) merged.append(reinterpret_cast<const char*>(&all[i]), sizeof(uint64_t));
+  }
+  return merged;
+}
+
 }  // namespace coil::python::page_hints

@@ -10,7 +10,7 @@
 //      (take_snapshot(), from /proc/self/pagemap) just before it waits;
 //   2. after its first request, the instance reports which of those pages its
 //      request copied (first_request_report(), sent to the host, which passes
-//      it on to the template once);
+//      the first reports on to the template, which merges them);
 //   3. later standbys fault those pages in ahead of need (prefault(), with
 //      madvise(MADV_POPULATE_WRITE / _READ): as a first touch would, without
 //      changing a byte).
@@ -44,5 +44,12 @@ std::string first_request_report();
 
 // In a standby, from the template's hints: copies each page ahead of need.
 void prefault(std::string_view hints);
+
+// In the template: the union of two sets of hints (a page both copied and
+// read counts as copied), at most kMaxPages. A standby that prefaulted and
+// then took a snapshot reports only what its first request still faulted, so
+// merging such reports refines the hints (a first request that was a health
+// check does not fix them for good).
+std::string merge(std::string_view hints, std::string_view more);
 
 }  // namespace coil::python::page_hints

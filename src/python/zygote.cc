@@ -189,7 +189,8 @@ class TemplateServer {
     } else if (request.type == control::Type::kSpawn) {
       spawn(request);
     } else if (request.type == control::Type::kPageHints) {
-      page_hints_ = std::move(request.message);  // for the standbys forked from now on
+      // For the standbys forked from now on; later reports refine the hints.
+      page_hints_ = page_hints::merge(page_hints_, request.message);
     }
   }
 
@@ -319,10 +320,10 @@ class TemplateServer {
     standby.output.reset(output[0]);
     standby.channel.reset(channel[0]);
     standby.cgroup_fds = std::move(request.fds);
-    // A snapshot costs a read of the standby's page map: until an instance
-    // has reported, the first standbys take one, then one in kSnapshotEvery
-    // (a burst of standbys must not all pay it).
-    bool snapshot = page_hints_.empty() && (snapshots_ < 2 || standbys_forked_ % kSnapshotEvery == 0);
+    // A snapshot costs a read of the standby's page map: the first standbys
+    // take one, then one in kSnapshotEvery (a burst of standbys must not all
+    // pay it); with hints, a snapshot after the prefault finds what they miss.
+    bool snapshot = snapshots_ < 2 || standbys_forked_ % kSnapshotEvery == 0;
     if (snapshot) ++snapshots_;
     ++standbys_forked_;
     pid_t pid = fork_python();
@@ -339,11 +340,8 @@ class TemplateServer {
       if (kind_ == "asgi") prepare_ahead(invoke_);
       // The first request's copy-on-write faults, ahead of need when an
       // earlier instance said where they fall; else this one may say.
-      if (!page_hints_.empty()) {
-        page_hints::prefault(page_hints_);
-      } else if (snapshot) {
-        page_hints::take_snapshot();
-      }
+      if (!page_hints_.empty()) page_hints::prefault(page_hints_);
+      if (snapshot) page_hints::take_snapshot();
       control::Message go;
       if (!control::receive(channel[1], go) || go.fds.empty()) _exit(0);  // the template is gone
       ::close(channel[1]);

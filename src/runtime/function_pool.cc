@@ -149,7 +149,7 @@ void FunctionPool::build_template() {
     cgroup_procs = std::move(*procs);
   }
   template_started_ = false;
-  page_hints_sent_ = false;
+  page_hint_reports_ = 0;
   Result<TemplateHandles> handles = zygote_.build_template(config_, std::move(cgroup_procs));
   if (!handles) {
     template_state_ = TemplateState::kFailed;
@@ -642,13 +642,14 @@ void FunctionPool::on_instance_frame(Instance& instance, const frame::Frame& f) 
   }
   if (f.type == frame::Type::kPageHints) {
     // Advice for the template's next standbys (python/page_hints.h), passed
-    // on once per template. A standby only ever faults its own pages in with
-    // it, whatever the addresses say.
-    if (!page_hints_sent_ && template_ && f.payload.size() % 8 == 0 &&
+    // on for the first kMaxPageHintReports reports of a template (they refine
+    // each other). A standby only ever faults its own pages in with it,
+    // whatever the addresses say.
+    if (page_hint_reports_ < kMaxPageHintReports && template_ && f.payload.size() % 8 == 0 &&
         f.payload.size() <= 8 * frame::kMaxPageHints) {
-      page_hints_sent_ = true;
-      log::info("template {}: an instance's first request faulted {} pages in (copied or mapped); its standbys "
-                "fault them ahead from now on",
+      ++page_hint_reports_;
+      log::info("template {}: an instance's first request faulted {} more pages in (copied or mapped); its "
+                "standbys fault them ahead from now on",
                 config_.name, f.payload.size() / 8);
       control::Message hints;
       hints.type = control::Type::kPageHints;

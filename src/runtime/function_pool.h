@@ -203,7 +203,8 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   // template started (the zygote sends it before).
   std::unordered_set<uint32_t> awaiting_spawned_;
   bool template_started_ = false;
-  bool page_hints_sent_ = false;  // the current template has had its instance's page hints
+  static constexpr uint32_t kMaxPageHintReports = 8;
+  uint32_t page_hint_reports_ = 0;  // page hints passed on to the current template
   bool out_of_memory(uint32_t token) const;
   void release_cgroup(uint32_t token);
   std::string memory_limit_message() const;

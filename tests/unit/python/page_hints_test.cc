@@ -91,3 +91,31 @@ TEST(PageHints, PrefaultCopiesHintedPagesAndIgnoresAddressesOutsideTheProcess) {
 
 }  // namespace
 }  // namespace coil::python::page_hints
+
+namespace coil::python::page_hints {
+namespace {
+
+std::string pack(std::initializer_list<uint64_t> hints) {
+  std::string out;
+  for (uint64_t hint : hints) out.append(reinterpret_cast<const char*>(&hint), 8);
+  return out;
+}
+
+TEST(PageHints, MergeIsAUnionByPageThatKeepsTheCopiedForm) {
+  std::string merged = merge(pack({0x3000, 0x1000 | 1, 0x5000}), pack({0x3000 | 1, 0x1000, 0x2000}));
+  EXPECT_EQ(merged, pack({0x1000 | 1, 0x2000, 0x3000 | 1, 0x5000}));
+  EXPECT_EQ(merge({}, pack({0x2000})), pack({0x2000}));
+  EXPECT_EQ(merge(pack({0x2000}), {}), pack({0x2000}));
+}
+
+TEST(PageHints, MergeStopsAtTheLimit) {
+  std::string many;
+  for (uint64_t page = 1; page <= kMaxPages + 10; ++page) {
+    uint64_t hint = page * kPage;
+    many.append(reinterpret_cast<const char*>(&hint), 8);
+  }
+  EXPECT_EQ(merge(many, {}).size(), kMaxPages * 8);
+}
+
+}  // namespace
+}  // namespace coil::python::page_hints
