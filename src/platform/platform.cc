@@ -156,6 +156,17 @@ Platform::Served* Platform::served(const std::string& id) {
   return it == versions_.end() ? nullptr : it->second.get();
 }
 
+Platform::Served* Platform::version_by_id(const std::string& id) {
+  if (Served* entry = served(id)) return entry;
+  Result<std::optional<store::VersionRecord>> record = registry_->version(id);
+  return record && *record ? load_version(**record) : nullptr;
+}
+
+Platform::Served* Platform::current_of(const std::string& name) {
+  auto it = current_.find(name);
+  return it == current_.end() ? nullptr : served(it->second);
+}
+
 Platform::Served* Platform::load_version(const store::VersionRecord& record) {
   if (Served* known = served(record.id)) return known;
   DeployRequest how;
@@ -255,35 +266,26 @@ std::optional<http::RoutedRequest> Platform::route(std::string_view host, std::s
     if (name.size() > suffix.size() && name.substr(name.size() - suffix.size()) == suffix) {
       std::string_view label = name.substr(0, name.size() - suffix.size());
       Result<store::Digest> digest = store::parse_base32(label);
-      if (!digest) return std::nullopt;
-      Served* entry = served(store::to_hex(*digest));
-      if (entry == nullptr) {
-        Result<std::optional<store::VersionRecord>> record = registry_->version(store::to_hex(*digest));
-        if (!record || !*record || (entry = load_version(**record)) == nullptr) return std::nullopt;
-      }
-      return http::RoutedRequest{pool_of(*entry), "/...", std::string(path == "/" ? "/" : path)};
+      Served* entry = digest ? version_by_id(store::to_hex(*digest)) : nullptr;
+      if (entry == nullptr) return std::nullopt;
+      return http::RoutedRequest{pool_of(*entry), "/...", std::string(path)};
     }
   }
   std::string_view segment, rest;
   if (split_prefixed(path, kFunctionPrefix, segment, rest)) {
-    auto it = current_.find(std::string(segment));
-    Served* entry = it == current_.end() ? nullptr : served(it->second);
+    Served* entry = current_of(std::string(segment));
     if (entry == nullptr) return std::nullopt;
     return http::RoutedRequest{pool_of(*entry), "/fn/" + std::string(segment) + "/...", std::string(rest)};
   }
   if (split_prefixed(path, kVersionPrefix, segment, rest)) {
     if (segment.size() != 64 || !store::parse_hex(segment)) return std::nullopt;
-    Served* entry = served(std::string(segment));
-    if (entry == nullptr) {
-      Result<std::optional<store::VersionRecord>> record = registry_->version(std::string(segment));
-      if (!record || !*record || (entry = load_version(**record)) == nullptr) return std::nullopt;
-    }
+    Served* entry = version_by_id(std::string(segment));
+    if (entry == nullptr) return std::nullopt;
     return http::RoutedRequest{pool_of(*entry), "/v/" + std::string(segment) + "/...", std::string(rest)};
   }
   auto match = routes_.match(path);
   if (!match) return std::nullopt;
-  auto it = current_.find(route_names_[match->target]);
-  Served* entry = it == current_.end() ? nullptr : served(it->second);
+  Served* entry = current_of(route_names_[match->target]);
   if (entry == nullptr) return std::nullopt;
   return http::RoutedRequest{pool_of(*entry), std::string(match->route), std::move(match->path_info)};
 }
@@ -608,8 +610,7 @@ void Platform::collect_trees() {
 }
 
 std::shared_ptr<runtime::FunctionPool> Platform::current_pool(const std::string& name) {
-  auto it = current_.find(name);
-  Served* entry = it == current_.end() ? nullptr : served(it->second);
+  Served* entry = current_of(name);
   return entry == nullptr ? nullptr : pool_of(*entry);
 }
 

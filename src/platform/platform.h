@@ -104,7 +104,6 @@ class Platform : public http::Dispatcher {
   std::vector<std::string> urls(const store::VersionRecord& version, const std::string& base) const;
 
   const PlatformOptions& options() const { return options_; }
-  LogBook& log_book() { return log_book_; }
   LogBook& logs() { return log_book_; }
 
   // Closes every pool's instances (see FunctionPool::stop_instances), then
@@ -130,6 +129,10 @@ class Platform : public http::Dispatcher {
   static Result<std::vector<config::FunctionConfig>> read_functions(const std::string& root,
                                                                     const DeployRequest& request);
   Served* served(const std::string& id);
+  // The version with this id, loaded from the registry if needed; nullptr if none.
+  Served* version_by_id(const std::string& id);
+  // The version NAME points to; nullptr if none.
+  Served* current_of(const std::string& name);
   Served* load_version(const store::VersionRecord& record);
   // The version's pool, made (and its template started) if needed.
   std::shared_ptr<runtime::FunctionPool> pool_of(Served& version);

@@ -56,8 +56,11 @@ State state_of(uint64_t entry) {
   return (entry & kExclusive) ? kOwn : kShared;
 }
 
-// Reads the states of [range.start, range.end) into `states`.
-bool read_states(int pagemap, const Range& range, uint8_t* states) {
+// Calls each(i, state) for the pages of `range` in order (i from 0), reading
+// the page map a batch at a time on the stack; stops early when each()
+// returns false. False if the page map could not be read.
+template <typename Each>
+bool for_each_state(int pagemap, const Range& range, Each each) {
   constexpr size_t kBatch = 512;
   uint64_t entries[kBatch];
   size_t pages = (range.end - range.start) / kPageSize;
@@ -67,7 +70,9 @@ bool read_states(int pagemap, const Range& range, uint8_t* states) {
     ssize_t n = ::pread(pagemap, entries, count * sizeof(uint64_t), offset);
     if (n <= 0 || n % static_cast<ssize_t>(sizeof(uint64_t)) != 0) return false;
     size_t got = static_cast<size_t>(n) / sizeof(uint64_t);
-    for (size_t i = 0; i < got; ++i) states[done + i] = state_of(entries[i]);
+    for (size_t i = 0; i < got; ++i) {
+      if (!each(done + i, state_of(entries[i]))) return true;
+    }
     done += got;
   }
   return true;
@@ -111,7 +116,11 @@ void take_snapshot() {
   size_t at = 0;
   bool ok = true;
   for (const Range& range : snapshot->ranges) {
-    ok = ok && read_states(pagemap, range, snapshot->states + at);
+    uint8_t* states = snapshot->states + at;
+    ok = ok && for_each_state(pagemap, range, [states](size_t i, State state) {
+           states[i] = state;
+           return true;
+         });
     at += (range.end - range.start) / kPageSize;
   }
   ::close(pagemap);
@@ -125,34 +134,23 @@ std::string first_request_report() {
   int pagemap = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
   std::string report;
   if (pagemap >= 0) {
-    report.reserve(kMaxPages * sizeof(uint64_t));
-    // Compared a batch of pages at a time, on the stack: the report must not
-    // leave heap pages of its own behind in the instance.
-    constexpr size_t kBatch = 512;
-    uint64_t entries[kBatch];
+    constexpr size_t kLimit = kMaxPages * sizeof(uint64_t);
+    report.reserve(kLimit);
     size_t at = 0;
     for (const Range& range : g_snapshot->ranges) {
-      size_t pages = (range.end - range.start) / kPageSize;
-      for (size_t done = 0; done < pages && report.size() < kMaxPages * sizeof(uint64_t);) {
-        size_t count = std::min(kBatch, pages - done);
-        off_t offset = static_cast<off_t>((range.start / kPageSize + done) * sizeof(uint64_t));
-        ssize_t n = ::pread(pagemap, entries, count * sizeof(uint64_t), offset);
-        if (n <= 0 || n % static_cast<ssize_t>(sizeof(uint64_t)) != 0) break;
-        size_t got = static_cast<size_t>(n) / sizeof(uint64_t);
-        for (size_t i = 0; i < got && report.size() < kMaxPages * sizeof(uint64_t); ++i) {
-          uint8_t before = g_snapshot->states[at + done + i];
-          State now = state_of(entries[i]);
-          uint64_t address = range.start + (done + i) * kPageSize;
-          if (range.private_writable && before != kOwn && now == kOwn) {
-            address |= kWritten;  // copied (or first written) by the request
-          } else if (!(before == kAbsent && now != kAbsent)) {
-            continue;  // neither copied nor read in
-          }
-          report.append(reinterpret_cast<const char*>(&address), sizeof address);  // x86-64: little-endian
+      if (report.size() >= kLimit) break;
+      const uint8_t* before = g_snapshot->states + at;
+      for_each_state(pagemap, range, [&](size_t i, State now) {
+        uint64_t address = range.start + i * kPageSize;
+        if (range.private_writable && before[i] != kOwn && now == kOwn) {
+          address |= kWritten;  // copied (or first written) by the request
+        } else if (!(before[i] == kAbsent && now != kAbsent)) {
+          return true;  // neither copied nor read in
         }
-        done += got;
-      }
-      at += pages;
+        report.append(reinterpret_cast<const char*>(&address), sizeof address);  // x86-64: little-endian
+        return report.size() < kLimit;
+      });
+      at += (range.end - range.start) / kPageSize;
     }
     ::close(pagemap);
   }
