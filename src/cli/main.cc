@@ -1,5 +1,5 @@
-// The coil binary: the user-facing commands, and the internal `__zygote` mode
-// in which the host re-executes itself to start the Python zygote.
+// The coil binary: the user-facing commands. Python runs in a separate
+// program, coil-python (src/python/main.cc), which the host starts.
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <cstring>
@@ -8,7 +8,6 @@
 #include "cli/remote.h"
 #include "cli/server.h"
 #include "cli/up.h"
-#include "python/zygote.h"
 
 namespace {
 
@@ -35,14 +34,6 @@ void add_host_options(CLI::App& command, coil::cli::HostOptions& host, const std
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Internal: `coil __zygote FD` (see runtime/zygote_process.cc). Checked
-  // before any option parsing so that it stays out of the user's interface.
-  if (argc == 3 && std::strcmp(argv[1], "__zygote") == 0) {
-    return coil::python::run_zygote(std::atoi(argv[2]));
-  }
-  // Internal: an instance of a multi-threaded template (python/zygote.h).
-  if (argc >= 4 && std::strcmp(argv[1], "__instance") == 0) coil::python::run_fresh_instance(argc, argv);
-
   CLI::App app{"coil: a serverless runtime for Python functions"};
   app.require_subcommand(1);
 

@@ -140,7 +140,7 @@ struct FreshStart {
   }
 };
 
-// fork + exec of `coil __instance`; the child only makes async-signal-safe
+// fork + exec of `coil-python __instance`; the child only makes async-signal-safe
 // calls: it joins its cgroups, puts the instance socket on fd 3 and its
 // output on 1 and 2, closes everything else and execs.
 pid_t start_fresh_instance(const FreshStart& fresh, control::Message& request, int output) {

@@ -1,5 +1,5 @@
-// The zygote: the process the host starts (fork+exec of the coil binary as
-// `coil __zygote FD`) to hold an initialised CPython from which templates are
+// The zygote: the process the host starts (fork+exec of the coil-python
+// program as `coil-python __zygote FD`, see main.cc) to hold an initialised CPython from which templates are
 // forked. See ARCHITECTURE.md for the process tree.
 //
 // Contract: serves kBuildTemplate messages on `control_fd` until the host
@@ -11,7 +11,7 @@ namespace coil::python {
 
 int run_zygote(int control_fd);
 
-// `coil __instance FUNCTION ENTRYPOINT KEY=VALUE...`: an instance started
+// `coil-python __instance FUNCTION ENTRYPOINT KEY=VALUE...`: an instance started
 // as a fresh process, for a template that must not fork because its import
 // started threads. It runs inside the template's sandbox (inherited through
 // exec), with its instance socket on fd 3 and its output on fds 1 and 2; it

@@ -40,6 +40,20 @@ Status socket_pair(int type, unique_fd& a, unique_fd& b) {
   return Status::ok();
 }
 
+// coil-python (src/python/main.cc), installed next to the running coil
+// binary: the program the zygote runs.
+Result<std::string> python_program() {
+  std::error_code error;
+  std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", error);
+  if (error) return Status::error("cannot find the coil binary (/proc/self/exe): " + error.message());
+  std::string program = (self.parent_path() / "coil-python").string();
+  if (::access(program.c_str(), X_OK) != 0) {
+    return Status::error("coil-python, the program that runs Python for coil, is missing next to the coil binary (" +
+                         program + ": " + std::strerror(errno) + "); it is built and installed with coil");
+  }
+  return program;
+}
+
 }  // namespace
 
 SandboxMode best_sandbox_mode() {
@@ -71,9 +85,11 @@ Result<std::unique_ptr<ZygoteProcess>> ZygoteProcess::start(boost::asio::io_cont
   unique_fd host_end, zygote_end;
   if (Status s = socket_pair(SOCK_SEQPACKET, host_end, zygote_end); !s) return s;
 
+  Result<std::string> program = python_program();
+  if (!program) return program.status();
   // Everything the child needs is prepared before fork: after it, only
   // async-signal-safe calls until exec.
-  static char arg0[] = "coil";
+  static char arg0[] = "coil-python";
   static char arg1[] = "__zygote";
   static char arg2[] = "3";
   char* argv[] = {arg0, arg1, arg2, nullptr};
@@ -97,7 +113,7 @@ Result<std::unique_ptr<ZygoteProcess>> ZygoteProcess::start(boost::asio::io_cont
     int null_fd = ::open("/dev/null", O_RDONLY);
     if (null_fd < 0 || ::dup2(null_fd, 0) < 0) _exit(127);
     if (::close_range(4, ~0U, 0) != 0) _exit(127);
-    ::execve("/proc/self/exe", argv, envp);
+    ::execve(program->c_str(), argv, envp);
     _exit(127);
   }
   zygote_end.reset();

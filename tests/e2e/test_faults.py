@@ -3,12 +3,14 @@
 import os
 import re
 import select
+import shutil
 import signal
+import subprocess
 import time
 
 import pytest
 
-from conftest import BgRequest, RawConn, describe, fn_toml, gate_volume, manifest, wait_gone, wait_port_closed
+from conftest import COIL_BIN, BgRequest, RawConn, describe, fn_toml, gate_volume, manifest, wait_gone, wait_port_closed
 
 FAULT_APP = '''
 import ctypes, os, sys, time
@@ -366,3 +368,20 @@ def test_a_dead_template_is_rebuilt_when_a_request_needs_it(coil, tmp_path):
     assert r.status == 200, r
     m = c.wait_for_line(r"^coil: template reborn ready in [\d.]+ms \(pid (\d+)\)$", since=mark, timeout=10)
     assert int(m.group(1)) != first_template
+
+
+def test_missing_python_program_is_named(tmp_path):
+    """coil runs Python through coil-python, installed next to it: a coil
+    binary copied without it refuses to start and says what is missing."""
+    alone = tmp_path / "bin"
+    alone.mkdir()
+    shutil.copy2(COIL_BIN, alone / "coil")
+    app = tmp_path / "fn"
+    app.mkdir()
+    (app / "app.py").write_text("def handle_request(request):\n    return None\n")
+    p = subprocess.run([str(alone / "coil"), "up", str(app), "app:handle_request", "--listen", "127.0.0.1:0"],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    err = p.stderr.decode(errors="replace")
+    assert p.returncode != 0
+    assert f"coil-python, the program that runs Python for coil, is missing next to the coil binary " \
+           f"({alone / 'coil-python'}" in err, err
