@@ -46,11 +46,16 @@ def _new_loop():
 
 
 def warm_up():
-    """Runs asyncio's own first-use work once, in the zygote, on a loop that is
-    closed again (no live loop is ever forked): every template and instance
-    then starts with it done. Runs no application code. A plain asyncio loop,
-    not uvloop: libuv keeps process-wide state (a signal lock pipe) from its
-    first loop on, which every instance would then inherit."""
+    """In the template of an ASGI app, after its import: imports uvloop when
+    it is installed, and runs asyncio's own first-use work once on a loop
+    that is closed again (no live loop is ever forked), so that every
+    instance starts with it done. Runs no application code. A plain asyncio
+    loop, not uvloop: libuv keeps process-wide state (a signal lock pipe)
+    from its first loop on, which every instance would then inherit."""
+    try:
+        import uvloop  # noqa: F401 - imported for the instances' _new_loop()
+    except ImportError:
+        pass
     loop = asyncio.new_event_loop()
     try:
         async def exercise():

@@ -663,6 +663,15 @@ std::vector<sandbox::InstanceMount> instance_mounts(const TemplateSandbox& sandb
   Py_DECREF(loaded);
   Py_DECREF(load);
   uint64_t import_us = now_us() - import_started;
+  if (kind_name == "asgi") {
+    // uvloop, when installed, and asyncio's first-use work, once here for
+    // every instance (coil._asgi.warm_up; no live loop is forked).
+    PyObject* warm_up = import_attr("coil._asgi", "warm_up");
+    PyObject* warmed = warm_up ? PyObject_CallNoArgs(warm_up) : nullptr;
+    if (warmed == nullptr) report_failure("cannot prepare asyncio: " + take_exception_summary());
+    Py_DECREF(warmed);
+    Py_DECREF(warm_up);
+  }
   if (!run_hooks("before_snapshot")) report_failure(take_load_error());
   std::string threads = extra_threads();
 
@@ -836,30 +845,17 @@ int run_zygote(int control_fd) {
     std::fprintf(stderr, "coil: zygote: %s\n", s.message().c_str());
     return 1;
   }
-  // What templates need anyway, imported once here and shared by all: the
-  // runtime, and the ASGI server with asyncio (and uvloop when installed).
-  for (const char* module : {"coil._runtime", "coil._asgi"}) {
-    PyObject* imported = PyImport_ImportModule(module);
-    if (imported == nullptr) {
-      PyErr_Print();
-      return 1;
-    }
-    Py_DECREF(imported);
-  }
-  if (PyObject* uvloop = PyImport_ImportModule("uvloop")) {
-    Py_DECREF(uvloop);
-  } else {
-    PyErr_Clear();  // optional: plain asyncio then
-  }
-  // asyncio's first-use work, once for every instance of every function.
-  PyObject* warm_up = import_attr("coil._asgi", "warm_up");
-  PyObject* warmed = warm_up ? PyObject_CallNoArgs(warm_up) : nullptr;
-  if (warmed == nullptr) {
+  // What every template needs, imported once here and shared by all: the
+  // runtime, and nothing more. asyncio (with uvloop) is imported by the
+  // templates of ASGI apps only (start_template): it would add 6.6 MiB of
+  // objects to every template, and a fork's cost grows with the memory it
+  // must share out (bench/RESULTS.md: a handler's creation rate).
+  PyObject* runtime = PyImport_ImportModule("coil._runtime");
+  if (runtime == nullptr) {
     PyErr_Print();
     return 1;
   }
-  Py_DECREF(warmed);
-  Py_DECREF(warm_up);
+  Py_DECREF(runtime);
 
   // The zygote enters each new sandbox's mount namespace to assemble its
   // root (sandbox/contain.h), and comes back through this.
