@@ -122,13 +122,6 @@ class Instance:
         os._exit(code)
 
 
-def _address(text):
-    host, _, port = text.rpartition(":")
-    if host.startswith("["):
-        host = host[1:-1]
-    return (host, int(port))
-
-
 class _Server:
     def __init__(self, loop, app, function, root_path_in_path):
         self.loop = loop
@@ -148,7 +141,6 @@ class _Server:
         self.lifespan_task = None
         self.lifespan_receive = None
         self.lifespan_send = None
-        self.addresses = {}
         self.hints_reported = False
 
     # ------------------------------------------------------------------ life
@@ -229,7 +221,7 @@ class _Server:
         buffer = self.inbuf
         buffer += data
         try:
-            frames, consumed = _coil.decode(buffer)
+            frames, consumed = _coil.decode(buffer, self.state, self.root_path_in_path)
         except Exception:  # noqa: BLE001 - a corrupt stream cannot be resynchronised
             print("coil: corrupt frame stream from the host; the instance exits", file=sys.stderr)
             traceback.print_exc()
@@ -289,71 +281,16 @@ class _Server:
 
     # ------------------------------------------------------------------ requests
 
-    def address(self, text):
-        found = self.addresses.get(text)
-        if found is None:
-            found = _address(text)
-            if len(self.addresses) < 1024:
-                self.addresses[text] = found
-        return found
-
     def start(self, frame):
-        (_, stream, end, method, target, version, scheme, client, server, _host, route, path_info, headers,
-         body) = frame
-        raw_path, _, query = target.partition(b"?")
-        if route.endswith("/..."):
-            root_path = route[:-4]
-            path = root_path + path_info if self.root_path_in_path else (path_info or "/")
+        """A new request: its scope, complete (built by the codec, with a
+        copy of the lifespan state), runs the app in a task of its own."""
+        _, stream, end, scope, body = frame
+        if scope["type"] == "websocket":
+            exchange = _WebSocket(self, stream)
         else:
-            root_path = ""
-            path = route
-        if scheme == "ws":
-            self.start_websocket(stream, version, path, raw_path, query, root_path, headers, client, server)
-            return
-        scope = {
-            "type": "http",
-            "asgi": _ASGI,
-            "http_version": version,
-            "method": method,
-            "scheme": scheme,
-            "path": path,
-            "raw_path": raw_path,
-            "query_string": query,
-            "root_path": root_path,
-            "headers": headers,
-            "client": self.address(client),
-            "server": self.address(server),
-            "state": self.state.copy(),
-        }
-        exchange = _Exchange(self, stream, body, end)
+            exchange = _Exchange(self, stream, body, end)
         self.exchanges[stream] = exchange
         exchange.task = self.loop.create_task(exchange.run(self.app, scope))
-        exchange.task.add_done_callback(exchange.task_done)
-
-    def start_websocket(self, stream, version, path, raw_path, query, root_path, headers, client, server):
-        subprotocols = []
-        for name, value in headers:
-            if name == b"sec-websocket-protocol":
-                subprotocols.extend(p.strip() for p in value.decode("latin-1").split(",") if p.strip())
-        scope = {
-            "type": "websocket",
-            "asgi": _ASGI,
-            "http_version": version,
-            "scheme": "ws",
-            "path": path,
-            "raw_path": raw_path,
-            "query_string": query,
-            "root_path": root_path,
-            "headers": headers,
-            "client": self.address(client),
-            "server": self.address(server),
-            "subprotocols": subprotocols,
-            "state": self.state.copy(),
-        }
-        exchange = _WebSocket(self, stream)
-        self.exchanges[stream] = exchange
-        exchange.task = self.loop.create_task(exchange.run(self.app, scope))
-        exchange.task.add_done_callback(exchange.task_done)
 
     def finished(self, exchange):
         self.exchanges.pop(exchange.stream, None)
@@ -374,7 +311,7 @@ class _Stream:
     """What HTTP and WebSocket exchanges share: the task running the app, a
     receive() waiting for input, and cancellation from the host."""
 
-    __slots__ = ("server", "stream", "waiter", "disconnected", "finished", "task")
+    __slots__ = ("server", "stream", "waiter", "disconnected", "finished", "task", "running")
 
     def __init__(self, server, stream):
         self.server = server
@@ -383,6 +320,7 @@ class _Stream:
         self.disconnected = False
         self.finished = False
         self.task = None
+        self.running = False
 
     async def wait(self):
         self.waiter = self.server.loop.create_future()
@@ -407,13 +345,21 @@ class _Stream:
         if reason == b"disconnect" and listening:
             self.server.loop.call_later(_DISCONNECT_GRACE, self.cancel_task)
         else:
-            self.task.cancel()
+            self.cancel_task()
 
     def cancel_task(self):
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
+        if self.task is None or self.task.done():
+            return
+        if not self.running:
+            # Cancelled before its first step: run() never starts, so its
+            # final frame and the server's bookkeeping are done from here.
+            self.task.add_done_callback(self.cancelled_before_start)
+        self.task.cancel()
 
     async def run(self, app, scope):
+        """The task of the stream. Every way out ends the stream (its final
+        frame) and tells the server, with no done-callback per request."""
+        self.running = True
         try:
             await app(scope, self.receive, self.send)
         except asyncio.CancelledError:
@@ -425,10 +371,10 @@ class _Stream:
             self.failed()
         else:
             self.returned()
+        finally:
+            self.server.finished(self)
 
-    def task_done(self, task):
-        # A task cancelled before its first step never ran run(): the stream
-        # still needs its final frame, and the server must forget it.
+    def cancelled_before_start(self, task):
         if not self.finished:
             self.abort()
         self.server.finished(self)

@@ -30,7 +30,130 @@ PyObject* headers_list(const std::vector<frame::Header>& headers) {
   return list;
 }
 
-PyObject* frame_tuple(const frame::Frame& f) {
+// The interned keys and constant values of ASGI scopes, made once.
+struct ScopeKeys {
+  PyObject *type, *asgi, *http_version, *method, *scheme, *path, *raw_path, *query_string, *root_path, *headers,
+      *client, *server, *state, *subprotocols, *http, *websocket, *asgi_versions;
+};
+
+const ScopeKeys* scope_keys() {
+  static const ScopeKeys* keys = [] {
+    auto* k = new ScopeKeys;
+    k->type = PyUnicode_InternFromString("type");
+    k->asgi = PyUnicode_InternFromString("asgi");
+    k->http_version = PyUnicode_InternFromString("http_version");
+    k->method = PyUnicode_InternFromString("method");
+    k->scheme = PyUnicode_InternFromString("scheme");
+    k->path = PyUnicode_InternFromString("path");
+    k->raw_path = PyUnicode_InternFromString("raw_path");
+    k->query_string = PyUnicode_InternFromString("query_string");
+    k->root_path = PyUnicode_InternFromString("root_path");
+    k->headers = PyUnicode_InternFromString("headers");
+    k->client = PyUnicode_InternFromString("client");
+    k->server = PyUnicode_InternFromString("server");
+    k->state = PyUnicode_InternFromString("state");
+    k->subprotocols = PyUnicode_InternFromString("subprotocols");
+    k->http = PyUnicode_InternFromString("http");
+    k->websocket = PyUnicode_InternFromString("websocket");
+    k->asgi_versions = Py_BuildValue("{ssss}", "version", "3.0", "spec_version", "2.3");
+    return k;
+  }();
+  return keys;
+}
+
+// "ip:port" or "[ipv6]:port" as the (host, port) pair of an ASGI scope;
+// None when it is neither.
+PyObject* address_of(const std::string& text) {
+  size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon + 1 == text.size()) Py_RETURN_NONE;
+  unsigned long port = 0;
+  for (size_t i = colon + 1; i < text.size(); ++i) {
+    if (text[i] < '0' || text[i] > '9' || port > 65535) Py_RETURN_NONE;
+    port = port * 10 + static_cast<unsigned long>(text[i] - '0');
+  }
+  std::string_view host(text.data(), colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return Py_BuildValue("(s#k)", host.data(), static_cast<Py_ssize_t>(host.size()), port);
+}
+
+// The subprotocols a WebSocket client offers (Sec-WebSocket-Protocol,
+// comma-separated, possibly repeated), in order.
+PyObject* subprotocols_of(const std::vector<frame::Header>& headers) {
+  PyObject* list = PyList_New(0);
+  if (list == nullptr) return nullptr;
+  for (const auto& [name, value] : headers) {
+    if (name != "sec-websocket-protocol") continue;
+    size_t start = 0;
+    while (start <= value.size()) {
+      size_t comma = value.find(',', start);
+      if (comma == std::string::npos) comma = value.size();
+      std::string_view item(value.data() + start, comma - start);
+      while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+      while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+      if (!item.empty()) {
+        PyObject* text = PyUnicode_DecodeLatin1(item.data(), static_cast<Py_ssize_t>(item.size()), nullptr);
+        if (text == nullptr || PyList_Append(list, text) != 0) {
+          Py_XDECREF(text);
+          Py_DECREF(list);
+          return nullptr;
+        }
+        Py_DECREF(text);
+      }
+      start = comma + 1;
+    }
+  }
+  return list;
+}
+
+// Sets scope[key] = value, taking the reference to `value`.
+bool set_item(PyObject* scope, PyObject* key, PyObject* value) {
+  if (value == nullptr) return false;
+  int rc = PyDict_SetItem(scope, key, value);
+  Py_DECREF(value);
+  return rc == 0;
+}
+
+// The ASGI scope of a request head (HTTP 2.3 / WebSocket 2.3). `path` keeps
+// the prefix of a route "/x/..." and root_path is "/x" (today's reading of
+// the spec), unless `root_path_in_path` is false (Starlette < 0.33): then
+// path is what follows the prefix. `state`: the lifespan state, copied.
+PyObject* scope_of(const frame::RequestHead& head, PyObject* state, bool root_path_in_path) {
+  const ScopeKeys* k = scope_keys();
+  bool websocket = head.scheme == "ws";
+  std::string_view target(head.target);
+  size_t question = target.find('?');
+  std::string_view raw_path = target.substr(0, question);
+  std::string_view query = question == std::string_view::npos ? std::string_view() : target.substr(question + 1);
+  std::string root_path, path;
+  if (head.route.size() >= 4 && head.route.compare(head.route.size() - 4, 4, "/...") == 0) {
+    root_path = head.route.substr(0, head.route.size() - 4);
+    path = root_path_in_path ? root_path + head.path_info : (head.path_info.empty() ? "/" : head.path_info);
+  } else {
+    path = head.route;
+  }
+  PyObject* scope = PyDict_New();
+  if (scope == nullptr) return nullptr;
+  Py_INCREF(websocket ? k->websocket : k->http);
+  Py_INCREF(k->asgi_versions);
+  bool ok = set_item(scope, k->type, websocket ? k->websocket : k->http) &&
+            set_item(scope, k->asgi, k->asgi_versions) && set_item(scope, k->http_version, str_of(head.version)) &&
+            (websocket || set_item(scope, k->method, str_of(head.method))) &&
+            set_item(scope, k->scheme, str_of(head.scheme)) && set_item(scope, k->path, str_of(path)) &&
+            set_item(scope, k->raw_path, bytes_of(raw_path)) && set_item(scope, k->query_string, bytes_of(query)) &&
+            set_item(scope, k->root_path, str_of(root_path)) &&
+            set_item(scope, k->headers, headers_list(head.headers)) &&
+            set_item(scope, k->client, address_of(head.client)) &&
+            set_item(scope, k->server, address_of(head.server)) &&
+            set_item(scope, k->state, PyDict_Copy(state)) &&
+            (!websocket || set_item(scope, k->subprotocols, subprotocols_of(head.headers)));
+  if (!ok) {
+    Py_DECREF(scope);
+    return nullptr;
+  }
+  return scope;
+}
+
+PyObject* frame_tuple(const frame::Frame& f, PyObject* state, bool root_path_in_path) {
   switch (f.type) {
     case frame::Type::kRequestHead: {
       frame::RequestHead head;
@@ -39,14 +162,10 @@ PyObject* frame_tuple(const frame::Frame& f) {
         PyErr_SetString(PyExc_ValueError, "truncated request head frame");
         return nullptr;
       }
-      PyObject* headers = headers_list(head.headers);
-      if (headers == nullptr) return nullptr;
       // Text fields may hold any bytes a client sent (a percent-decoded path,
       // a Host header): decoded with surrogateescape, they never fail.
-      return Py_BuildValue("(iIONNNNNNNNNNN)", static_cast<int>(f.type), f.stream, f.end() ? Py_True : Py_False,
-                           str_of(head.method), bytes_of(head.target), str_of(head.version), str_of(head.scheme),
-                           str_of(head.client), str_of(head.server), str_of(head.host), str_of(head.route),
-                           str_of(head.path_info), headers, bytes_of(body));
+      return Py_BuildValue("(iIONN)", static_cast<int>(f.type), f.stream, f.end() ? Py_True : Py_False,
+                           scope_of(head, state, root_path_in_path), bytes_of(body));
     }
     case frame::Type::kRequestBody:
       return Py_BuildValue("(iIONO)", static_cast<int>(f.type), f.stream, f.end() ? Py_True : Py_False,
@@ -65,11 +184,10 @@ PyObject* frame_tuple(const frame::Frame& f) {
   }
 }
 
-PyObject* decode(PyObject*, PyObject* arg) {
-  if (!PyByteArray_Check(arg)) {
-    PyErr_SetString(PyExc_TypeError, "decode() takes a bytearray");
-    return nullptr;
-  }
+PyObject* decode(PyObject*, PyObject* args) {
+  PyObject *arg, *state;
+  int root_path_in_path;
+  if (!PyArg_ParseTuple(args, "YO!p", &arg, &PyDict_Type, &state, &root_path_in_path)) return nullptr;
   std::string_view data(PyByteArray_AS_STRING(arg), static_cast<size_t>(PyByteArray_GET_SIZE(arg)));
   PyObject* frames = PyList_New(0);
   if (frames == nullptr) return nullptr;
@@ -88,7 +206,7 @@ PyObject* decode(PyObject*, PyObject* arg) {
                    uint32_t{u[8]} | uint32_t{u[9]} << 8 | uint32_t{u[10]} << 16 | uint32_t{u[11]} << 24,
                    std::string_view(p + frame::kHeaderSize, length)};
     consumed += frame::kHeaderSize + length;
-    PyObject* item = frame_tuple(f);
+    PyObject* item = frame_tuple(f, state, root_path_in_path != 0);
     if (item == nullptr || PyList_Append(frames, item) != 0) {
       Py_XDECREF(item);
       Py_DECREF(frames);
@@ -241,7 +359,7 @@ PyMethodDef kCodecMethods[] = {
      "The pages this instance's first request copied (see src/python/page_hints.h), as bytes."},
     {"put_ws_message", put_ws_message, METH_VARARGS, "Append a WebSocket message frame to a bytearray."},
     {"put_ws_close", put_ws_close, METH_VARARGS, "Append a WebSocket close frame to a bytearray."},
-    {"decode", decode, METH_O, "Parse the complete frames at the start of a bytearray."},
+    {"decode", decode, METH_VARARGS, "Parse the complete frames at the start of a bytearray."},
     {"put_response", put_response, METH_VARARGS, "Append a response head (and body) to a bytearray."},
     {"put_body", put_body, METH_VARARGS, "Append response body frames to a bytearray."},
     {"put_frame", put_frame, METH_VARARGS, "Append one frame with END set to a bytearray."},

@@ -1,11 +1,15 @@
 // The frame codec exposed to Python as functions of the `_coil` module, for
 // instance loops written in Python (the ASGI server, python/coil/_asgi.py).
 //
-//   _coil.decode(buffer: bytearray) -> (frames: list, consumed: int)
+//   _coil.decode(buffer: bytearray, state: dict, root_path_in_path: bool)
+//       -> (frames: list, consumed: int)
 //       Parses the complete frames at the start of `buffer`. Each frame is a
 //       tuple whose first two items are (type, stream):
-//         (1, stream, end, method, target: bytes, version, scheme, client, server,
-//          host, route, path_info, headers: list[(bytes, bytes)], body: bytes)
+//         (1, stream, end, scope: dict, body: bytes)   a request head: its
+//             complete ASGI scope, "http" or "websocket" (HTTP/WebSocket spec
+//             2.3), with a copy of `state` (the lifespan state); root_path is
+//             a "/x/..." route's prefix, which `path` keeps unless
+//             root_path_in_path is false (Starlette < 0.33)
 //         (2, stream, end, body: bytes, text: bool)   request body / WebSocket message
 //         (9, stream, code: int, reason: str)  WebSocket closed by the client
 //         (5, stream, reason: bytes)           cancel (b"disconnect" or b"timeout")
