@@ -710,8 +710,8 @@ def http_request(port, method, path, body=None, headers=None, timeout=10.0, conn
 class RawConn:
     """A raw TCP client that can send arbitrary bytes and parse HTTP/1.1 responses."""
 
-    def __init__(self, port, timeout=10.0):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port, timeout=10.0, host="127.0.0.1"):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
         self.timeout = timeout
         self.buf = b""
 

@@ -10,7 +10,7 @@ import pytest
 from asgi_support import (APP_DESCRIBE, APP_GATE, B, Gates, asgi_manifest, fn_line, jdump,
                           parse_complete_response, read_chunked_bytes,
                           read_chunked_rest, read_until_closed)
-from conftest import fn_toml, manifest
+from conftest import COIL_BIN, Coil, RawConn, fn_toml, manifest, write_files
 
 # What the app does is chosen by the `x-do` request header, so that the path is free
 # for the scope checks.
@@ -244,6 +244,27 @@ def test_http_scope_is_complete_and_exact(coil, tmp_path):
     assert s["_types"]["path"] == "str" and s["_types"]["method"] == "str"
     assert s["state"]["greeting"] == "hello", "scope['state'] must carry the lifespan state"
     assert s["_body_msgs"] == [{"type": "http.request", "body": B(b""), "more_body": False}]
+
+
+def test_http_scope_over_ipv6(tmp_path):
+    """client and server are (host, port) pairs for an IPv6 listener too: the
+    address without its brackets."""
+    gates = Gates(tmp_path / "gates")
+    directory = write_files(tmp_path / "fn", {"coil.toml": asgi_manifest("raw", "/...", gate_dir=gates.dir),
+                                              "main.py": RAW_APP})
+    c = Coil([COIL_BIN, "up", str(directory), "--listen", "[::1]:0"], cwd=tmp_path, directory=directory)
+    try:
+        port = int(c.wait_for_line(r"^coil: listening on http://\[::1\]:(\d+)$", timeout=60).group(1))
+        with RawConn(port, host="::1") as conn:
+            client_port = conn.sock.getsockname()[1]
+            conn.send("GET /v6 HTTP/1.1\r\nHost: [::1]\r\n\r\n")
+            r = conn.read_response()
+        assert r.status == 200, r
+        s = r.json()
+        assert s["client"] == ["::1", client_port]
+        assert s["server"] == ["::1", port]
+    finally:
+        c.stop()
 
 
 def test_http_1_0_request(coil, tmp_path):
