@@ -17,6 +17,7 @@ import os
 import sys
 import types
 
+import _coil
 from coil._http import Request, Response
 
 
@@ -141,17 +142,20 @@ def _encode_headers(headers):
 
 def _handler_invoker(handler):
     # Spin resets os.environ to the component's environment before every
-    # request; comparing the raw mapping first keeps that free when (as
-    # almost always) the last request left it alone.
+    # request. The raw mapping's version tag says whether the last request
+    # changed it (almost never): comparing the mappings instead would write
+    # to every variable's objects, copying their pages in each instance.
     environ = os.environ
     raw = environ._data
-    raw_snapshot = dict(raw)
     snapshot = dict(environ)
+    version = _coil.dict_version(raw)
 
     def invoke(method, uri, headers, body):
-        if raw != raw_snapshot:
+        nonlocal version
+        if _coil.dict_version(raw) != version:
             environ.clear()
             environ.update(snapshot)
+            version = _coil.dict_version(raw)
         response = handler(Request(method, uri, headers, body))
         if not isinstance(response, Response):
             raise InvalidResponse(f"handler returned {type(response).__name__}, not a Response")

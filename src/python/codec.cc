@@ -354,7 +354,20 @@ PyObject* first_request_report(PyObject*, PyObject*) {
   return PyBytes_FromStringAndSize(report.data(), static_cast<Py_ssize_t>(report.size()));
 }
 
+// The version tag of a dict (PEP 509; CPython 3.11 keeps it in every dict
+// and changes it on every modification). Reading it writes nothing, where
+// comparing two dicts increments the reference count of every key and
+// value (a copy of their pages, in a forked instance).
+PyObject* dict_version(PyObject*, PyObject* d) {
+  if (!PyDict_Check(d)) {
+    PyErr_SetString(PyExc_TypeError, "dict_version() takes a dict");
+    return nullptr;
+  }
+  return PyLong_FromUnsignedLongLong(reinterpret_cast<PyDictObject*>(d)->ma_version_tag);
+}
+
 PyMethodDef kCodecMethods[] = {
+    {"dict_version", dict_version, METH_O, "The version tag of a dict: it changes whenever the dict does."},
     {"first_request_report", first_request_report, METH_NOARGS,
      "The pages this instance's first request copied (see src/python/page_hints.h), as bytes."},
     {"put_ws_message", put_ws_message, METH_VARARGS, "Append a WebSocket message frame to a bytearray."},

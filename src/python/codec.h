@@ -20,6 +20,7 @@
 //   _coil.put_frame(out: bytearray, type, stream, payload)   (flags = END)
 //   _coil.put_ws_message(out: bytearray, stream, data, text: bool)
 //   _coil.put_ws_close(out: bytearray, stream, code, reason: str)
+//   _coil.dict_version(d: dict) -> int   changes whenever `d` does (PEP 509)
 #pragma once
 
 #include <Python.h>
