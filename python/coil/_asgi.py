@@ -56,7 +56,9 @@ def warm_up():
         import uvloop  # noqa: F401 - imported for the instances' _new_loop()
     except ImportError:
         pass
-    loop = asyncio.new_event_loop()
+    # Not asyncio.new_event_loop(): an app may have installed uvloop's policy
+    # at import, and no uvloop loop may ever exist in a template.
+    loop = asyncio.SelectorEventLoop()
     try:
         async def exercise():
             queue = asyncio.Queue()
@@ -350,29 +352,37 @@ class _Stream:
     def cancel_task(self):
         if self.task is None or self.task.done():
             return
-        if not self.running:
+        if not self.running and not self.task.cancelling():
             # Cancelled before its first step: run() never starts, so its
-            # final frame and the server's bookkeeping are done from here.
+            # final frame and the server's bookkeeping are done from here
+            # (once, however many cancels come).
             self.task.add_done_callback(self.cancelled_before_start)
         self.task.cancel()
 
     async def run(self, app, scope):
         """The task of the stream. Every way out ends the stream (its final
-        frame) and tells the server, with no done-callback per request."""
+        frame) and tells the server, with no done-callback per request: even
+        when reporting the app's failure fails (a closed stderr)."""
         self.running = True
+        kind = scope["type"]  # before the app runs: it may change its scope
         try:
             await app(scope, self.receive, self.send)
         except asyncio.CancelledError:
             self.abort()
         except BaseException:  # noqa: BLE001 - the app's failure is reported, never propagated
-            print(f"coil: exception in ASGI application {self.server.function} ({scope['type']}):",
-                  file=sys.stderr)
-            traceback.print_exc()
-            self.failed()
+            try:
+                print(f"coil: exception in ASGI application {self.server.function} ({kind}):", file=sys.stderr)
+                traceback.print_exc()
+            finally:
+                self.failed()
         else:
             self.returned()
         finally:
-            self.server.finished(self)
+            try:
+                if not self.finished:
+                    self.abort()
+            finally:
+                self.server.finished(self)
 
     def cancelled_before_start(self, task):
         if not self.finished:

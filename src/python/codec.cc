@@ -58,6 +58,15 @@ const ScopeKeys* scope_keys() {
     k->asgi_versions = Py_BuildValue("{ssss}", "version", "3.0", "spec_version", "2.3");
     return k;
   }();
+  // Made once (in the zygote); only out of memory can leave one missing.
+  for (PyObject* key : {keys->type, keys->asgi, keys->http_version, keys->method, keys->scheme, keys->path,
+                        keys->raw_path, keys->query_string, keys->root_path, keys->headers, keys->client, keys->server,
+                        keys->state, keys->subprotocols, keys->http, keys->websocket, keys->asgi_versions}) {
+    if (key == nullptr) {
+      if (!PyErr_Occurred()) PyErr_NoMemory();
+      return nullptr;
+    }
+  }
   return keys;
 }
 
@@ -68,8 +77,9 @@ PyObject* address_of(const std::string& text) {
   if (colon == std::string::npos || colon + 1 == text.size()) Py_RETURN_NONE;
   unsigned long port = 0;
   for (size_t i = colon + 1; i < text.size(); ++i) {
-    if (text[i] < '0' || text[i] > '9' || port > 65535) Py_RETURN_NONE;
+    if (text[i] < '0' || text[i] > '9') Py_RETURN_NONE;
     port = port * 10 + static_cast<unsigned long>(text[i] - '0');
+    if (port > 65535) Py_RETURN_NONE;
   }
   std::string_view host(text.data(), colon);
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
@@ -105,7 +115,8 @@ PyObject* subprotocols_of(const std::vector<frame::Header>& headers) {
   return list;
 }
 
-// Sets scope[key] = value, taking the reference to `value`.
+// Sets scope[key] = value, taking the reference to `value` (a new one, or
+// nullptr when making it failed).
 bool set_item(PyObject* scope, PyObject* key, PyObject* value) {
   if (value == nullptr) return false;
   int rc = PyDict_SetItem(scope, key, value);
@@ -113,12 +124,16 @@ bool set_item(PyObject* scope, PyObject* key, PyObject* value) {
   return rc == 0;
 }
 
+// Sets scope[key] = value, `value` borrowed (a constant).
+bool set_constant(PyObject* scope, PyObject* key, PyObject* value) { return PyDict_SetItem(scope, key, value) == 0; }
+
 // The ASGI scope of a request head (HTTP 2.3 / WebSocket 2.3). `path` keeps
 // the prefix of a route "/x/..." and root_path is "/x" (today's reading of
 // the spec), unless `root_path_in_path` is false (Starlette < 0.33): then
 // path is what follows the prefix. `state`: the lifespan state, copied.
 PyObject* scope_of(const frame::RequestHead& head, PyObject* state, bool root_path_in_path) {
   const ScopeKeys* k = scope_keys();
+  if (k == nullptr) return nullptr;
   bool websocket = head.scheme == "ws";
   std::string_view target(head.target);
   size_t question = target.find('?');
@@ -133,10 +148,9 @@ PyObject* scope_of(const frame::RequestHead& head, PyObject* state, bool root_pa
   }
   PyObject* scope = PyDict_New();
   if (scope == nullptr) return nullptr;
-  Py_INCREF(websocket ? k->websocket : k->http);
-  Py_INCREF(k->asgi_versions);
-  bool ok = set_item(scope, k->type, websocket ? k->websocket : k->http) &&
-            set_item(scope, k->asgi, k->asgi_versions) && set_item(scope, k->http_version, str_of(head.version)) &&
+  bool ok = set_constant(scope, k->type, websocket ? k->websocket : k->http) &&
+            set_constant(scope, k->asgi, k->asgi_versions) &&
+            set_item(scope, k->http_version, str_of(head.version)) &&
             (websocket || set_item(scope, k->method, str_of(head.method))) &&
             set_item(scope, k->scheme, str_of(head.scheme)) && set_item(scope, k->path, str_of(path)) &&
             set_item(scope, k->raw_path, bytes_of(raw_path)) && set_item(scope, k->query_string, bytes_of(query)) &&

@@ -170,6 +170,9 @@ async def app(scope, receive, send):
         return
     if do == "raise-before":
         raise ValueError("marker-before-start-2718")
+    if do == "clear-scope-raise":
+        scope.clear()  # the scope is the app's to change
+        raise ValueError("marker-before-start-2718")
     if do == "raise-after":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": b"partial", "more_body": True})
@@ -453,14 +456,14 @@ def test_pipelined_requests_answered_in_order(coil, tmp_path):
 
 # ---------------------------------------------------------------- misbehaving apps
 
-@pytest.mark.parametrize("do", ["no-response", "raise-before"])
+@pytest.mark.parametrize("do", ["no-response", "raise-before", "clear-scope-raise"])
 def test_no_response_or_exception_before_start_is_500(coil, tmp_path, do):
     c = start_raw(coil, tmp_path)
     mark = c.mark()
     r = c.get("/bad", headers={"x-do": do})
     assert r.status == 500, r
     assert b"Traceback" not in r.body and b"marker" not in r.body
-    if do == "raise-before":
+    if do != "no-response":
         c.wait_for_line(fn_line("raw", r"ValueError: marker-before-start-2718$"), since=mark, timeout=5)
     assert c.get("/fine").status == 200
 

@@ -251,3 +251,38 @@ def test_a_dead_standby_is_replaced_by_a_fork(coil, tmp_path):
     pid = int(c.wait_for_line(started("sb"), timeout=5).group(1))
     assert pid != standby
     assert r.json()["restores"] == 1
+
+
+UVLOOP_APP = '''
+import uvloop
+uvloop.install()  # as many ASGI apps do at import
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+'''
+
+PLAIN_ASGI_APP = UVLOOP_APP.replace("import uvloop\nuvloop.install()", "")
+
+
+def _pipes(pid):
+    fds = os.listdir(f"/proc/{pid}/fd")
+    return sorted(t for t in (os.readlink(f"/proc/{pid}/fd/{fd}") for fd in fds) if t.startswith("pipe:"))
+
+
+def test_no_uvloop_loop_is_ever_made_in_a_template(coil, tmp_path):
+    """A template warms asyncio up on a plain loop, even when the app installed
+    uvloop's policy at import: libuv keeps process-wide state (a pipe) from its
+    first loop on, which every instance would then share."""
+    c = coil({"coil.toml": manifest(fn_toml("plain", "/plain", entrypoint="plain:app"),
+                                    fn_toml("uvl", "/uvl", entrypoint="uvl:app")),
+              "plain.py": PLAIN_ASGI_APP, "uvl.py": UVLOOP_APP})
+    templates = {}
+    for name in ("plain", "uvl"):
+        templates[name] = int(c.wait_for_line(rf"^coil: template {name} ready in [\d.]+ms \(pid (\d+)\)$").group(1))
+        assert c.get(f"/{name}").body == b"ok"
+    assert len(_pipes(templates["uvl"])) == len(_pipes(templates["plain"])), \
+        (_pipes(templates["uvl"]), _pipes(templates["plain"]))
