@@ -34,7 +34,8 @@ Status make_dirs(const std::string& inside) {
   while (start <= inside.size()) {
     size_t end = inside.find('/', start);
     if (end == std::string::npos) end = inside.size();
-    path += "/" + inside.substr(start, end - start);
+    path += '/';
+    path.append(inside, start, end - start);
     if (Status s = make_dir(path); !s) return s;
     start = end + 1;
   }
