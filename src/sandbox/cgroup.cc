@@ -290,7 +290,7 @@ void InstanceCgroup::kill_all() const {
 
 CgroupManager::CgroupManager(const CgroupLayout& layout, size_t pool_size)
     : layout_(layout),
-      pool_size_(pool_size),
+      pool_target_(pool_size),
       name_(layout.name.empty() ? "coil-" + std::to_string(::getpid()) : layout.name),
       retry_delay_(kFirstRetryDelay) {}
 
@@ -509,7 +509,9 @@ void CgroupManager::describe_hierarchies() {
 Result<std::unique_ptr<InstanceCgroup>> CgroupManager::make_group(uint64_t index) const {
   std::vector<std::string> paths;
   for (const Hierarchy& h : hierarchies_) {
-    std::string path = join(h.group, "i" + std::to_string(index));
+    std::string leaf = std::to_string(index);
+    leaf.insert(leaf.begin(), 'i');  // not "i" + ...: GCC 12 warns on it (-Wrestrict, a false positive)
+    std::string path = join(h.group, leaf);
     if (::mkdir(path.c_str(), 0755) != 0) {
       int err = errno;
       for (const std::string& made : paths) remove_tree(made, fake_tree_);
@@ -579,6 +581,8 @@ Result<std::unique_ptr<InstanceCgroup>> CgroupManager::acquire(const CgroupLimit
       ready_.pop_front();
     } else {
       index = next_index_++;
+      // A burst outgrew the pool: keep more ready for the next one.
+      pool_target_ = std::min(kMaxPool, std::max<size_t>(8, pool_target_ * 2));
     }
     refill_failed_ = false;
     start_thread_locked();
@@ -595,6 +599,18 @@ Result<std::unique_ptr<InstanceCgroup>> CgroupManager::acquire(const CgroupLimit
   }
   group->memory_limit_bytes_ = limits.memory_bytes;
   return group;
+}
+
+void CgroupManager::reserve(size_t groups) {
+  {
+    std::lock_guard lock(mutex_);
+    size_t target = std::min(kMaxPool, groups);
+    if (target <= pool_target_) return;
+    pool_target_ = target;
+    refill_failed_ = false;
+    start_thread_locked();
+  }
+  work_.notify_one();
 }
 
 void CgroupManager::release(std::unique_ptr<InstanceCgroup> cgroup) {
@@ -618,7 +634,7 @@ bool CgroupManager::wait_idle(std::chrono::milliseconds timeout) {
 }
 
 bool CgroupManager::idle_locked() const {
-  return doomed_.empty() && removing_ == 0 && !creating_ && (ready_.size() >= pool_size_ || refill_failed_);
+  return doomed_.empty() && removing_ == 0 && !creating_ && (ready_.size() >= pool_target_ || refill_failed_);
 }
 
 void CgroupManager::start_thread_locked() {
@@ -654,7 +670,7 @@ void CgroupManager::background_loop() {
         retry_at_ = std::chrono::steady_clock::now() + retry_delay_;
         retry_delay_ = std::min(retry_delay_ * 2, kMaxRetryDelay);
       }
-    } else if (ready_.size() < pool_size_ && !refill_failed_) {
+    } else if (ready_.size() < pool_target_ && !refill_failed_) {
       uint64_t index = next_index_++;
       creating_ = true;
       lock.unlock();

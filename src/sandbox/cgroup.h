@@ -116,7 +116,7 @@ class InstanceCgroup {
 // thread. acquire() takes a mutex and writes the limits of one ready group; it
 // creates a group itself only when the pool is empty. release() only takes a
 // mutex. Pool entries are made, and released groups removed, by a background
-// thread, which starts at the first acquire() or release() (so that create()
+// thread, which starts at the first acquire(), release() or reserve() (so that create()
 // leaves the process single-threaded, fit to fork).
 class CgroupManager {
  public:
@@ -141,6 +141,14 @@ class CgroupManager {
   // means the group could not be created or a limit not written; nothing is
   // left behind.
   Result<std::unique_ptr<InstanceCgroup>> acquire(const CgroupLimits& limits);
+
+  // Keeps at least `groups` ready from now on (up to kMaxPool), made by the
+  // background thread: for as many instances as the functions served may
+  // start at once, so that a burst finds its groups made. An empty pool at
+  // acquire() (a burst larger than the pool) doubles the target too. Each
+  // ready group costs the kernel about 22 KiB (a memory cgroup).
+  void reserve(size_t groups);
+  static constexpr size_t kMaxPool = 256;
 
   // Call once the instance has exited. Processes still in the group are
   // killed and the group is removed by the background thread; a group the
@@ -186,7 +194,7 @@ class CgroupManager {
   void background_loop();
 
   const CgroupLayout layout_;
-  const size_t pool_size_;
+  size_t pool_target_;  // ready groups the background thread keeps (under mutex_)
   std::string name_;
   CgroupVersion version_ = CgroupVersion::kV1;
   std::vector<Hierarchy> hierarchies_;

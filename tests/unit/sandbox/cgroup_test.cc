@@ -313,6 +313,29 @@ TEST_F(V1Test, WithoutAPoolAcquireCreatesAGroup) {
   for (const std::string& path : a->paths()) EXPECT_TRUE(fs::is_directory(path)) << path;
 }
 
+TEST_F(V1Test, ReserveGrowsThePoolInTheBackground) {
+  auto manager = create(2);
+  ASSERT_TRUE(manager);
+  manager->reserve(5);
+  ASSERT_TRUE(manager->wait_idle(5s));
+  EXPECT_EQ(subdirectories(memory_group()).size(), 5u);
+  manager->reserve(3);  // never shrinks
+  ASSERT_TRUE(manager->wait_idle(5s));
+  EXPECT_EQ(subdirectories(memory_group()).size(), 5u);
+  manager->reserve(100000);
+  ASSERT_TRUE(manager->wait_idle(10s));
+  EXPECT_EQ(subdirectories(memory_group()).size(), CgroupManager::kMaxPool) << "capped";
+}
+
+TEST_F(V1Test, ABurstThatEmptiesThePoolEnlargesIt) {
+  auto manager = create(0);
+  ASSERT_TRUE(manager);
+  auto group = acquire(*manager, {});  // made on the spot: the pool was empty
+  ASSERT_TRUE(group);
+  ASSERT_TRUE(manager->wait_idle(5s));
+  EXPECT_EQ(subdirectories(memory_group()).size(), 1u + 8u) << "the acquired group and 8 ready";
+}
+
 TEST_F(V1Test, ReleaseRemovesTheGroupFromEveryHierarchy) {
   auto manager = create(2);
   ASSERT_TRUE(manager);
