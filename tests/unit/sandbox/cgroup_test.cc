@@ -581,7 +581,9 @@ bool has_v1_memory_controller() {
     size_t second = line.find(':', first + 1);
     if (first == std::string::npos || second == std::string::npos || line.compare(0, first, "0") == 0)
       continue;
-    std::string controllers = "," + line.substr(first + 1, second - first - 1) + ",";
+    std::string controllers = line.substr(first, second - first + 1);  // ":a,b:"
+    controllers.front() = ',';
+    controllers.back() = ',';
     if (controllers.find(",memory,") != std::string::npos) return fs::is_directory("/sys/fs/cgroup/memory");
   }
   return false;
