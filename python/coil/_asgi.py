@@ -33,6 +33,7 @@ _DISCONNECT = {"type": "http.disconnect"}
 # and this long to finish before its task is cancelled (the host kills the
 # instance if a cancelled request has not ended within a second).
 _DISCONNECT_GRACE = 0.5
+_READ_SIZE = 65536  # bytes per read from the host
 _FLUSH_AFTER = 0.0002  # seconds
 
 
@@ -133,6 +134,7 @@ class _Server:
         self.function = function
         self.root_path_in_path = root_path_in_path
         self.inbuf = bytearray()
+        self.readbuf = None  # attach(): what each read lands in (see on_readable)
         self.out = bytearray()
         self.writing = False
         self.flush_scheduled = False
@@ -151,6 +153,7 @@ class _Server:
         self.fd = fd
         self.sock = socket.socket(fileno=fd)
         self.sock.setblocking(False)
+        self.readbuf = memoryview(bytearray(_READ_SIZE))
 
     async def run(self, startup=None):
         """Serves until the host closes the socket. `startup`: the outcome of
@@ -210,18 +213,22 @@ class _Server:
     # ------------------------------------------------------------------ I/O
 
     def on_readable(self):
+        # Reads land in one buffer made at attach(): `sock.recv(n)` would
+        # allocate n bytes per read, and above malloc's mmap threshold that
+        # is an mmap, an mremap and a munmap (and fresh zeroed pages) per read.
+        # What one read leaves in the socket makes the loop call again.
         try:
-            data = self.sock.recv(262144)
+            n = self.sock.recv_into(self.readbuf)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            data = b""
-        if not data:
+            n = 0
+        if n == 0:
             if not self.closed.done():
                 self.closed.set_result(None)
             return
         buffer = self.inbuf
-        buffer += data
+        buffer += self.readbuf[:n]
         try:
             frames, consumed = _coil.decode(buffer, self.state, self.root_path_in_path)
         except Exception:  # noqa: BLE001 - a corrupt stream cannot be resynchronised
