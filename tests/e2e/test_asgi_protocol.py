@@ -497,6 +497,52 @@ def test_manifestless_entrypoint_serves_asgi_app_at_root(coil, tmp_path):
     assert c.get("/").json()["path"] == "/"
 
 
+TASK_FACTORY_APP = '''
+import asyncio, json, os
+
+made = []
+
+
+def factory(loop, coro, **kwargs):
+    task = asyncio.Task(coro, loop=loop, **kwargs)
+    made.append(task)
+    return task
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            m = await receive()
+            if m["type"] == "lifespan.startup":
+                if os.environ["MODE"] == "install":
+                    asyncio.get_running_loop().set_task_factory(factory)
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    task = asyncio.current_task()
+    body = json.dumps({"in_a_task": task is not None, "made_by_factory": task in made,
+                       "factory_tasks": len(made)}).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+'''
+
+
+@pytest.mark.parametrize("mode", ["default", "install"])
+def test_requests_run_in_tasks_of_their_own_made_by_an_app_task_factory(coil, mode):
+    # Each request runs in its own asyncio task (frameworks rely on current_task());
+    # a task factory the app installs in lifespan startup makes them.
+    c = coil({"main.py": TASK_FACTORY_APP, "coil.toml": asgi_manifest(env={"MODE": mode})})
+    first = c.get("/").json()
+    second = c.get("/").json()
+    assert first["in_a_task"] and second["in_a_task"]
+    if mode == "install":
+        assert first["made_by_factory"] and second["made_by_factory"]
+        assert second["factory_tasks"] == first["factory_tasks"] + 1
+    else:
+        assert not first["made_by_factory"] and first["factory_tasks"] == 0
+
+
 CLASS_APP = '''
 import json
 
