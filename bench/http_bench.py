@@ -3,6 +3,7 @@
 
     bench/http_bench.py                       # everything: coil, uvicorn, nginx; pinned and unpinned
     bench/http_bench.py --servers uvicorn,nginx --modes pinned -d 3
+    bench/http_bench.py --servers coil-asgi,uvicorn --rounds 5   # a ratio robust to a noisy VM
 
 Servers (each started by this script on a free loopback port, one at a time):
   coil             build/coil up bench/apps/hello (1 instance, Spin hello handler)
@@ -15,7 +16,11 @@ Modes:
   pinned   every server (and all its processes) on CPU 0, wrk on CPU 1
   unpinned no affinity set
 Load: wrk -t1 -c32 -d5s --latency (keep-alive), after a 1 s warm-up run.
-Prints req/s, p50, p99, the servers' CPU use and the ratios coil/uvicorn, coil/nginx.
+Rounds: --rounds N runs every server N times, interleaved (round 1 of each, then
+round 2...), so that a slow spell of the machine hits both sides of a ratio.
+Prints req/s, p50, p99, the servers' CPU use, the hypervisor's steal share and the
+ratios coil/uvicorn, coil/nginx: with several rounds, the median of each round's
+ratio and their range.
 A benchmark, not a test: it never fails on a timing, only when a server does not
 start or answers wrongly. Run with Debian's python (/usr/bin/python3).
 """
@@ -222,8 +227,8 @@ def run_wrk(args, port, cpu, duration, latency=True):
     return p.stdout
 
 
-def make_server(name, args, tmp, mode):
-    log = tmp / f"{name}-{mode}.log"
+def make_server(name, args, tmp, mode, round_no=1):
+    log = tmp / f"{name}-{mode}-{round_no}.log"
     coil_apps = {"coil": "hello", "coil-asgi": "asgi_coil", "coil-fastapi": "fastapi"}
     if name in coil_apps:
         port = free_port()
@@ -239,7 +244,7 @@ def make_server(name, args, tmp, mode):
                                   "--log-level", "warning", "main:app"], port, log, env=env)
     if name == "nginx":
         port = free_port()
-        d = tmp / f"nginx-{mode}"
+        d = tmp / f"nginx-{mode}-{round_no}"
         d.mkdir()
         conf = d / "nginx.conf"
         conf.write_text(f"""\
@@ -271,26 +276,47 @@ http {{
     raise ValueError(name)
 
 
-def measure(name, args, tmp, mode, servers_live):
+def measure(name, args, tmp, mode, servers_live, round_no=1):
     server_cpu, wrk_cpu = (args.server_cpu, args.wrk_cpu) if mode == "pinned" else (None, None)
-    srv = make_server(name, args, tmp, mode)
+    srv = make_server(name, args, tmp, mode, round_no)
     servers_live.append(srv)
     try:
         srv.start(server_cpu)
         if args.warmup > 0:
             run_wrk(args, srv.port, wrk_cpu, args.warmup, latency=False)
-        cpu0, t0 = session_cpu_seconds(srv.proc.pid), time.monotonic()
+        cpu0, t0, stat0 = session_cpu_seconds(srv.proc.pid), time.monotonic(), machine_cpu_times()
         out = run_wrk(args, srv.port, wrk_cpu, args.duration)
-        cpu1, t1 = session_cpu_seconds(srv.proc.pid), time.monotonic()
+        cpu1, t1, stat1 = session_cpu_seconds(srv.proc.pid), time.monotonic(), machine_cpu_times()
         if srv.proc.poll() is not None:
             raise BenchError(f"{name} died during the run; log {srv.logfile}:\n{tail(srv.logfile)}")
         res = parse_wrk(out)
         res["server_cpu_pct"] = 100.0 * (cpu1 - cpu0) / (t1 - t0)
+        res["steal_pct"] = 100.0 * steal_share(stat0, stat1)
         res["wrk_output"] = out
         return res
     finally:
         srv.stop()
         servers_live.remove(srv)
+
+
+def machine_cpu_times():
+    """The machine's CPU time counters (/proc/stat: user nice system idle iowait irq softirq steal)."""
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:9]]
+
+
+def steal_share(before, after):
+    """The share of the busy CPU time between two machine_cpu_times() that the
+    hypervisor gave to other guests: when it is high, a run's figures are worth little."""
+    d = [b - a for a, b in zip(before, after)]
+    busy = d[0] + d[1] + d[2] + d[5] + d[6] + d[7]
+    return d[7] / busy if busy else 0.0
+
+
+def median(values):
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def version_of(argv, pattern=None):
@@ -329,6 +355,7 @@ def main():
     ap.add_argument("--modes", default=",".join(MODES), help="comma list of %(default)s")
     ap.add_argument("-d", "--duration", type=int, default=5, help="seconds of each measured wrk run")
     ap.add_argument("--warmup", type=int, default=1, help="seconds of the warm-up wrk run (0: none)")
+    ap.add_argument("--rounds", type=int, default=1, help="runs of every server, interleaved; ratios are medians")
     ap.add_argument("-c", "--connections", type=int, default=32)
     ap.add_argument("-t", "--threads", type=int, default=1, help="wrk threads")
     ap.add_argument("--server-cpu", type=int, default=0, help="CPU of the servers when pinned")
@@ -339,6 +366,8 @@ def main():
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir with the servers' logs")
     args = ap.parse_args()
 
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     servers = [s for s in args.servers.split(",") if s]
     modes = [m for m in args.modes.split(",") if m]
     for s in servers:
@@ -381,22 +410,24 @@ def main():
 
 
 def run_all(args, servers, modes, servers_live, tmp):
-    results, failures = {}, []
+    results, failures = {}, []  # results: (mode, server) -> one result per round
     started = datetime.datetime.now().astimezone()
     try:
-        for mode in modes:
-            for name in servers:
-                label = f"{mode:8} {name:15}"
-                print(f"bench: {label} ...", end="", flush=True, file=sys.stderr)
-                try:
-                    res = measure(name, args, tmp, mode, servers_live)
-                except BenchError as e:
-                    print(" FAILED", file=sys.stderr)
-                    print(f"error: {mode} {name}: {e}", file=sys.stderr)
-                    failures.append(f"{mode} {name}")
-                    continue
-                results[(mode, name)] = res
-                print(f" {res['rps']:,.0f} req/s", file=sys.stderr)
+        for round_no in range(1, args.rounds + 1):
+            for mode in modes:
+                for name in servers:
+                    label = f"{mode:8} {name:15}" + (f" round {round_no}" if args.rounds > 1 else "")
+                    print(f"bench: {label} ...", end="", flush=True, file=sys.stderr)
+                    try:
+                        res = measure(name, args, tmp, mode, servers_live, round_no)
+                    except BenchError as e:
+                        print(" FAILED", file=sys.stderr)
+                        print(f"error: {mode} {name}: {e}", file=sys.stderr)
+                        failures.append(f"{mode} {name} round {round_no}")
+                        continue
+                    res["round"] = round_no
+                    results.setdefault((mode, name), []).append(res)
+                    print(f" {res['rps']:,.0f} req/s (steal {res['steal_pct']:.0f}%)", file=sys.stderr)
     except KeyboardInterrupt:
         print("\ninterrupted; stopping the servers", file=sys.stderr)
         return 130
@@ -404,24 +435,33 @@ def run_all(args, servers, modes, servers_live, tmp):
     uvicorn_v = version_of(["/usr/bin/python3", "-c", "import uvicorn; print(uvicorn.__version__)"])
     nginx_v = version_of([args.nginx, "-v"], r"nginx/(\S+)")
     wrk_v = version_of(["wrk", "-v"], r"wrk (\S+)")
+    rounds = args.rounds
     print()
     print(f"date: {started:%Y-%m-%d %H:%M %Z}; machine: {machine_info()}")
     print(f"load: wrk {wrk_v} -t{args.threads} -c{args.connections} -d{args.duration}s --latency "
           f"(keep-alive, after a {args.warmup}s warm-up); pinned: servers on CPU {args.server_cpu}, "
-          f"wrk on CPU {args.wrk_cpu}")
+          f"wrk on CPU {args.wrk_cpu}" + (f"; {rounds} interleaved rounds, medians shown" if rounds > 1 else ""))
     print(f"peers: uvicorn {uvicorn_v} (httptools, uvloop, 1 worker; raw ASGI hello or the FastAPI tutorial app), "
           f"nginx {nginx_v} (1 worker, return 200)")
     print()
-    print("| mode | server | req/s | p50 ms | p99 ms | server CPU % | errors |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    spread = " req/s range |" if rounds > 1 else ""
+    print(f"| mode | server | req/s |{spread} p50 ms | p99 ms | server CPU % | steal % | errors |")
+    print("|---|---|---:|" + ("---:|" if rounds > 1 else "") + "---:|---:|---:|---:|---:|")
     for mode in modes:
         for name in servers:
-            r = results.get((mode, name))
-            if r is None:
-                print(f"| {mode} | {name} | failed | | | | |")
+            runs = results.get((mode, name))
+            if not runs:
+                print(f"| {mode} | {name} | failed |" + (" |" if rounds > 1 else "") + " | | | | |")
                 continue
-            print(f"| {mode} | {name} | {r['rps']:,.0f} | {fmt(r.get('p50_ms'), '.3f')} | "
-                  f"{fmt(r.get('p99_ms'), '.3f')} | {r['server_cpu_pct']:.0f} | {r['errors']} |")
+
+            def mid(key):
+                values = [r[key] for r in runs if r.get(key) is not None]
+                return median(values) if values else None
+            rps = [r["rps"] for r in runs]
+            span = f" {min(rps):,.0f}-{max(rps):,.0f} |" if rounds > 1 else ""
+            print(f"| {mode} | {name} | {mid('rps'):,.0f} |{span} {fmt(mid('p50_ms'), '.3f')} | "
+                  f"{fmt(mid('p99_ms'), '.3f')} | {mid('server_cpu_pct'):.0f} | {mid('steal_pct'):.0f} | "
+                  f"{sum(r['errors'] for r in runs)} |")
     ratios = {}
     print()
     for mode in modes:
@@ -429,22 +469,28 @@ def run_all(args, servers, modes, servers_live, tmp):
         for mine, peer in RATIOS:
             if mine not in servers or peer not in servers:
                 continue
-            c, p = results.get((mode, mine)), results.get((mode, peer))
-            if c and p and p["rps"] > 0:
-                ratios[f"{mode} {mine}/{peer}"] = c["rps"] / p["rps"]
-                parts.append(f"{mine}/{peer} = {c['rps'] / p['rps']:.2f}x")
-            else:
+            # A ratio per round (both sides measured minutes apart at most), then their median.
+            mine_runs = {r["round"]: r["rps"] for r in results.get((mode, mine), [])}
+            peer_runs = {r["round"]: r["rps"] for r in results.get((mode, peer), [])}
+            per_round = [mine_runs[k] / peer_runs[k] for k in sorted(mine_runs) if peer_runs.get(k)]
+            if not per_round:
                 parts.append(f"{mine}/{peer} = n/a")
+                continue
+            ratios[f"{mode} {mine}/{peer}"] = {"median": median(per_round), "rounds": per_round}
+            text = f"{mine}/{peer} = {median(per_round):.2f}x"
+            if len(per_round) > 1:
+                text += f" (rounds: {', '.join(f'{x:.2f}' for x in per_round)})"
+            parts.append(text)
         if parts:
-            print(f"{mode} req/s ratios: " + ", ".join(parts))
-    if any(r["errors"] for r in results.values()):
+            print(f"{mode} req/s ratios: " + "; ".join(parts))
+    if any(r["errors"] for runs in results.values() for r in runs):
         print("\nnote: wrk counted errors (non-2xx answers or socket errors); see the errors column")
     if args.json:
         args.json.write_text(json.dumps({
-            "date": started.isoformat(), "machine": machine_info(),
+            "date": started.isoformat(), "machine": machine_info(), "rounds": rounds,
             "wrk": {"threads": args.threads, "connections": args.connections, "duration_s": args.duration},
             "results": [{"mode": m, "server": s, **{k: v for k, v in r.items() if k != "wrk_output"}}
-                        for (m, s), r in results.items()],
+                        for (m, s), runs in results.items() for r in runs],
             "ratios": ratios, "failures": failures}, indent=2) + "\n")
     if failures:
         print(f"\nbench: FAILED: {', '.join(failures)}"
