@@ -58,10 +58,20 @@ Status redirect_output(int fd) {
   return Status::ok();
 }
 
-void reset_signals() {
+std::vector<int> signals_not_default() {
+  std::vector<int> changed;
+  for (int sig = 1; sig < NSIG; ++sig) {
+    struct sigaction current {};
+    if (::sigaction(sig, nullptr, &current) != 0) continue;  // not a signal (32, 33: glibc's own)
+    if (current.sa_handler != SIG_DFL || (current.sa_flags & SA_SIGINFO) != 0) changed.push_back(sig);
+  }
+  return changed;
+}
+
+void reset_signals(const std::vector<int>& changed) {
   struct sigaction action {};
   action.sa_handler = SIG_DFL;
-  for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &action, nullptr);  // errors: SIGKILL/SIGSTOP
+  for (int sig : changed) ::sigaction(sig, &action, nullptr);  // errors: SIGKILL/SIGSTOP
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);

@@ -75,6 +75,19 @@ bool run_hooks(const char* which) {
   return true;
 }
 
+// Whether code registered any coil.after_restore hook (an error counts as
+// yes: running the hooks then reports it).
+bool after_restore_hooks_registered() {
+  PyObject* hooks = import_attr("coil", "_after_restore");
+  if (hooks == nullptr) {
+    PyErr_Clear();
+    return true;
+  }
+  bool any = !PyList_Check(hooks) || PyList_GET_SIZE(hooks) > 0;
+  Py_DECREF(hooks);
+  return any;
+}
+
 // In an ASGI standby: target.prepare(), its event loop and lifespan startup
 // made ahead of need (coil._asgi.Instance). prepare() ends the standby itself
 // when startup fails; anything else that escapes it ends the standby too (the
@@ -233,7 +246,7 @@ class TemplateServer {
   // loop. Never returns.
   [[noreturn]] void become_instance(int socket, bool prepared = false) {
     if (!prepared) {
-      reset_signals();
+      reset_signals(changed_signals_);
       run_after_restore_hooks();
     }
     if (kind_ == "handler") run_handler_instance(socket, invoke_, function_);
@@ -244,7 +257,10 @@ class TemplateServer {
   }
 
   // coil.after_restore hooks, in a new instance; it exits if one fails.
-  static void run_after_restore_hooks() {
+  void run_after_restore_hooks() const {
+    // Without hooks, no Python runs here: its first touches of the shared
+    // pages (each a page copy) would be this instance's cost for nothing.
+    if (!has_after_restore_hooks_) return;
     if (!run_hooks("after_restore")) {
       std::string error = take_load_error();
       std::fprintf(stderr, "coil: %s\n", error.c_str());
@@ -335,7 +351,7 @@ class TemplateServer {
       // the after_restore hooks, and an ASGI app's event loop and lifespan
       // startup. (A hook that fails ends the standby; the spawn then forks,
       // and the failure shows there.)
-      reset_signals();
+      reset_signals(changed_signals_);
       run_after_restore_hooks();
       if (kind_ == "asgi") prepare_ahead(invoke_);
       // The first request's copy-on-write faults, ahead of need when an
@@ -432,6 +448,10 @@ class TemplateServer {
   uint64_t standbys_forked_ = 0;
   std::vector<sandbox::InstanceMount> mounts_;  // ephemeral volumes, mounted by each instance
   pid_t template_pid_ = ::getpid();
+  // Taken when the template starts serving, after all of its Python ran
+  // (hooks are registered at import or by before_snapshot hooks).
+  std::vector<int> changed_signals_ = signals_not_default();
+  bool has_after_restore_hooks_ = after_restore_hooks_registered();
   std::set<pid_t> instances_;
   std::map<uint32_t, Standby> standbys_;
 };

@@ -18,6 +18,14 @@ PROBE_APP = '''
 import json, os
 from spin_http import Response
 
+def signal_masks():
+    masks = {}
+    for line in open("/proc/self/status"):
+        name, _, value = line.partition(":")
+        if name in ("SigBlk", "SigIgn", "SigCgt"):
+            masks[name] = int(value.strip(), 16)
+    return masks
+
 def handle_request(request):
     fds = {}
     for fd in os.listdir("/proc/self/fd"):
@@ -25,14 +33,20 @@ def handle_request(request):
             fds[fd] = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
             pass  # the directory listing's own fd, closed by now
-    return Response(200, None, json.dumps({"fds": fds, "env": dict(os.environ)}))
+    return Response(200, None, json.dumps({"fds": fds, "env": dict(os.environ), "signals": signal_masks()}))
 '''
+
+
+def careless_signals():
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
 
 
 @pytest.fixture
 def coil_with_leaky_parent(tmp_path):
     """Starts coil the way a careless parent would: with an extra inheritable
-    fd and a secret in the environment. Yields (port, leaked fd number)."""
+    fd, a secret in the environment, SIGHUP ignored (as nohup does) and SIGUSR1
+    blocked. Yields (port, leaked fd number)."""
     directory = write_files(tmp_path / "fn", {
         "coil.toml": manifest(fn_toml("probe", "/...", env={"GREETING": "hi"})),
         "app.py": PROBE_APP,
@@ -41,7 +55,7 @@ def coil_with_leaky_parent(tmp_path):
     env = dict(os.environ, COIL_TEST_SECRET="hunter2")
     proc = subprocess.Popen([COIL_BIN, "up", str(directory), "--listen", "127.0.0.1:0"], env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            pass_fds=(read_end,), start_new_session=True)
+                            pass_fds=(read_end,), start_new_session=True, preexec_fn=careless_signals)
     os.close(write_end)
     try:
         port = None
@@ -86,3 +100,11 @@ def test_environment_is_the_manifest_plus_documented_variables(coil_with_leaky_p
     assert {env[name] for name in proxies} == {"http://127.0.0.1:3128"}
     assert env["GREETING"] == "hi"
     assert "hunter2" not in json.dumps(env)
+
+
+def test_signal_dispositions_are_a_plain_pythons(coil_with_leaky_parent):
+    # Whatever coil inherited or its templates set up, an instance blocks
+    # nothing, catches nothing and ignores only what `python3` ignores.
+    port, _ = coil_with_leaky_parent
+    python_ignores = (1 << (signal.SIGPIPE - 1)) | (1 << (signal.SIGXFSZ - 1))
+    assert probe(port)["signals"] == {"SigBlk": 0, "SigIgn": python_ignores, "SigCgt": 0}
