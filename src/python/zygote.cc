@@ -814,6 +814,9 @@ void start_template(pid_t self, int control_fd, const sandbox::HostNamespaces& o
     mounts.push_back({option.substr(7, colon - 7), std::strtoull(option.c_str() + colon + 1, nullptr, 10)});
   }
   if (Status s = sandbox::mount_instance_volumes(mounts); !s) die("ephemeral volumes: " + s.message());
+  // The exec reset caught signals but kept ignored ones (the mask was
+  // cleared before it): the same dispositions as a forked instance's.
+  reset_signals(signals_not_default());
   if (Status s = start_interpreter(); !s) die(s.message());
   char cwd[4096];
   if (::getcwd(cwd, sizeof(cwd)) == nullptr) die(std::string("getcwd: ") + std::strerror(errno));
