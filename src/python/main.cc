@@ -15,6 +15,9 @@
 #include "python/zygote.h"
 
 int main(int argc, char** argv) {
+  // Set by the host for the loader only (runtime/zygote_process.cc): function
+  // code, and any program it starts, must not inherit it.
+  ::unsetenv("LD_BIND_NOW");
   if (argc == 3 && std::strcmp(argv[1], "__zygote") == 0) return coil::python::run_zygote(std::atoi(argv[2]));
   if (argc >= 4 && std::strcmp(argv[1], "__instance") == 0) coil::python::run_fresh_instance(argc, argv);
   std::fprintf(stderr, "coil-python is started by coil (coil up, coil server), not by hand\n");

@@ -96,7 +96,12 @@ Result<std::unique_ptr<ZygoteProcess>> ZygoteProcess::start(boost::asio::io_cont
   static char env_path[] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
   static char env_lang[] = "LANG=C.UTF-8";
   static char env_home[] = "HOME=/tmp";
-  char* envp[] = {env_path, env_lang, env_home, nullptr};
+  // Every library's symbols are bound when the zygote starts, once, rather
+  // than on a first call in each forked instance (a symbol lookup, and a
+  // write that copies a page of the library's GOT). coil-python removes the
+  // variable at once: nothing it starts sees it.
+  static char env_bind_now[] = "LD_BIND_NOW=1";
+  char* envp[] = {env_path, env_lang, env_home, env_bind_now, nullptr};
   pid_t host = ::getpid();
 
   pid_t pid = ::fork();
