@@ -5,7 +5,6 @@
 #include <fmt/format.h>
 #include <linux/magic.h>
 #include <signal.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -649,9 +648,6 @@ void CgroupManager::start_thread_locked() {
 }
 
 void CgroupManager::background_loop() {
-  // Upkeep yields to serving (see the class comment). Raising one's own nice
-  // value needs no privilege; without it the thread competes as any does.
-  (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);
   std::unique_lock lock(mutex_);
   while (!stopping_) {
     auto now = std::chrono::steady_clock::now();

@@ -117,12 +117,7 @@ class InstanceCgroup {
 // creates a group itself only when the pool is empty. release() only takes a
 // mutex. Pool entries are made, and released groups removed, by a background
 // thread, which starts at the first acquire(), release() or reserve() (so that create()
-// leaves the process single-threaded, fit to fork). That thread runs at nice
-// 19: making and removing groups is upkeep, and during a burst (which takes
-// its groups at once, then waits for the forks) the refill would otherwise
-// take CPU from the instances being started (mkdir was a third of the host's
-// CPU samples in one). Nice 19, not SCHED_IDLE: under a machine kept busy it
-// still gets a small share, so removals keep pace with instance exits.
+// leaves the process single-threaded, fit to fork).
 class CgroupManager {
  public:
   // Detects the cgroup version, removes stale groups, creates coil's group
