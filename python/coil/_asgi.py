@@ -135,7 +135,9 @@ class _Server:
         self.function = function
         self.root_path_in_path = root_path_in_path
         self.inbuf = bytearray()
-        self.readbuf = None  # attach(): what each read lands in (see on_readable)
+        # What each read lands in (see on_readable). Made here, in a standby's
+        # prepare(), so that its pages are not first touched on a request.
+        self.readbuf = memoryview(bytearray(_READ_SIZE))
         self.out = bytearray()
         self.writing = False
         self.flush_scheduled = False
@@ -154,7 +156,6 @@ class _Server:
         self.fd = fd
         self.sock = socket.socket(fileno=fd)
         self.sock.setblocking(False)
-        self.readbuf = memoryview(bytearray(_READ_SIZE))
 
     async def run(self, startup=None):
         """Serves until the host closes the socket. `startup`: the outcome of
@@ -214,7 +215,7 @@ class _Server:
     # ------------------------------------------------------------------ I/O
 
     def on_readable(self):
-        # Reads land in one buffer made at attach(): `sock.recv(n)` would
+        # Reads land in one buffer made ahead (__init__): `sock.recv(n)` would
         # allocate n bytes per read, and above malloc's mmap threshold that
         # is an mmap, an mremap and a munmap (and fresh zeroed pages) per read.
         # What one read leaves in the socket makes the loop call again.
