@@ -423,7 +423,7 @@ def run_all(args, servers, modes, servers_live, tmp):
                     except BenchError as e:
                         print(" FAILED", file=sys.stderr)
                         print(f"error: {mode} {name}: {e}", file=sys.stderr)
-                        failures.append(f"{mode} {name} round {round_no}")
+                        failures.append(f"{mode} {name}" + (f" round {round_no}" if args.rounds > 1 else ""))
                         continue
                     res["round"] = round_no
                     results.setdefault((mode, name), []).append(res)
@@ -469,17 +469,20 @@ def run_all(args, servers, modes, servers_live, tmp):
         for mine, peer in RATIOS:
             if mine not in servers or peer not in servers:
                 continue
-            # A ratio per round (both sides measured minutes apart at most), then their median.
+            # A ratio per round (both sides measured within one round), then their
+            # median; a round where either side failed has none (None, "-").
             mine_runs = {r["round"]: r["rps"] for r in results.get((mode, mine), [])}
             peer_runs = {r["round"]: r["rps"] for r in results.get((mode, peer), [])}
-            per_round = [mine_runs[k] / peer_runs[k] for k in sorted(mine_runs) if peer_runs.get(k)]
-            if not per_round:
+            per_round = [mine_runs[k] / peer_runs[k] if k in mine_runs and peer_runs.get(k) else None
+                         for k in range(1, rounds + 1)]
+            measured = [x for x in per_round if x is not None]
+            if not measured:
                 parts.append(f"{mine}/{peer} = n/a")
                 continue
-            ratios[f"{mode} {mine}/{peer}"] = {"median": median(per_round), "rounds": per_round}
-            text = f"{mine}/{peer} = {median(per_round):.2f}x"
-            if len(per_round) > 1:
-                text += f" (rounds: {', '.join(f'{x:.2f}' for x in per_round)})"
+            ratios[f"{mode} {mine}/{peer}"] = {"median": median(measured), "rounds": per_round}
+            text = f"{mine}/{peer} = {median(measured):.2f}x"
+            if rounds > 1:
+                text += f" (rounds: {', '.join('-' if x is None else f'{x:.2f}' for x in per_round)})"
             parts.append(text)
         if parts:
             print(f"{mode} req/s ratios: " + "; ".join(parts))
