@@ -196,6 +196,7 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
     token_of_pid_.clear();
     standby_tokens_.clear();
     awaiting_spawned_.clear();
+    spawns_unanswered_.clear();
     host_pid_of_.clear();
     exit_reasons_.clear();
     live_pids_.clear();
@@ -273,6 +274,7 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
       }
       break;
     case control::Type::kSpawned: {
+      spawns_unanswered_.erase(m.token);
       if (awaiting_spawned_.erase(m.token) == 0) {
         log::info("template {} reported an instance nobody asked for (token {}); ignored", config_.name, m.token);
         break;  // its fds close with `m`
@@ -297,6 +299,7 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
       }
       live_pids_.insert(pid);
       log::info("instance {} pid={} started", config_.name, pid);
+      prepare_standbys();
       break;
     }
     case control::Type::kExited: {
@@ -515,15 +518,15 @@ std::shared_ptr<Instance> FunctionPool::spawn_instance() {
     return nullptr;
   }
   awaiting_spawned_.insert(token);
+  spawns_unanswered_.insert(token);
   auto instance = std::make_shared<Instance>(io_, std::move(host_end), token, *this);
   instance->start();
   instances_.push_back(instance);
-  prepare_standbys();
   return instance;
 }
 
 void FunctionPool::prepare_standbys() {
-  if (stopping_ || !template_ || template_state_ != TemplateState::kReady) return;
+  if (stopping_ || !template_ || template_state_ != TemplateState::kReady || !spawns_unanswered_.empty()) return;
   while (standby_tokens_.size() < kStandbys) {
     control::Message prepare;
     prepare.type = control::Type::kPrepare;
@@ -712,6 +715,7 @@ void FunctionPool::retire(Instance& instance, uint16_t status, const std::string
   // release its cgroup. If it does start after all, it starts retired and
   // its group's release has killed it.
   if (instance.pid() == 0 && services_.cgroups != nullptr) release_cgroup(instance.token());
+  if (instance.pid() == 0) spawns_unanswered_.erase(instance.token());  // its fork failed, or is not wanted now
   if (trial_ == &instance) {
     finish_start(Status::error(config_.entrypoint_origin + ": entrypoint: the first instance exited during startup" +
                                " (see its output above)"));
@@ -738,6 +742,7 @@ void FunctionPool::retire(Instance& instance, uint16_t status, const std::string
   if (stopping_) return;
   keep_minimum();
   drain_queue();
+  prepare_standbys();
 }
 
 void FunctionPool::send_cancel(const std::shared_ptr<Invocation>& invocation, std::string_view reason) {

@@ -133,7 +133,10 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   std::shared_ptr<Instance> spawn_instance();
   // Keeps kStandbys standbys prepared in the template (see python/zygote.cc):
   // forked and in their cgroups ahead of need, so that a cold start pays
-  // neither the fork nor the cgroup join.
+  // neither the fork nor the cgroup join. Only once the template has
+  // answered every spawn: during a burst, each spawn would otherwise take
+  // the standby just asked for, and pay for a standby's preparation (a
+  // socket pair, a message, a wakeup) on top of a plain fork.
   void prepare_standbys();
   Result<std::vector<unique_fd>> acquire_instance_cgroup(uint32_t token);
   // A group with `instances` x the instance limits into `group`, and its
@@ -202,6 +205,10 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   // any other token is refused, as is a kOutboundListener after the
   // template started (the zygote sends it before).
   std::unordered_set<uint32_t> awaiting_spawned_;
+  // Spawns the template has not answered whose instances are still wanted
+  // (awaiting_spawned_ less the instances retired before their kSpawned):
+  // standbys are prepared when it is empty.
+  std::unordered_set<uint32_t> spawns_unanswered_;
   bool template_started_ = false;
   static constexpr uint32_t kMaxPageHintReports = 8;
   uint32_t page_hint_reports_ = 0;  // page hints passed on to the current template
