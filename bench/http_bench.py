@@ -35,11 +35,14 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import cpu_times, steal_share
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = ROOT / "bench" / "apps"
@@ -284,9 +287,9 @@ def measure(name, args, tmp, mode, servers_live, round_no=1):
         srv.start(server_cpu)
         if args.warmup > 0:
             run_wrk(args, srv.port, wrk_cpu, args.warmup, latency=False)
-        cpu0, t0, stat0 = session_cpu_seconds(srv.proc.pid), time.monotonic(), machine_cpu_times()
+        cpu0, t0, stat0 = session_cpu_seconds(srv.proc.pid), time.monotonic(), cpu_times()
         out = run_wrk(args, srv.port, wrk_cpu, args.duration)
-        cpu1, t1, stat1 = session_cpu_seconds(srv.proc.pid), time.monotonic(), machine_cpu_times()
+        cpu1, t1, stat1 = session_cpu_seconds(srv.proc.pid), time.monotonic(), cpu_times()
         if srv.proc.poll() is not None:
             raise BenchError(f"{name} died during the run; log {srv.logfile}:\n{tail(srv.logfile)}")
         res = parse_wrk(out)
@@ -297,26 +300,6 @@ def measure(name, args, tmp, mode, servers_live, round_no=1):
     finally:
         srv.stop()
         servers_live.remove(srv)
-
-
-def machine_cpu_times():
-    """The machine's CPU time counters (/proc/stat: user nice system idle iowait irq softirq steal)."""
-    with open("/proc/stat") as f:
-        return [int(x) for x in f.readline().split()[1:9]]
-
-
-def steal_share(before, after):
-    """The share of the busy CPU time between two machine_cpu_times() that the
-    hypervisor gave to other guests: when it is high, a run's figures are worth little."""
-    d = [b - a for a, b in zip(before, after)]
-    busy = d[0] + d[1] + d[2] + d[5] + d[6] + d[7]
-    return d[7] / busy if busy else 0.0
-
-
-def median(values):
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def version_of(argv, pattern=None):
@@ -456,7 +439,7 @@ def run_all(args, servers, modes, servers_live, tmp):
 
             def mid(key):
                 values = [r[key] for r in runs if r.get(key) is not None]
-                return median(values) if values else None
+                return statistics.median(values) if values else None
             rps = [r["rps"] for r in runs]
             span = f" {min(rps):,.0f}-{max(rps):,.0f} |" if rounds > 1 else ""
             print(f"| {mode} | {name} | {mid('rps'):,.0f} |{span} {fmt(mid('p50_ms'), '.3f')} | "
@@ -479,8 +462,8 @@ def run_all(args, servers, modes, servers_live, tmp):
             if not measured:
                 parts.append(f"{mine}/{peer} = n/a")
                 continue
-            ratios[f"{mode} {mine}/{peer}"] = {"median": median(measured), "rounds": per_round}
-            text = f"{mine}/{peer} = {median(measured):.2f}x"
+            ratios[f"{mode} {mine}/{peer}"] = {"median": statistics.median(measured), "rounds": per_round}
+            text = f"{mine}/{peer} = {statistics.median(measured):.2f}x"
             if rounds > 1:
                 text += f" (rounds: {', '.join('-' if x is None else f'{x:.2f}' for x in per_round)})"
             parts.append(text)
