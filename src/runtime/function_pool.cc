@@ -196,7 +196,6 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
     token_of_pid_.clear();
     standby_tokens_.clear();
     awaiting_spawned_.clear();
-    spawns_unanswered_.clear();
     host_pid_of_.clear();
     exit_reasons_.clear();
     live_pids_.clear();
@@ -274,7 +273,6 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
       }
       break;
     case control::Type::kSpawned: {
-      spawns_unanswered_.erase(m.token);
       if (awaiting_spawned_.erase(m.token) == 0) {
         log::info("template {} reported an instance nobody asked for (token {}); ignored", config_.name, m.token);
         break;  // its fds close with `m`
@@ -518,15 +516,19 @@ std::shared_ptr<Instance> FunctionPool::spawn_instance() {
     return nullptr;
   }
   awaiting_spawned_.insert(token);
-  spawns_unanswered_.insert(token);
   auto instance = std::make_shared<Instance>(io_, std::move(host_end), token, *this);
   instance->start();
   instances_.push_back(instance);
   return instance;
 }
 
+bool FunctionPool::spawn_unanswered() const {
+  // An instance gets its pid from kSpawned; one retired before it no longer counts.
+  return std::any_of(instances_.begin(), instances_.end(), [](const auto& i) { return i->pid() == 0; });
+}
+
 void FunctionPool::prepare_standbys() {
-  if (stopping_ || !template_ || template_state_ != TemplateState::kReady || !spawns_unanswered_.empty()) return;
+  if (stopping_ || !template_ || template_state_ != TemplateState::kReady || spawn_unanswered()) return;
   while (standby_tokens_.size() < kStandbys) {
     control::Message prepare;
     prepare.type = control::Type::kPrepare;
@@ -715,7 +717,6 @@ void FunctionPool::retire(Instance& instance, uint16_t status, const std::string
   // release its cgroup. If it does start after all, it starts retired and
   // its group's release has killed it.
   if (instance.pid() == 0 && services_.cgroups != nullptr) release_cgroup(instance.token());
-  if (instance.pid() == 0) spawns_unanswered_.erase(instance.token());  // its fork failed, or is not wanted now
   if (trial_ == &instance) {
     finish_start(Status::error(config_.entrypoint_origin + ": entrypoint: the first instance exited during startup" +
                                " (see its output above)"));

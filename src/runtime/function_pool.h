@@ -138,6 +138,8 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   // the standby just asked for, and pay for a standby's preparation (a
   // socket pair, a message, a wakeup) on top of a plain fork.
   void prepare_standbys();
+  // True while a wanted instance's spawn is unanswered (no pid yet).
+  bool spawn_unanswered() const;
   Result<std::vector<unique_fd>> acquire_instance_cgroup(uint32_t token);
   // A group with `instances` x the instance limits into `group`, and its
   // cgroup.procs files to join it with.
@@ -205,10 +207,6 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   // any other token is refused, as is a kOutboundListener after the
   // template started (the zygote sends it before).
   std::unordered_set<uint32_t> awaiting_spawned_;
-  // Spawns the template has not answered whose instances are still wanted
-  // (awaiting_spawned_ less the instances retired before their kSpawned):
-  // standbys are prepared when it is empty.
-  std::unordered_set<uint32_t> spawns_unanswered_;
   bool template_started_ = false;
   static constexpr uint32_t kMaxPageHintReports = 8;
   uint32_t page_hint_reports_ = 0;  // page hints passed on to the current template
