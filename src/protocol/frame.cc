@@ -13,7 +13,10 @@ using wire::put_u16;
 using wire::put_u32;
 using wire::put_str;
 
-void put_headers(std::string& out, const std::vector<Header>& headers) { wire::put_pairs(out, headers); }
+template <typename Headers>
+void put_headers(std::string& out, const Headers& headers) {
+  wire::put_pairs(out, headers);
+}
 
 // Writes a frame header whose length is patched once the payload is known.
 size_t begin_frame(std::string& out, Type type, uint8_t flags, uint32_t stream) {
@@ -42,6 +45,31 @@ void append_message(std::string& out, Type head_type, Type body_type, uint32_t s
   out.append(first);
   finish_frame(out, at);
   if (!rest.empty()) append_body(out, body_type, stream, rest, end);
+}
+
+template <typename Headers>
+void append_response_message(std::string& out, uint32_t stream, uint16_t status, const Headers& headers,
+                             std::string_view body, bool end) {
+  append_message(
+      out, Type::kResponseHead, Type::kResponseBody, stream,
+      [&](std::string& o) {
+        put_u16(o, status);
+        put_headers(o, headers);
+      },
+      body, end);
+}
+
+// A RequestHead or a RequestHeadView: the same fields, copied or viewed.
+template <typename Head>
+Status decode_request_fields(std::string_view payload, Head& head, std::string_view& body) {
+  Cursor c(payload);
+  if (!c.str(head.method) || !c.str(head.target) || !c.str(head.version) || !c.str(head.scheme) || !c.str(head.client) ||
+      !c.str(head.server) || !c.str(head.host) || !c.str(head.route) || !c.str(head.path_info) ||
+      !c.pairs(head.headers)) {
+    return Status::error("truncated request head frame");
+  }
+  body = c.rest();
+  return Status::ok();
 }
 
 }  // namespace
@@ -82,14 +110,14 @@ void append_request(std::string& out, uint32_t stream, const RequestHead& head,
 
 void append_response(std::string& out, uint32_t stream, const ResponseHead& head,
                      std::string_view body, bool end) {
-  append_message(
-      out, Type::kResponseHead, Type::kResponseBody, stream,
-      [&](std::string& o) {
-        put_u16(o, head.status);
-        put_headers(o, head.headers);
-      },
-      body, end);
+  append_response_message(out, stream, head.status, head.headers, body, end);
 }
+
+void append_response(std::string& out, uint32_t stream, uint16_t status, std::span<const HeaderView> headers,
+                     std::string_view body, bool end) {
+  append_response_message(out, stream, status, headers, body, end);
+}
+
 
 void append_ws_close(std::string& out, uint32_t stream, uint16_t code, std::string_view reason) {
   std::string payload;
@@ -106,14 +134,11 @@ bool decode_ws_close(std::string_view payload, uint16_t& code, std::string& reas
 }
 
 Status decode_request_head(std::string_view payload, RequestHead& head, std::string_view& body) {
-  Cursor c(payload);
-  if (!c.str(head.method) || !c.str(head.target) || !c.str(head.version) || !c.str(head.scheme) || !c.str(head.client) ||
-      !c.str(head.server) || !c.str(head.host) || !c.str(head.route) || !c.str(head.path_info) ||
-      !c.pairs(head.headers)) {
-    return Status::error("truncated request head frame");
-  }
-  body = c.rest();
-  return Status::ok();
+  return decode_request_fields(payload, head, body);
+}
+
+Status decode_request_head(std::string_view payload, RequestHeadView& head, std::string_view& body) {
+  return decode_request_fields(payload, head, body);
 }
 
 Status decode_response_head(std::string_view payload, ResponseHead& head, std::string_view& body) {

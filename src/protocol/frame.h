@@ -35,6 +35,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -76,8 +77,10 @@ inline constexpr size_t kMaxPageHints = 4096;
 // kMaxPayload would end the whole stream.
 inline constexpr size_t kMaxResponseHead = 64 * 1024;
 
-// The encoded size of a response head's headers.
-inline size_t encoded_size(const std::vector<std::pair<std::string, std::string>>& headers) {
+// The encoded size of a list of headers (a range of (name, value) pairs of
+// strings or string views).
+template <typename Headers>
+size_t encoded_size(const Headers& headers) {
   size_t size = 4;
   for (const auto& [name, value] : headers) size += 8 + name.size() + value.size();
   return size;
@@ -92,6 +95,9 @@ struct Frame {
 };
 
 using Header = std::pair<std::string, std::string>;
+// A header that points into someone else's bytes (a payload being decoded, a
+// Python object being encoded).
+using HeaderView = std::pair<std::string_view, std::string_view>;
 
 // What the instance needs to know about a request besides headers and body.
 // `route`, `path_info` and `base` describe the route match (see router/).
@@ -106,6 +112,14 @@ struct RequestHead {
   std::string route;      // the matched route as written in the manifest
   std::string path_info;  // the part of the path after a prefix route ("" if exact)
   std::vector<Header> headers;  // names lower-cased, order and duplicates kept
+};
+
+// A request head decoded in place (what an instance builds its request
+// objects from, without copying each field first): every view points into the
+// payload it was decoded from and lives as long as it does.
+struct RequestHeadView {
+  std::string_view method, target, version, scheme, client, server, host, route, path_info;
+  std::vector<HeaderView> headers;  // as in RequestHead
 };
 
 struct ResponseHead {
@@ -123,6 +137,9 @@ void append_request(std::string& out, uint32_t stream, const RequestHead& head,
 // Same for a response.
 void append_response(std::string& out, uint32_t stream, const ResponseHead& head,
                      std::string_view body, bool end);
+// The same from headers that point elsewhere (no copy of each one first).
+void append_response(std::string& out, uint32_t stream, uint16_t status, std::span<const HeaderView> headers,
+                     std::string_view body, bool end);
 // Body frames only (`body` may be empty when only the end is to be signalled).
 void append_body(std::string& out, Type type, uint32_t stream, std::string_view body, bool end);
 
@@ -133,6 +150,7 @@ bool decode_ws_close(std::string_view payload, uint16_t& code, std::string& reas
 // Parses the payload of a head frame. On success `body` is the body part that
 // followed the head in the same frame.
 Status decode_request_head(std::string_view payload, RequestHead& head, std::string_view& body);
+Status decode_request_head(std::string_view payload, RequestHeadView& head, std::string_view& body);
 Status decode_response_head(std::string_view payload, ResponseHead& head, std::string_view& body);
 
 // Splits a byte stream into frames. Feed it the bytes read so far; next()

@@ -36,7 +36,10 @@ inline void put_str(std::string& out, std::string_view s) {
   out.append(s);
 }
 
-inline void put_pairs(std::string& out, const std::vector<std::pair<std::string, std::string>>& pairs) {
+// A count, then each (name, value) pair; `Pairs` is a range of pairs of
+// strings or string views.
+template <typename Pairs>
+void put_pairs(std::string& out, const Pairs& pairs) {
   put_u32(out, static_cast<uint32_t>(pairs.size()));
   for (const auto& [name, value] : pairs) {
     put_str(out, name);
@@ -68,19 +71,28 @@ class Cursor {
     v = uint64_t{lo} | uint64_t{hi} << 32;
     return true;
   }
-  bool str(std::string& s) {
+  // A string view points into the data being read.
+  bool str(std::string_view& s) {
     uint32_t n = 0;
     if (!u32(n) || data_.size() < n) return false;
-    s.assign(data_.data(), n);
+    s = data_.substr(0, n);
     data_.remove_prefix(n);
     return true;
   }
-  bool pairs(std::vector<std::pair<std::string, std::string>>& out) {
+  bool str(std::string& s) {
+    std::string_view view;
+    if (!str(view)) return false;
+    s.assign(view);
+    return true;
+  }
+  // Pairs of std::string or of std::string_view (pointing into the data).
+  template <typename String>
+  bool pairs(std::vector<std::pair<String, String>>& out) {
     uint32_t count = 0;
     if (!u32(count)) return false;
     out.clear();
     for (uint32_t i = 0; i < count; ++i) {
-      std::pair<std::string, std::string> p;
+      std::pair<String, String> p;
       if (!str(p.first) || !str(p.second)) return false;
       out.push_back(std::move(p));
     }

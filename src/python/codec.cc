@@ -2,6 +2,8 @@
 #include "python/codec.h"
 
 #include <cstring>
+#include <initializer_list>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -11,16 +13,33 @@ namespace coil::python {
 namespace {
 
 PyObject* bytes_of(std::string_view s) { return PyBytes_FromStringAndSize(s.data(), static_cast<Py_ssize_t>(s.size())); }
-PyObject* str_of(const std::string& s) {
+PyObject* str_of(std::string_view s) {
   return PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "surrogateescape");
 }
 
-PyObject* headers_list(const std::vector<frame::Header>& headers) {
+// A new tuple made of new references (`items` may hold nullptr when making
+// one failed: then every other is released and the result is nullptr).
+PyObject* tuple_of(std::initializer_list<PyObject*> items) {
+  PyObject* tuple = nullptr;
+  bool complete = true;
+  for (PyObject* item : items) complete = complete && item != nullptr;
+  if (complete) tuple = PyTuple_New(static_cast<Py_ssize_t>(items.size()));
+  Py_ssize_t i = 0;
+  for (PyObject* item : items) {
+    if (tuple != nullptr) {
+      PyTuple_SET_ITEM(tuple, i++, item);
+    } else {
+      Py_XDECREF(item);
+    }
+  }
+  return tuple;
+}
+
+PyObject* headers_list(std::span<const frame::HeaderView> headers) {
   PyObject* list = PyList_New(static_cast<Py_ssize_t>(headers.size()));
   if (list == nullptr) return nullptr;
   for (size_t i = 0; i < headers.size(); ++i) {
-    PyObject* pair = Py_BuildValue("(y#y#)", headers[i].first.data(), static_cast<Py_ssize_t>(headers[i].first.size()),
-                                   headers[i].second.data(), static_cast<Py_ssize_t>(headers[i].second.size()));
+    PyObject* pair = tuple_of({bytes_of(headers[i].first), bytes_of(headers[i].second)});
     if (pair == nullptr) {
       Py_DECREF(list);
       return nullptr;
@@ -30,10 +49,22 @@ PyObject* headers_list(const std::vector<frame::Header>& headers) {
   return list;
 }
 
-// The interned keys and constant values of ASGI scopes, made once.
+// A value most requests share (an HTTP method, version or scheme): its str is
+// made once and shared by their scopes.
+struct CommonText {
+  std::string_view text;
+  PyObject* str;
+};
+
+// The interned keys, and the shared values, of ASGI scopes; made once.
 struct ScopeKeys {
   PyObject *type, *asgi, *http_version, *method, *scheme, *path, *raw_path, *query_string, *root_path, *headers,
       *client, *server, *state, *subprotocols, *http, *websocket, *asgi_versions;
+  // A scope of each type with every key set (to None), in the order the
+  // scope lists them: a request's scope is a copy with the values replaced,
+  // which is cheaper than inserting the keys one by one into an empty dict.
+  PyObject *http_prototype, *websocket_prototype;
+  std::vector<CommonText> common;  // methods, versions, schemes
 };
 
 const ScopeKeys* scope_keys() {
@@ -56,23 +87,57 @@ const ScopeKeys* scope_keys() {
     k->http = PyUnicode_InternFromString("http");
     k->websocket = PyUnicode_InternFromString("websocket");
     k->asgi_versions = Py_BuildValue("{ssss}", "version", "3.0", "spec_version", "2.3");
+    k->http_prototype = PyDict_New();
+    k->websocket_prototype = PyDict_New();
+    for (PyObject* key : {k->type, k->asgi, k->http_version, k->method, k->scheme, k->path, k->raw_path,
+                          k->query_string, k->root_path, k->headers, k->client, k->server, k->state}) {
+      if (key == nullptr || k->http_prototype == nullptr || PyDict_SetItem(k->http_prototype, key, Py_None) != 0) {
+        Py_CLEAR(k->http_prototype);
+      }
+    }
+    for (PyObject* key : {k->type, k->asgi, k->http_version, k->scheme, k->path, k->raw_path, k->query_string,
+                          k->root_path, k->headers, k->client, k->server, k->state, k->subprotocols}) {
+      if (key == nullptr || k->websocket_prototype == nullptr ||
+          PyDict_SetItem(k->websocket_prototype, key, Py_None) != 0) {
+        Py_CLEAR(k->websocket_prototype);
+      }
+    }
+    for (std::string_view text : {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "1.1", "1.0", "http",
+                                  "https", "ws", "wss"}) {
+      k->common.push_back({text, PyUnicode_InternFromString(std::string(text).c_str())});
+    }
     return k;
   }();
   // Made once (in the zygote); only out of memory can leave one missing.
-  for (PyObject* key : {keys->type, keys->asgi, keys->http_version, keys->method, keys->scheme, keys->path,
-                        keys->raw_path, keys->query_string, keys->root_path, keys->headers, keys->client, keys->server,
-                        keys->state, keys->subprotocols, keys->http, keys->websocket, keys->asgi_versions}) {
-    if (key == nullptr) {
-      if (!PyErr_Occurred()) PyErr_NoMemory();
-      return nullptr;
-    }
+  bool complete = true;
+  for (PyObject* object : {keys->type, keys->asgi, keys->http_version, keys->method, keys->scheme, keys->path,
+                           keys->raw_path, keys->query_string, keys->root_path, keys->headers, keys->client,
+                           keys->server, keys->state, keys->subprotocols, keys->http, keys->websocket,
+                           keys->asgi_versions, keys->http_prototype, keys->websocket_prototype}) {
+    complete = complete && object != nullptr;
+  }
+  for (const CommonText& common : keys->common) complete = complete && common.str != nullptr;
+  if (!complete) {
+    if (!PyErr_Occurred()) PyErr_NoMemory();
+    return nullptr;
   }
   return keys;
 }
 
+// `text` as a str: the shared one when it is a common value, else a new one.
+PyObject* common_str_of(const ScopeKeys* k, std::string_view text) {
+  for (const CommonText& common : k->common) {
+    if (common.text == text) {
+      Py_INCREF(common.str);
+      return common.str;
+    }
+  }
+  return str_of(text);
+}
+
 // "ip:port" or "[ipv6]:port" as the (host, port) pair of an ASGI scope;
 // None when it is neither.
-PyObject* address_of(const std::string& text) {
+PyObject* address_of(std::string_view text) {
   size_t colon = text.rfind(':');
   if (colon == std::string::npos || colon + 1 == text.size()) Py_RETURN_NONE;
   unsigned long port = 0;
@@ -81,14 +146,31 @@ PyObject* address_of(const std::string& text) {
     port = port * 10 + static_cast<unsigned long>(text[i] - '0');
     if (port > 65535) Py_RETURN_NONE;
   }
-  std::string_view host(text.data(), colon);
+  std::string_view host = text.substr(0, colon);
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  return Py_BuildValue("(s#k)", host.data(), static_cast<Py_ssize_t>(host.size()), port);
+  return tuple_of({PyUnicode_DecodeUTF8(host.data(), static_cast<Py_ssize_t>(host.size()), nullptr),
+                   PyLong_FromUnsignedLong(port)});
+}
+
+// The scope's `server`: the address the host listens on, the same for nearly
+// every request, so the last one made is kept and shared (a tuple of a str and
+// an int: nothing an app can change).
+PyObject* server_address_of(std::string_view text) {
+  static std::string last_text;
+  static PyObject* last = nullptr;
+  if (last == nullptr || text != last_text) {
+    PyObject* made = address_of(text);
+    if (made == nullptr) return nullptr;
+    Py_XSETREF(last, made);
+    last_text.assign(text);
+  }
+  Py_INCREF(last);
+  return last;
 }
 
 // The subprotocols a WebSocket client offers (Sec-WebSocket-Protocol,
 // comma-separated, possibly repeated), in order.
-PyObject* subprotocols_of(const std::vector<frame::Header>& headers) {
+PyObject* subprotocols_of(std::span<const frame::HeaderView> headers) {
   PyObject* list = PyList_New(0);
   if (list == nullptr) return nullptr;
   for (const auto& [name, value] : headers) {
@@ -131,33 +213,38 @@ bool set_constant(PyObject* scope, PyObject* key, PyObject* value) { return PyDi
 // the prefix of a route "/x/..." and root_path is "/x" (today's reading of
 // the spec), unless `root_path_in_path` is false (Starlette < 0.33): then
 // path is what follows the prefix. `state`: the lifespan state, copied.
-PyObject* scope_of(const frame::RequestHead& head, PyObject* state, bool root_path_in_path) {
+PyObject* scope_of(const frame::RequestHeadView& head, PyObject* state, bool root_path_in_path) {
   const ScopeKeys* k = scope_keys();
   if (k == nullptr) return nullptr;
   bool websocket = head.scheme == "ws";
-  std::string_view target(head.target);
+  std::string_view target = head.target;
   size_t question = target.find('?');
   std::string_view raw_path = target.substr(0, question);
   std::string_view query = question == std::string_view::npos ? std::string_view() : target.substr(question + 1);
-  std::string root_path, path;
-  if (head.route.size() >= 4 && head.route.compare(head.route.size() - 4, 4, "/...") == 0) {
+  std::string_view root_path, path = head.route;
+  std::string prefixed_path;
+  if (head.route.ends_with("/...")) {
     root_path = head.route.substr(0, head.route.size() - 4);
-    path = root_path_in_path ? root_path + head.path_info : (head.path_info.empty() ? "/" : head.path_info);
-  } else {
-    path = head.route;
+    if (root_path_in_path) {
+      prefixed_path.reserve(root_path.size() + head.path_info.size());
+      prefixed_path.append(root_path).append(head.path_info);
+      path = prefixed_path;
+    } else {
+      path = head.path_info.empty() ? std::string_view("/") : head.path_info;
+    }
   }
-  PyObject* scope = PyDict_New();
+  PyObject* scope = PyDict_Copy(websocket ? k->websocket_prototype : k->http_prototype);
   if (scope == nullptr) return nullptr;
   bool ok = set_constant(scope, k->type, websocket ? k->websocket : k->http) &&
             set_constant(scope, k->asgi, k->asgi_versions) &&
-            set_item(scope, k->http_version, str_of(head.version)) &&
-            (websocket || set_item(scope, k->method, str_of(head.method))) &&
-            set_item(scope, k->scheme, str_of(head.scheme)) && set_item(scope, k->path, str_of(path)) &&
+            set_item(scope, k->http_version, common_str_of(k, head.version)) &&
+            (websocket || set_item(scope, k->method, common_str_of(k, head.method))) &&
+            set_item(scope, k->scheme, common_str_of(k, head.scheme)) && set_item(scope, k->path, str_of(path)) &&
             set_item(scope, k->raw_path, bytes_of(raw_path)) && set_item(scope, k->query_string, bytes_of(query)) &&
             set_item(scope, k->root_path, str_of(root_path)) &&
             set_item(scope, k->headers, headers_list(head.headers)) &&
             set_item(scope, k->client, address_of(head.client)) &&
-            set_item(scope, k->server, address_of(head.server)) &&
+            set_item(scope, k->server, server_address_of(head.server)) &&
             set_item(scope, k->state, PyDict_Copy(state)) &&
             (!websocket || set_item(scope, k->subprotocols, subprotocols_of(head.headers)));
   if (!ok) {
@@ -167,10 +254,15 @@ PyObject* scope_of(const frame::RequestHead& head, PyObject* state, bool root_pa
   return scope;
 }
 
+PyObject* bool_of(bool value) { return Py_NewRef(value ? Py_True : Py_False); }
+PyObject* type_of(const frame::Frame& f) { return PyLong_FromLong(static_cast<long>(f.type)); }
+
 PyObject* frame_tuple(const frame::Frame& f, PyObject* state, bool root_path_in_path) {
   switch (f.type) {
     case frame::Type::kRequestHead: {
-      frame::RequestHead head;
+      // Decoded into views that are used at once: one head, reused, so that
+      // its header list keeps its capacity from request to request.
+      static frame::RequestHeadView head;
       std::string_view body;
       if (!frame::decode_request_head(f.payload, head, body)) {
         PyErr_SetString(PyExc_ValueError, "truncated request head frame");
@@ -178,23 +270,22 @@ PyObject* frame_tuple(const frame::Frame& f, PyObject* state, bool root_path_in_
       }
       // Text fields may hold any bytes a client sent (a percent-decoded path,
       // a Host header): decoded with surrogateescape, they never fail.
-      return Py_BuildValue("(iIONN)", static_cast<int>(f.type), f.stream, f.end() ? Py_True : Py_False,
-                           scope_of(head, state, root_path_in_path), bytes_of(body));
+      return tuple_of({type_of(f), PyLong_FromUnsignedLong(f.stream), bool_of(f.end()),
+                       scope_of(head, state, root_path_in_path), bytes_of(body)});
     }
     case frame::Type::kRequestBody:
-      return Py_BuildValue("(iIONO)", static_cast<int>(f.type), f.stream, f.end() ? Py_True : Py_False,
-                           bytes_of(f.payload), (f.flags & frame::kFlagText) ? Py_True : Py_False);
+      return tuple_of({type_of(f), PyLong_FromUnsignedLong(f.stream), bool_of(f.end()), bytes_of(f.payload),
+                       bool_of((f.flags & frame::kFlagText) != 0)});
     case frame::Type::kWsClose: {
       uint16_t code = 1005;
       std::string reason;
       if (!frame::decode_ws_close(f.payload, code, reason)) code = 1005;  // no status received
-      return Py_BuildValue("(iIiN)", static_cast<int>(f.type), f.stream, static_cast<int>(code), str_of(reason));
+      return tuple_of({type_of(f), PyLong_FromUnsignedLong(f.stream), PyLong_FromLong(code), str_of(reason)});
     }
     case frame::Type::kCancel:
-      return Py_BuildValue("(iIy#)", static_cast<int>(f.type), f.stream, f.payload.data(),
-                           static_cast<Py_ssize_t>(f.payload.size()));
+      return tuple_of({type_of(f), PyLong_FromUnsignedLong(f.stream), bytes_of(f.payload)});
     default:
-      return Py_BuildValue("(iI)", static_cast<int>(f.type), f.stream);
+      return tuple_of({type_of(f), PyLong_FromUnsignedLong(f.stream)});
   }
 }
 
@@ -228,7 +319,7 @@ PyObject* decode(PyObject*, PyObject* args) {
     }
     Py_DECREF(item);
   }
-  return Py_BuildValue("(Nn)", frames, static_cast<Py_ssize_t>(consumed));
+  return tuple_of({frames, PyLong_FromSsize_t(static_cast<Py_ssize_t>(consumed))});
 }
 
 // Appends `data` to the bytearray `out`.
@@ -241,6 +332,66 @@ bool append_to(PyObject* out, std::string_view data) {
 
 bool buffer_view(PyObject* obj, Py_buffer& view) { return PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE) == 0; }
 
+// The bytes-like objects a response head's headers are made of, viewed in
+// place while the head is encoded: bytes (what nearly every app sends) are
+// read directly, anything else through the buffer protocol.
+class HeaderViews {
+ public:
+  HeaderViews() = default;
+  HeaderViews(const HeaderViews&) = delete;
+  HeaderViews& operator=(const HeaderViews&) = delete;
+  ~HeaderViews() {
+    for (Py_buffer& view : buffers_) PyBuffer_Release(&view);
+    for (PyObject* pair : held_) Py_DECREF(pair);
+  }
+
+  // Reads `headers` (an iterable of (name, value) pairs). False, with a
+  // Python error set, when it is not one.
+  bool read(PyObject* headers) {
+    PyObject* list = PySequence_Fast(headers, "response headers must be an iterable of (name, value) pairs");
+    if (list == nullptr) return false;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(list);
+    pairs_.reserve(static_cast<size_t>(count));
+    bool ok = true;
+    for (Py_ssize_t i = 0; ok && i < count; ++i) {
+      PyObject* pair = PySequence_Fast(PySequence_Fast_GET_ITEM(list, i), "a header must be a (name, value) pair");
+      if (pair == nullptr || PySequence_Fast_GET_SIZE(pair) != 2) {
+        if (pair != nullptr) PyErr_SetString(PyExc_ValueError, "a header must be a (name, value) pair");
+        ok = false;
+      } else {
+        std::string_view name, value;
+        ok = view(PySequence_Fast_GET_ITEM(pair, 0), name) && view(PySequence_Fast_GET_ITEM(pair, 1), value);
+        if (ok) pairs_.emplace_back(name, value);
+      }
+      // Held until the head is encoded: it holds the name and value viewed.
+      if (pair != nullptr) held_.push_back(pair);
+    }
+    Py_DECREF(list);
+    return ok;
+  }
+
+  std::span<const frame::HeaderView> pairs() const { return pairs_; }
+
+ private:
+  bool view(PyObject* object, std::string_view& out) {
+    if (PyBytes_Check(object)) {
+      out = std::string_view(PyBytes_AS_STRING(object), static_cast<size_t>(PyBytes_GET_SIZE(object)));
+      return true;
+    }
+    Py_buffer& buffer = buffers_.emplace_back();
+    if (PyObject_GetBuffer(object, &buffer, PyBUF_SIMPLE) != 0) {
+      buffers_.pop_back();
+      return false;
+    }
+    out = std::string_view(static_cast<const char*>(buffer.buf), static_cast<size_t>(buffer.len));
+    return true;
+  }
+
+  std::vector<frame::HeaderView> pairs_;
+  std::vector<Py_buffer> buffers_;
+  std::vector<PyObject*> held_;  // the pairs read (new references)
+};
+
 PyObject* put_response(PyObject*, PyObject* args) {
   PyObject *out, *headers, *body;
   unsigned int stream;
@@ -250,47 +401,16 @@ PyObject* put_response(PyObject*, PyObject* args) {
     PyErr_Format(PyExc_ValueError, "status %d is not in 100-599", status);
     return nullptr;
   }
-  frame::ResponseHead head;
-  head.status = static_cast<uint16_t>(status);
-  PyObject* iterator = PyObject_GetIter(headers);
-  if (iterator == nullptr) return nullptr;
-  while (PyObject* pair = PyIter_Next(iterator)) {
-    PyObject* seq = PySequence_Fast(pair, "a header must be a (name, value) pair");
-    Py_DECREF(pair);
-    if (seq == nullptr || PySequence_Fast_GET_SIZE(seq) != 2) {
-      if (seq != nullptr) PyErr_SetString(PyExc_ValueError, "a header must be a (name, value) pair");
-      Py_XDECREF(seq);
-      Py_DECREF(iterator);
-      return nullptr;
-    }
-    Py_buffer name, value;
-    if (!buffer_view(PySequence_Fast_GET_ITEM(seq, 0), name)) {
-      Py_DECREF(seq);
-      Py_DECREF(iterator);
-      return nullptr;
-    }
-    if (!buffer_view(PySequence_Fast_GET_ITEM(seq, 1), value)) {
-      PyBuffer_Release(&name);
-      Py_DECREF(seq);
-      Py_DECREF(iterator);
-      return nullptr;
-    }
-    head.headers.emplace_back(std::string(static_cast<const char*>(name.buf), static_cast<size_t>(name.len)),
-                              std::string(static_cast<const char*>(value.buf), static_cast<size_t>(value.len)));
-    PyBuffer_Release(&name);
-    PyBuffer_Release(&value);
-    Py_DECREF(seq);
-  }
-  Py_DECREF(iterator);
-  if (PyErr_Occurred()) return nullptr;
-  if (frame::encoded_size(head.headers) > frame::kMaxResponseHead) {
+  HeaderViews views;
+  if (!views.read(headers)) return nullptr;
+  if (frame::encoded_size(views.pairs()) > frame::kMaxResponseHead) {
     PyErr_Format(PyExc_ValueError, "response headers larger than %zu bytes", frame::kMaxResponseHead);
     return nullptr;
   }
   Py_buffer body_view;
   if (!buffer_view(body, body_view)) return nullptr;
   std::string encoded;
-  frame::append_response(encoded, stream, head,
+  frame::append_response(encoded, stream, static_cast<uint16_t>(status), views.pairs(),
                          std::string_view(static_cast<const char*>(body_view.buf), static_cast<size_t>(body_view.len)),
                          end != 0);
   PyBuffer_Release(&body_view);

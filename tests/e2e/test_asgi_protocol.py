@@ -126,6 +126,19 @@ async def app(scope, receive, send):
         await send({"type": "http.response.body", "body": b"created"})
         return
 
+    if do == "header-shapes":
+        # Any iterable of pairs of bytes-like objects, as the spec allows.
+        pairs = ((b"content-type", b"text/plain"), [bytearray(b"x-from-bytearray"), b"1"],
+                 (b"x-from-memoryview", memoryview(b"2")))
+        await send({"type": "http.response.start", "status": 200, "headers": (p for p in pairs)})
+        await send({"type": "http.response.body", "body": b"shapes"})
+        return
+
+    if do == "str-header":
+        await send({"type": "http.response.start", "status": 200, "headers": [("content-type", "text/plain")]})
+        await send({"type": "http.response.body", "body": b"never"})
+        return
+
     if do == "big":
         n = int(dict(scope["headers"])[b"x-size"])
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/octet-stream")]})
@@ -441,6 +454,23 @@ def test_response_status_and_headers(coil, tmp_path):
     assert r.body == b"created"
     assert r.headers_all("set-cookie") == ["a=1; Path=/", "b=2; HttpOnly"]
     assert r.header("x-custom-thing") == "Mixed Case Value"
+
+
+def test_response_headers_of_any_iterable_of_bytes_like_pairs(coil, tmp_path):
+    c = start_raw(coil, tmp_path)
+    r = c.get("/h", headers={"x-do": "header-shapes"})
+    assert r.status == 200, r
+    assert r.body == b"shapes"
+    assert (r.header("x-from-bytearray"), r.header("x-from-memoryview")) == ("1", "2")
+
+
+def test_response_header_that_is_not_bytes_is_500_and_named_in_the_log(coil, tmp_path):
+    c = start_raw(coil, tmp_path)
+    mark = c.mark()
+    r = c.get("/h", headers={"x-do": "str-header"})
+    assert r.status == 500, r
+    c.wait_for_line(fn_line("raw", r"TypeError: a bytes-like object is required, not 'str'$"), since=mark, timeout=5)
+    assert c.get("/fine").status == 200
 
 
 def test_pipelined_requests_answered_in_order(coil, tmp_path):

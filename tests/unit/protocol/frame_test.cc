@@ -143,6 +143,50 @@ TEST(Frame, RequestRoundTrip) {
   EXPECT_EQ(body, "hello body");
 }
 
+TEST(Frame, RequestDecodedInPlaceViewsThePayload) {
+  RequestHead head = sample_request_head();
+  std::string out;
+  append_request(out, 7, head, "the body", true);
+  std::vector<Owned> frames = read_all(out, out.size());
+  ASSERT_EQ(frames.size(), 1u);
+  const std::string& payload = frames[0].payload;
+
+  RequestHeadView view;
+  view.headers = {{"stale", "x"}};
+  std::string_view body;
+  Status s = decode_request_head(payload, view, body);
+  ASSERT_TRUE(s.is_ok()) << s.message();
+  RequestHead copied{std::string(view.method),    std::string(view.target), std::string(view.version),
+                     std::string(view.scheme),    std::string(view.client), std::string(view.server),
+                     std::string(view.host),      std::string(view.route),  std::string(view.path_info),
+                     {}};
+  for (const auto& [name, value] : view.headers) copied.headers.emplace_back(name, value);
+  expect_same(copied, head);
+  EXPECT_EQ(body, "the body");
+  // Every field points into the payload: nothing was copied.
+  auto inside = [&](std::string_view v) {
+    return v.empty() || (v.data() >= payload.data() && v.data() + v.size() <= payload.data() + payload.size());
+  };
+  for (std::string_view v : {view.method, view.target, view.version, view.scheme, view.client, view.server,
+                             view.host, view.route, view.path_info, body}) {
+    EXPECT_TRUE(inside(v)) << v;
+  }
+  for (const auto& [name, value] : view.headers) EXPECT_TRUE(inside(name) && inside(value)) << name;
+
+  // A truncated payload is refused, as by the copying decoder.
+  EXPECT_FALSE(decode_request_head(std::string_view(payload).substr(0, payload.size() / 2), view, body).is_ok());
+}
+
+TEST(Frame, ResponseFromHeaderViewsEncodesAsFromOwnedHeaders) {
+  ResponseHead head{201, {{"location", "/x/1"}, {"set-cookie", "a=1"}, {"set-cookie", "b=2"}}};
+  std::vector<HeaderView> views(head.headers.begin(), head.headers.end());
+  std::string owned, viewed;
+  append_response(owned, 5, head, "body", false);
+  append_response(viewed, 5, head.status, views, "body", false);
+  EXPECT_EQ(viewed, owned);
+  EXPECT_EQ(encoded_size(views), encoded_size(head.headers));
+}
+
 TEST(Frame, RequestWithEmptyBodyAndEmptyFields) {
   RequestHead head;
   head.method = "GET";
