@@ -2,23 +2,16 @@
 
 #include <curl/curl.h>
 
-#include <cctype>
 #include <string>
+
+#include "common/ascii.h"
 
 namespace coil::cli {
 namespace {
 
 constexpr long kConnectTimeoutMs = 10000;
 
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) {
-      return false;
-    }
-  }
-  return true;
-}
+using ascii::iequals;
 
 std::string_view trim(std::string_view text) {
   while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);

@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <iterator>
 
 namespace coil::log {
 namespace {
@@ -45,6 +47,18 @@ void buffered_line(std::string_view text) {
   std::string& buffer = pending();
   buffer.append(text);
   buffer.push_back('\n');
+  if (buffer.size() >= kFlushThreshold) flush();
+}
+
+void access(std::string_view function, std::string_view method, std::string_view target, unsigned status,
+            std::chrono::nanoseconds elapsed) {
+  auto or_dash = [](std::string_view s) { return s.empty() ? std::string_view("-") : s; };
+  // Milliseconds with two decimals, rounded, from integers: cheaper than
+  // formatting a double, and the same text.
+  auto hundredths = static_cast<unsigned long long>((std::max<int64_t>(elapsed.count(), 0) + 5000) / 10000);
+  std::string& buffer = pending();
+  fmt::format_to(std::back_inserter(buffer), "coil: access {} {} {} {} {}.{:02}ms\n", or_dash(function),
+                 or_dash(method), or_dash(target), status, hundredths / 100, hundredths % 100);
   if (buffer.size() >= kFlushThreshold) flush();
 }
 

@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
 #include <string>
 #include <string_view>
 
@@ -22,6 +23,12 @@ void line(std::string_view text);
 // Appends one line to the buffer; it reaches stderr at the next flush() or
 // when the buffer grows past a few KiB.
 void buffered_line(std::string_view text);
+
+// Appends the access-log line of one request to the buffer (as
+// buffered_line): "coil: access FUNCTION METHOD TARGET STATUS 1.23ms", each
+// empty field shown as "-". Formatted in place: it is written for every request.
+void access(std::string_view function, std::string_view method, std::string_view target, unsigned status,
+            std::chrono::nanoseconds elapsed);
 
 // Writes out buffered lines. Returns true if anything was pending.
 bool flush();

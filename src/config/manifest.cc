@@ -12,6 +12,8 @@
 #include <sstream>
 #include <toml++/toml.h>
 
+#include "common/ascii.h"
+
 namespace coil::config {
 namespace {
 
@@ -28,9 +30,9 @@ int64_t line_of(const toml::node& node) { return node.source().begin.line; }
 
 bool is_identifier(std::string_view s) {
   if (s.empty()) return false;
-  if (!(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_')) return false;
+  if (!(ascii::is_alpha(s[0]) || s[0] == '_')) return false;
   for (char c : s) {
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_')) return false;
+    if (!(ascii::is_alnum(c) || c == '_')) return false;
   }
   return true;
 }
@@ -466,8 +468,8 @@ Result<Manifest> single_function(const std::string& dir, const std::string& entr
   FunctionConfig fn;
   std::string base = canonical.filename().string();
   for (char& c : base) {
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))) c = '-';
+    c = ascii::lower(c);
+    if (!((c >= 'a' && c <= 'z') || ascii::is_digit(c))) c = '-';
   }
   fn.name = is_valid_name(base) ? base : "app";
   fn.entrypoint = entrypoint;

@@ -7,6 +7,7 @@
 #include <boost/asio/write.hpp>
 #include <optional>
 
+#include "common/ascii.h"
 #include "common/log.h"
 #include "http/response_writer.h"
 #include "http/server.h"
@@ -204,15 +205,10 @@ bool Connection::on_head() {
 }
 
 bool Connection::asks_for_websocket(const frame::RequestHead& head) {
-  auto contains = [](std::string_view value, std::string_view word) {
-    std::string lower(value);
-    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return lower.find(word) != std::string::npos;
-  };
   bool upgrade = false, connection_upgrade = false;
   for (const auto& [name, value] : head.headers) {
-    if (name == "upgrade" && contains(value, "websocket")) upgrade = true;
-    if (name == "connection" && contains(value, "upgrade")) connection_upgrade = true;
+    if (name == "upgrade" && ascii::icontains(value, "websocket")) upgrade = true;
+    if (name == "connection" && ascii::icontains(value, "upgrade")) connection_upgrade = true;
   }
   return upgrade && connection_upgrade;
 }
@@ -483,12 +479,7 @@ void Connection::finish_response(uint16_t status) {
 }
 
 void Connection::log_access(uint16_t status) {
-  double ms = std::chrono::duration<double, std::milli>(SteadyClock::now() - request_started_).count();
-  auto or_dash = [](const std::string& s) -> std::string_view {
-    return s.empty() ? std::string_view("-") : std::string_view(s);
-  };
-  log::buffered_line(fmt::format("coil: access {} {} {} {} {:.2f}ms", or_dash(function_), or_dash(parser_.method()),
-                                 or_dash(parser_.target()), status, ms));
+  log::access(function_, parser_.method(), parser_.target(), status, SteadyClock::now() - request_started_);
 }
 
 void Connection::check_deadline(SteadyClock::time_point now) {

@@ -2,25 +2,15 @@
 
 #include <boost/beast/http/error.hpp>
 
+#include "common/ascii.h"
+
 namespace coil::http {
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 
 namespace {
 
-std::string lower(beast::string_view s) {
-  std::string out(s.data(), s.size());
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-bool iequals(beast::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) != b[i]) return false;
-  }
-  return true;
-}
+std::string_view view(beast::string_view s) { return {s.data(), s.size()}; }
 
 }  // namespace
 
@@ -51,15 +41,15 @@ void RequestParser::Impl::on_field_impl(bhttp::field name, beast::string_view na
     // Only the plain, single "chunked" coding is accepted: anything else
     // ("chunked, identity", "gzip, chunked", a repeated field) is a framing
     // ambiguity between us and whatever sits in front of us.
-    if (++transfer_encoding_fields_ > 1 || !iequals(value, "chunked")) {
+    if (++transfer_encoding_fields_ > 1 || !ascii::iequals(view(value), "chunked")) {
       framing_error_ = "unsupported Transfer-Encoding";
       ec = bhttp::error::bad_transfer_encoding;
       return;
     }
   } else if (name == bhttp::field::expect) {
-    if (iequals(value, "100-continue")) expect_continue_ = true;
+    if (ascii::iequals(view(value), "100-continue")) expect_continue_ = true;
   }
-  headers_.emplace_back(lower(name_string), std::string(value.data(), value.size()));
+  headers_.emplace_back(ascii::lowered(view(name_string)), std::string(value.data(), value.size()));
 }
 
 void RequestParser::Impl::on_header_impl(beast::error_code& ec) {

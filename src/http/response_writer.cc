@@ -5,6 +5,8 @@
 #include <cstring>
 #include <ctime>
 
+#include "common/ascii.h"
+
 namespace coil::http {
 
 std::string_view reason_phrase(uint16_t status) {
@@ -60,14 +62,9 @@ std::string_view http_date() {
 namespace {
 
 bool is_framing_header(std::string_view name) {
-  auto eq = [&](std::string_view other) {
-    if (name.size() != other.size()) return false;
-    for (size_t i = 0; i < name.size(); ++i) {
-      if (std::tolower(static_cast<unsigned char>(name[i])) != other[i]) return false;
-    }
-    return true;
-  };
-  return eq("content-length") || eq("transfer-encoding") || eq("connection") || eq("keep-alive");
+  using ascii::iequals;
+  return iequals(name, "content-length") || iequals(name, "transfer-encoding") || iequals(name, "connection") ||
+         iequals(name, "keep-alive");
 }
 
 }  // namespace

@@ -38,9 +38,8 @@ void WebSocketSession::start() {
 
 void WebSocketSession::log_access(uint16_t status) {
   if (server_ == nullptr) return;
-  double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_).count();
-  log::buffered_line(fmt::format("coil: access {} {} {} {} {:.2f}ms", target_->name(),
-                                 invocation_->head.method, invocation_->head.target, status, ms));
+  log::access(target_->name(), invocation_->head.method, invocation_->head.target, status,
+              std::chrono::steady_clock::now() - started_);
 }
 
 void WebSocketSession::on_response_head(const frame::ResponseHead& head, std::string_view body, bool) {

@@ -11,15 +11,12 @@
 #include <cstring>
 #include <fstream>
 
+#include "common/ascii.h"
 #include "common/log.h"
 #include "runtime/output_relay.h"
 
 namespace coil::runtime {
 namespace {
-
-bool is_token_char(unsigned char c) {
-  return std::isalnum(c) || std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
-}
 
 // The host does not trust what an instance sends: a response head must be
 // well-formed before any of it reaches a client (no header injection, no
@@ -37,8 +34,8 @@ bool valid_response_head(const frame::ResponseHead& head, bool websocket) {
     total += name.size() + value.size() + 4;
     if (name.empty() || name.size() > kMaxHeaderName || value.size() > kMaxHeaderValue) return false;
     if (total > kMaxResponseHead) return false;
-    for (unsigned char c : name) {
-      if (!is_token_char(c)) return false;
+    for (char c : name) {
+      if (!ascii::is_token_char(c)) return false;
     }
     for (unsigned char c : value) {
       if (c == '\r' || c == '\n' || c == '\0') return false;

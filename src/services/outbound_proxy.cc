@@ -11,6 +11,7 @@
 #include <optional>
 #include <string_view>
 
+#include "common/ascii.h"
 #include "common/log.h"
 
 namespace coil::services {
@@ -24,13 +25,7 @@ constexpr size_t kMaxHead = 32 * 1024;
 constexpr auto kHeadTimeout = std::chrono::seconds(10);
 constexpr auto kIdleTimeout = std::chrono::seconds(300);
 
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
-  }
-  return true;
-}
+using ascii::iequals;
 
 // "host:port" or "[v6]:port" into its parts; false when malformed.
 bool split_authority(std::string_view authority, std::string& host, std::string& port) {

@@ -7,10 +7,11 @@
 #include <ifaddrs.h>
 #include <netinet/in.h>
 
-#include <cctype>
 #include <cstring>
 #include <fstream>
 #include <sstream>
+
+#include "common/ascii.h"
 
 namespace coil::services {
 
@@ -48,7 +49,7 @@ Result<std::shared_ptr<Resolver>> Resolver::create(asio::io_context& io, const s
     if (ec) return Status::error(fmt::format("{}:{}: \"{}\" is not an IP address", hosts_file, number, address_text));
     bool named = false;
     while (words >> name) {
-      for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      ascii::lower_in_place(name);
       if (!name.empty() && name.back() == '.') name.pop_back();
       resolver->hosts_[name].push_back(address);
       named = true;
