@@ -108,7 +108,7 @@ const ScopeKeys* scope_keys() {
     }
     return k;
   }();
-  // Made once (in the zygote); only out of memory can leave one missing.
+  // Made once, in the zygote (prepare_codec()); only out of memory can leave one missing.
   bool complete = true;
   for (PyObject* object : {keys->type, keys->asgi, keys->http_version, keys->method, keys->scheme, keys->path,
                            keys->raw_path, keys->query_string, keys->root_path, keys->headers, keys->client,
@@ -516,5 +516,7 @@ PyMethodDef kCodecMethods[] = {
 }  // namespace
 
 PyMethodDef* codec_methods() { return kCodecMethods; }
+
+bool prepare_codec() { return scope_keys() != nullptr; }
 
 }  // namespace coil::python

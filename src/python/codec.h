@@ -30,4 +30,11 @@ namespace coil::python {
 // The codec's entries of the _coil method table (terminated by a null entry).
 PyMethodDef* codec_methods();
 
+// Makes the Python objects every ASGI scope shares (the interned keys, the
+// prototype scopes, the common values) now: called where _coil is created,
+// in the zygote, so that every template and instance inherits them instead
+// of making its own on its first request. False, with a Python error set,
+// when out of memory.
+bool prepare_codec();
+
 }  // namespace coil::python

@@ -30,7 +30,7 @@ PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_coil", "coil's native helpers", 
 
 PyObject* init_native_module() {
   PyObject* module = PyModule_Create(&kModule);
-  if (module != nullptr && PyModule_AddFunctions(module, codec_methods()) != 0) {
+  if (module != nullptr && (PyModule_AddFunctions(module, codec_methods()) != 0 || !prepare_codec())) {
     Py_DECREF(module);
     return nullptr;
   }
