@@ -43,14 +43,6 @@ int run_up(const UpOptions& options) {
     return 1;
   }
   HostRuntime& host = **runtime;
-  if (host.cgroups) {
-    // A cgroup ready for every process the functions may run at once: each
-    // instance, a standby and the template.
-    size_t groups = 0;
-    for (const config::FunctionConfig& function : manifest->functions) groups += function.max_instances + 2;
-    host.cgroups->reserve(groups);
-  }
-
   // 3. Every template built (every entrypoint imported) before listening.
   std::vector<std::shared_ptr<runtime::FunctionPool>> pools;
   size_t pending = manifest->functions.size();

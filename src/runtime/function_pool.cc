@@ -121,6 +121,9 @@ std::string FunctionPool::memory_limit_message() const {
 void FunctionPool::start(std::function<void(Status)> done, Trial trial) {
   on_started_ = std::move(done);
   trial_policy_ = trial;
+  if (services_.cgroups != nullptr) {
+    cgroup_reservation_ = services_.cgroups->reserve(config_.max_instances + kStandbys + 1);
+  }
   build_template();
 }
 

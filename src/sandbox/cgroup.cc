@@ -290,6 +290,7 @@ void InstanceCgroup::kill_all() const {
 
 CgroupManager::CgroupManager(const CgroupLayout& layout, size_t pool_size)
     : layout_(layout),
+      base_target_(pool_size),
       pool_target_(pool_size),
       name_(layout.name.empty() ? "coil-" + std::to_string(::getpid()) : layout.name),
       retry_delay_(kFirstRetryDelay) {}
@@ -601,16 +602,37 @@ Result<std::unique_ptr<InstanceCgroup>> CgroupManager::acquire(const CgroupLimit
   return group;
 }
 
-void CgroupManager::reserve(size_t groups) {
+CgroupManager::Reservation CgroupManager::reserve(size_t groups) {
   {
     std::lock_guard lock(mutex_);
-    size_t target = std::min(kMaxPool, groups);
-    if (target <= pool_target_) return;
-    pool_target_ = target;
+    reserved_ += groups;
+    retarget_locked();
     refill_failed_ = false;
     start_thread_locked();
   }
   work_.notify_one();
+  return Reservation(this, groups);
+}
+
+void CgroupManager::unreserve(size_t groups) {
+  std::lock_guard lock(mutex_);
+  reserved_ -= std::min(reserved_, groups);
+  retarget_locked();
+}
+
+void CgroupManager::retarget_locked() { pool_target_ = std::min(kMaxPool, std::max(base_target_, reserved_)); }
+
+CgroupManager::Reservation& CgroupManager::Reservation::operator=(Reservation&& other) noexcept {
+  if (this != &other) {
+    if (manager_ != nullptr) manager_->unreserve(groups_);
+    manager_ = std::exchange(other.manager_, nullptr);
+    groups_ = other.groups_;
+  }
+  return *this;
+}
+
+CgroupManager::Reservation::~Reservation() {
+  if (manager_ != nullptr) manager_->unreserve(groups_);
 }
 
 void CgroupManager::release(std::unique_ptr<InstanceCgroup> cgroup) {

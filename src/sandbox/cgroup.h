@@ -142,12 +142,35 @@ class CgroupManager {
   // left behind.
   Result<std::unique_ptr<InstanceCgroup>> acquire(const CgroupLimits& limits);
 
-  // Keeps at least `groups` ready from now on (up to kMaxPool), made by the
-  // background thread: for as many instances as the functions served may
-  // start at once, so that a burst finds its groups made. An empty pool at
-  // acquire() (a burst larger than the pool) doubles the target too. Each
-  // ready group costs the kernel about 22 KiB (a memory cgroup).
-  void reserve(size_t groups);
+  // Ready groups kept for someone (a function pool) while this lives; see reserve().
+  class Reservation {
+   public:
+    Reservation() = default;
+    Reservation(Reservation&& other) noexcept
+        : manager_(std::exchange(other.manager_, nullptr)), groups_(other.groups_) {}
+    Reservation& operator=(Reservation&& other) noexcept;
+    Reservation(const Reservation&) = delete;
+    Reservation& operator=(const Reservation&) = delete;
+    ~Reservation();
+
+   private:
+    friend class CgroupManager;
+    Reservation(CgroupManager* manager, size_t groups) : manager_(manager), groups_(groups) {}
+    CgroupManager* manager_ = nullptr;
+    size_t groups_ = 0;
+  };
+
+  // Keeps `groups` more ready, made by the background thread, for as long as
+  // the reservation lives: a function pool reserves one for every process it
+  // may run at once (each instance, its standby and its template), so that a
+  // burst finds its groups made, under coil up and coil server alike. The
+  // pool's target is the sum of the live reservations, at least the size
+  // given to create() and at most kMaxPool. An empty pool at acquire() (a
+  // burst larger than the pool) doubles the target until the reservations
+  // next change. Ready groups above a lowered target stay until acquired.
+  // Each ready group costs the kernel about 22 KiB (a memory cgroup). The
+  // manager must outlive its reservations.
+  Reservation reserve(size_t groups);
   static constexpr size_t kMaxPool = 256;
 
   // Call once the instance has exited. Processes still in the group are
@@ -194,7 +217,12 @@ class CgroupManager {
   void background_loop();
 
   const CgroupLayout layout_;
-  size_t pool_target_;  // ready groups the background thread keeps (under mutex_)
+  void unreserve(size_t groups);
+  void retarget_locked();  // pool_target_ from the reservations
+
+  const size_t base_target_;  // the pool size given to create()
+  size_t reserved_ = 0;       // the sum of the live reservations (under mutex_)
+  size_t pool_target_;        // ready groups the background thread keeps (under mutex_)
   std::string name_;
   CgroupVersion version_ = CgroupVersion::kV1;
   std::vector<Hierarchy> hierarchies_;

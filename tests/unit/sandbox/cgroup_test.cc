@@ -313,18 +313,55 @@ TEST_F(V1Test, WithoutAPoolAcquireCreatesAGroup) {
   for (const std::string& path : a->paths()) EXPECT_TRUE(fs::is_directory(path)) << path;
 }
 
-TEST_F(V1Test, ReserveGrowsThePoolInTheBackground) {
+TEST_F(V1Test, ReservationsAddUpAndGrowThePoolInTheBackground) {
   auto manager = create(2);
   ASSERT_TRUE(manager);
-  manager->reserve(5);
+  CgroupManager::Reservation one = manager->reserve(1);
   ASSERT_TRUE(manager->wait_idle(5s));
-  EXPECT_EQ(subdirectories(memory_group()).size(), 5u);
-  manager->reserve(3);  // never shrinks
+  EXPECT_EQ(subdirectories(memory_group()).size(), 2u) << "at least the size given to create()";
+  CgroupManager::Reservation four = manager->reserve(4);
   ASSERT_TRUE(manager->wait_idle(5s));
-  EXPECT_EQ(subdirectories(memory_group()).size(), 5u);
-  manager->reserve(100000);
+  EXPECT_EQ(subdirectories(memory_group()).size(), 5u) << "1 + 4";
+  {
+    CgroupManager::Reservation huge = manager->reserve(100000);
+    ASSERT_TRUE(manager->wait_idle(10s));
+    EXPECT_EQ(subdirectories(memory_group()).size(), CgroupManager::kMaxPool) << "capped";
+  }
+  // The target is 5 again: the groups made stay ready, and acquiring below
+  // the extra ones makes none.
+  std::vector<std::unique_ptr<InstanceCgroup>> taken;
+  for (size_t i = 0; i < CgroupManager::kMaxPool - 5; ++i) {
+    auto group = acquire(*manager, {});
+    ASSERT_TRUE(group);
+    taken.push_back(std::move(group));
+  }
   ASSERT_TRUE(manager->wait_idle(10s));
-  EXPECT_EQ(subdirectories(memory_group()).size(), CgroupManager::kMaxPool) << "capped";
+  EXPECT_EQ(subdirectories(memory_group()).size(), CgroupManager::kMaxPool) << "5 ready plus those taken";
+  auto group = acquire(*manager, {});
+  ASSERT_TRUE(group);
+  ASSERT_TRUE(manager->wait_idle(10s));
+  EXPECT_EQ(subdirectories(memory_group()).size(), CgroupManager::kMaxPool + 1) << "refilled to 5 ready";
+}
+
+TEST_F(V1Test, AReservationMovedKeepsItsGroupsUntilItsLastOwnerEnds) {
+  auto manager = create(0);
+  ASSERT_TRUE(manager);
+  CgroupManager::Reservation kept;
+  {
+    CgroupManager::Reservation made = manager->reserve(3);
+    kept = std::move(made);
+  }
+  ASSERT_TRUE(manager->wait_idle(5s));
+  EXPECT_EQ(subdirectories(memory_group()).size(), 3u);
+  auto a = acquire(*manager, {});
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(manager->wait_idle(5s));
+  EXPECT_EQ(subdirectories(memory_group()).size(), 4u) << "3 ready plus the acquired one";
+  kept = CgroupManager::Reservation();
+  auto b = acquire(*manager, {});
+  ASSERT_TRUE(b);
+  ASSERT_TRUE(manager->wait_idle(5s));
+  EXPECT_EQ(subdirectories(memory_group()).size(), 4u) << "2 ready, a and b: no refill, nothing is reserved any more";
 }
 
 TEST_F(V1Test, ABurstThatEmptiesThePoolEnlargesIt) {
