@@ -69,14 +69,17 @@ std::vector<int> signals_not_default() {
 }
 
 void reset_signals(const std::vector<int>& changed) {
+  // As a plain `python3` does at start-up: a closed pipe or socket is an
+  // OSError (BrokenPipeError), not death by signal.
+  auto ignored_by_python = [](int sig) { return sig == SIGPIPE || sig == SIGXFSZ; };
   struct sigaction action {};
   action.sa_handler = SIG_DFL;
-  for (int sig : changed) ::sigaction(sig, &action, nullptr);  // errors: SIGKILL/SIGSTOP
+  for (int sig : changed) {
+    if (!ignored_by_python(sig)) ::sigaction(sig, &action, nullptr);  // errors: SIGKILL/SIGSTOP
+  }
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  // As a plain `python3` does at start-up: a closed pipe or socket is an
-  // OSError (BrokenPipeError), not death by signal.
   action.sa_handler = SIG_IGN;
   ::sigaction(SIGPIPE, &action, nullptr);
   ::sigaction(SIGXFSZ, &action, nullptr);
