@@ -9,6 +9,33 @@
 #include "protocol/wire.h"
 
 namespace coil::control {
+namespace {
+
+bool read_isolation(wire::Cursor& c, Isolation& isolation) {
+  uint8_t value = 0;
+  if (!c.u8(value) || value > static_cast<uint8_t>(Isolation::kFull)) return false;
+  isolation = static_cast<Isolation>(value);
+  return true;
+}
+
+bool read_volumes(wire::Cursor& c, std::vector<Volume>& volumes) {
+  uint32_t count = 0;
+  if (!c.u32(count)) return false;
+  volumes.clear();
+  for (uint32_t i = 0; i < count; ++i) {
+    Volume volume;
+    uint8_t kind = 0;
+    if (!c.u8(kind) || kind > static_cast<uint8_t>(Volume::Kind::kPersistent) || !c.str(volume.mount) ||
+        !c.str(volume.host_path) || !c.u64(volume.size_mib)) {
+      return false;
+    }
+    volume.kind = static_cast<Volume::Kind>(kind);
+    volumes.push_back(std::move(volume));
+  }
+  return true;
+}
+
+}  // namespace
 
 Status send(int socket, const Message& m, bool* would_block) {
   if (would_block) *would_block = false;
@@ -20,7 +47,20 @@ Status send(int socket, const Message& m, bool* would_block) {
       wire::put_str(out, m.build.source);
       wire::put_str(out, m.build.entrypoint);
       wire::put_pairs(out, m.build.environment);
-      wire::put_pairs(out, m.build.options);
+      wire::put_str(out, m.build.kind);
+      wire::put_str(out, m.build.root_path_in_path);
+      out.push_back(static_cast<char>(m.build.isolation));
+      wire::put_u64(out, m.build.max_open_files);
+      wire::put_u64(out, m.build.tmp_mb);
+      wire::put_u64(out, m.build.rlimit_data_mb);
+      wire::put_u32(out, static_cast<uint32_t>(m.build.volumes.size()));
+      for (const Volume& volume : m.build.volumes) {
+        out.push_back(static_cast<char>(volume.kind));
+        wire::put_str(out, volume.mount);
+        wire::put_str(out, volume.host_path);
+        wire::put_u64(out, volume.size_mib);
+      }
+      wire::put_str(out, m.build.dependencies);
       break;
     case Type::kTemplateReady:
       wire::put_u32(out, m.ready.pid);
@@ -124,7 +164,9 @@ Status receive(int socket, Message& m, bool* would_block) {
   switch (m.type) {
     case Type::kBuildTemplate:
       ok = c.str(m.build.function) && c.str(m.build.source) && c.str(m.build.entrypoint) &&
-           c.pairs(m.build.environment) && c.pairs(m.build.options);
+           c.pairs(m.build.environment) && c.str(m.build.kind) && c.str(m.build.root_path_in_path) &&
+           read_isolation(c, m.build.isolation) && c.u64(m.build.max_open_files) && c.u64(m.build.tmp_mb) &&
+           c.u64(m.build.rlimit_data_mb) && read_volumes(c, m.build.volumes) && c.str(m.build.dependencies);
       break;
     case Type::kTemplateReady:
       ok = c.u32(m.ready.pid) && c.u64(m.ready.import_us) && c.str(m.ready.kind) && c.str(m.ready.threads);

@@ -5,7 +5,8 @@
 // rare, small messages (a template to build, an instance to fork), so
 // simplicity beats batching here; the data plane uses frames (frame.h).
 //
-//   host -> zygote     kBuildTemplate  {function, source, entrypoint, environment, options}
+//   host -> zygote     kBuildTemplate  {function, source, entrypoint, environment, kind,
+//                                       root_path_in_path, isolation, limits, volumes, dependencies}
 //                                      fds: [template's control socket, output pipe (write end),
 //                                            cgroup.procs of each of the function's cgroups (0 to 3)]
 //   zygote -> host     kOutboundListener {}               fds: [a listening TCP socket at
@@ -48,13 +49,40 @@ enum class Type : uint8_t {
   kPageHints = 10,  // host -> template: an instance's page hints (`message`), for its standbys
 };
 
+// How much of the sandbox a template builds (the host's runtime::SandboxMode).
+enum class Isolation : uint8_t {
+  kNone = 0,                     // no sandbox at all (--no-sandbox)
+  kSeccompOnly = 1,              // rlimits and seccomp, no namespaces
+  kNamespacesWithoutUserns = 2,  // namespaces, on a root host without user namespaces
+  kFull = 3,                     // every layer
+};
+
+// A volume of a template's sandbox, resolved by the host (config::Volume).
+struct Volume {
+  enum class Kind : uint8_t { kReadonly = 0, kEphemeral = 1, kPersistent = 2 };
+  Kind kind = Kind::kReadonly;
+  std::string mount;      // absolute path inside the sandbox
+  std::string host_path;  // kReadonly, kPersistent: the host directory
+  uint64_t size_mib = 0;  // kEphemeral: each instance's tmpfs
+};
+
 struct BuildTemplate {
   std::string function;
   std::string source;
   std::string entrypoint;
   std::vector<std::pair<std::string, std::string>> environment;
-  // Settings for the Python side ("kind", "root_path_in_path"), as strings.
-  std::vector<std::pair<std::string, std::string>> options;
+  // What coil._runtime.load() is told: the kind the manifest forces ("auto",
+  // "handler" or "asgi"), and root_path_in_path ("true", "false", or "" to
+  // detect it from the framework).
+  std::string kind = "auto";
+  std::string root_path_in_path;
+  // The sandbox.
+  Isolation isolation = Isolation::kFull;
+  uint64_t max_open_files = 1024;  // RLIMIT_NOFILE of each process
+  uint64_t tmp_mb = 64;             // the size of /tmp
+  uint64_t rlimit_data_mb = 0;  // the memory limit as RLIMIT_DATA (a host without cgroups); 0: none
+  std::vector<Volume> volumes;
+  std::string dependencies;     // a host directory of packages (read-only at /deps), "" for none
 };
 
 struct TemplateReady {

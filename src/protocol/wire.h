@@ -52,6 +52,12 @@ void put_pairs(std::string& out, const Pairs& pairs) {
 class Cursor {
  public:
   explicit Cursor(std::string_view data) : data_(data) {}
+  bool u8(uint8_t& v) {
+    if (data_.empty()) return false;
+    v = static_cast<uint8_t>(data_[0]);
+    data_.remove_prefix(1);
+    return true;
+  }
   bool u16(uint16_t& v) {
     if (data_.size() < 2) return false;
     const auto* u = reinterpret_cast<const unsigned char*>(data_.data());

@@ -142,9 +142,7 @@ struct FreshStart {
              const std::vector<sandbox::InstanceMount>& mounts) {
     args = {"coil-instance", "__instance", spec.function, spec.entrypoint, "kind=" + kind};
     for (const sandbox::InstanceMount& m : mounts) args.push_back("volume=" + m.mount + ":" + std::to_string(m.size_mib));
-    for (const auto& [key, value] : spec.options) {
-      if (key == "root_path_in_path") args.push_back(key + "=" + value);
-    }
+    if (!spec.root_path_in_path.empty()) args.push_back("root_path_in_path=" + spec.root_path_in_path);
     for (const std::string& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
     argv.push_back(nullptr);
     for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);  // the function's, as Python set it
@@ -488,12 +486,7 @@ class TemplateServer {
   }
 }
 
-// The sandbox of one template, from the options of its kBuildTemplate.
-//   sandbox  "off" | "seccomp" (rlimits and seccomp only) | "namespaces" |
-//            "namespaces-without-userns" (a root host without user namespaces)
-//   tmp_mb, max_open_files, volume ("KIND\tMOUNT\tHOST_PATH_OR_SIZE_MIB", repeated),
-//   rlimit_data_mb (the memory limit as RLIMIT_DATA, where the host has no cgroups)
-//   dependencies (a host directory of packages: read-only at /deps, on sys.path)
+// The sandbox of one template, from its kBuildTemplate.
 struct TemplateSandbox {
   bool enabled = true;
   sandbox::SandboxPlan plan;
@@ -502,44 +495,33 @@ struct TemplateSandbox {
 
 constexpr const char* kDependenciesMount = "/deps";
 
+sandbox::VolumeMount::Kind mount_kind(control::Volume::Kind kind) {
+  switch (kind) {
+    case control::Volume::Kind::kEphemeral: return sandbox::VolumeMount::Kind::kEphemeral;
+    case control::Volume::Kind::kPersistent: return sandbox::VolumeMount::Kind::kPersistent;
+    case control::Volume::Kind::kReadonly: break;
+  }
+  return sandbox::VolumeMount::Kind::kReadonly;
+}
+
 TemplateSandbox sandbox_of(const control::BuildTemplate& spec) {
   TemplateSandbox sandbox;
+  sandbox.enabled = spec.isolation != control::Isolation::kNone;
+  sandbox.plan.namespaces = spec.isolation == control::Isolation::kFull ||
+                            spec.isolation == control::Isolation::kNamespacesWithoutUserns;
+  sandbox.plan.user_namespace = spec.isolation == control::Isolation::kFull;
   sandbox.plan.mounts.code_dir = spec.source;
-  for (const auto& [key, value] : spec.options) {
-    if (key == "sandbox") {
-      sandbox.enabled = value != "off";
-      sandbox.plan.namespaces = value == "namespaces" || value == "namespaces-without-userns";
-      sandbox.plan.user_namespace = value == "namespaces";
-    } else if (key == "max_open_files") {
-      sandbox.plan.limits.max_open_files = std::strtoull(value.c_str(), nullptr, 10);
-    } else if (key == "rlimit_data_mb") {
-      sandbox.plan.limits.data_bytes = std::strtoull(value.c_str(), nullptr, 10) << 20;
-    } else if (key == "tmp_mb") {
-      sandbox.plan.mounts.tmp_mb = std::strtoull(value.c_str(), nullptr, 10);
-    } else if (key == "volume") {
-      auto tab1 = value.find('\t');
-      auto tab2 = value.find('\t', tab1 + 1);
-      if (tab1 == std::string::npos || tab2 == std::string::npos) continue;
-      sandbox::VolumeMount volume;
-      std::string kind = value.substr(0, tab1);
-      volume.mount = value.substr(tab1 + 1, tab2 - tab1 - 1);
-      std::string rest = value.substr(tab2 + 1);
-      if (kind == "ephemeral") {
-        volume.kind = sandbox::VolumeMount::Kind::kEphemeral;
-        volume.size_mib = std::strtoull(rest.c_str(), nullptr, 10);
-      } else {
-        volume.kind = kind == "persistent" ? sandbox::VolumeMount::Kind::kPersistent
-                                           : sandbox::VolumeMount::Kind::kReadonly;
-        volume.host_path = rest;
-      }
-      sandbox.plan.mounts.volumes.push_back(std::move(volume));
-    } else if (key == "dependencies") {
-      sandbox.dependencies = value;
-      sandbox.plan.mounts.volumes.push_back(
-          {sandbox::VolumeMount::Kind::kReadonly, kDependenciesMount, value, 0});
-    }
+  sandbox.plan.mounts.tmp_mb = spec.tmp_mb;
+  sandbox.plan.limits.max_open_files = spec.max_open_files;
+  sandbox.plan.limits.data_bytes = spec.rlimit_data_mb << 20;
+  for (const control::Volume& volume : spec.volumes) {
+    sandbox.plan.mounts.volumes.push_back({mount_kind(volume.kind), volume.mount, volume.host_path, volume.size_mib});
   }
-  if (!sandbox.enabled) sandbox.plan.namespaces = false;
+  if (!spec.dependencies.empty()) {
+    sandbox.dependencies = spec.dependencies;
+    sandbox.plan.mounts.volumes.push_back(
+        {sandbox::VolumeMount::Kind::kReadonly, kDependenciesMount, spec.dependencies, 0});
+  }
   return sandbox;
 }
 
@@ -667,9 +649,11 @@ std::vector<sandbox::InstanceMount> instance_mounts(const TemplateSandbox& sandb
     report_failure(take_exception_summary());
   }
   Py_DECREF(function_name);
-  for (const auto& [key, value] : spec.options) {
+  std::vector<std::pair<const char*, std::string>> load_options = {{"kind", spec.kind}};
+  if (!spec.root_path_in_path.empty()) load_options.emplace_back("root_path_in_path", spec.root_path_in_path);
+  for (const auto& [key, value] : load_options) {
     PyObject* v = PyUnicode_FromString(value.c_str());
-    if (v == nullptr || PyDict_SetItemString(options, key.c_str(), v) != 0) report_failure(take_exception_summary());
+    if (v == nullptr || PyDict_SetItemString(options, key, v) != 0) report_failure(take_exception_summary());
     Py_DECREF(v);
   }
   PyObject* loaded = load ? PyObject_CallFunction(load, "sO", spec.entrypoint.c_str(), options) : nullptr;

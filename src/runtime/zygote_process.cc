@@ -20,14 +20,14 @@
 namespace coil::runtime {
 namespace {
 
-const char* sandbox_option(SandboxMode mode) {
+control::Isolation isolation_of(SandboxMode mode) {
   switch (mode) {
-    case SandboxMode::kOff: return "off";
-    case SandboxMode::kSeccompOnly: return "seccomp";
-    case SandboxMode::kNamespacesNoUserns: return "namespaces-without-userns";
+    case SandboxMode::kOff: return control::Isolation::kNone;
+    case SandboxMode::kSeccompOnly: return control::Isolation::kSeccompOnly;
+    case SandboxMode::kNamespacesNoUserns: return control::Isolation::kNamespacesWithoutUserns;
     case SandboxMode::kFull: break;
   }
-  return "namespaces";
+  return control::Isolation::kFull;
 }
 
 Status socket_pair(int type, unique_fd& a, unique_fd& b) {
@@ -161,34 +161,38 @@ Result<TemplateHandles> ZygoteProcess::build_template(const config::FunctionConf
     message.build.environment.emplace_back(name, "1");
   }
   for (const auto& variable : function.environment) message.build.environment.push_back(variable);
-  message.build.options.emplace_back("kind", config::kind_name(function.kind));
-  message.build.options.emplace_back("sandbox", sandbox_option(sandbox_));
-  message.build.options.emplace_back("max_open_files", std::to_string(function.max_open_files));
-  message.build.options.emplace_back("tmp_mb", std::to_string(function.tmp_mb));
+  control::BuildTemplate& build = message.build;
+  build.kind = config::kind_name(function.kind);
+  if (function.root_path_in_path) build.root_path_in_path = *function.root_path_in_path ? "true" : "false";
+  build.isolation = isolation_of(sandbox_);
+  build.max_open_files = function.max_open_files;
+  build.tmp_mb = function.tmp_mb;
   if (cgroup_procs.empty() && sandbox_ != SandboxMode::kOff) {
     // No cgroups: memory_mb falls back to an rlimit (see sandbox/rlimit.h).
-    message.build.options.emplace_back("rlimit_data_mb", std::to_string(function.memory_mb));
+    build.rlimit_data_mb = function.memory_mb;
   }
   for (const config::Volume& volume : function.volumes) {
-    std::string value;
+    control::Volume& spec = build.volumes.emplace_back();
+    spec.mount = volume.mount;
     switch (volume.kind) {
-      case config::Volume::Kind::kReadonly: value = "readonly\t" + volume.mount + "\t" + volume.source; break;
+      case config::Volume::Kind::kReadonly:
+        spec.kind = control::Volume::Kind::kReadonly;
+        spec.host_path = volume.source;
+        break;
       case config::Volume::Kind::kEphemeral:
-        value = "ephemeral\t" + volume.mount + "\t" + std::to_string(volume.size_mib);
+        spec.kind = control::Volume::Kind::kEphemeral;
+        spec.size_mib = volume.size_mib;
         break;
       case config::Volume::Kind::kPersistent: {
         Result<std::string> path = persistent_volume(function.name, volume.name);
         if (!path) return path.status();
-        value = "persistent\t" + volume.mount + "\t" + *path;
+        spec.kind = control::Volume::Kind::kPersistent;
+        spec.host_path = *path;
         break;
       }
     }
-    message.build.options.emplace_back("volume", value);
   }
-  if (!function.dependencies.empty()) message.build.options.emplace_back("dependencies", function.dependencies);
-  if (function.root_path_in_path) {
-    message.build.options.emplace_back("root_path_in_path", *function.root_path_in_path ? "true" : "false");
-  }
+  build.dependencies = function.dependencies;
   message.fds.push_back(std::move(template_end));
   message.fds.emplace_back(pipe_fds[1]);
   for (unique_fd& fd : cgroup_procs) message.fds.push_back(std::move(fd));

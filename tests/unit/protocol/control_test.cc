@@ -65,13 +65,53 @@ TEST_F(ControlTest, BuildTemplateRoundTrip) {
   m.build.source = "/srv/app";
   m.build.entrypoint = "app:handle_request";
   m.build.environment = {{"GREETING", "hi"}, {"EMPTY", ""}, {"UTF8", "caf\xc3\xa9"}};
+  m.build.kind = "asgi";
+  m.build.root_path_in_path = "false";
+  m.build.isolation = Isolation::kNamespacesWithoutUserns;
+  m.build.max_open_files = 4096;
+  m.build.tmp_mb = 1ull << 33;  // more than 32 bits
+  m.build.rlimit_data_mb = 256;
+  m.build.volumes = {{Volume::Kind::kReadonly, "/data", "/srv/app/data", 0},
+                     {Volume::Kind::kEphemeral, "/scratch", "", 32},
+                     {Volume::Kind::kPersistent, "/state", "/var/lib/coil/volumes/hello/state", 0}};
+  m.build.dependencies = "/var/lib/coil/deps/abc";
   Message out = round_trip(m);
   EXPECT_EQ(out.type, Type::kBuildTemplate);
   EXPECT_EQ(out.build.function, "hello");
   EXPECT_EQ(out.build.source, "/srv/app");
   EXPECT_EQ(out.build.entrypoint, "app:handle_request");
   EXPECT_EQ(out.build.environment, m.build.environment);
+  EXPECT_EQ(out.build.kind, "asgi");
+  EXPECT_EQ(out.build.root_path_in_path, "false");
+  EXPECT_EQ(out.build.isolation, Isolation::kNamespacesWithoutUserns);
+  EXPECT_EQ(out.build.max_open_files, 4096u);
+  EXPECT_EQ(out.build.tmp_mb, 1ull << 33);
+  EXPECT_EQ(out.build.rlimit_data_mb, 256u);
+  ASSERT_EQ(out.build.volumes.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(out.build.volumes[i].kind, m.build.volumes[i].kind) << i;
+    EXPECT_EQ(out.build.volumes[i].mount, m.build.volumes[i].mount) << i;
+    EXPECT_EQ(out.build.volumes[i].host_path, m.build.volumes[i].host_path) << i;
+    EXPECT_EQ(out.build.volumes[i].size_mib, m.build.volumes[i].size_mib) << i;
+  }
+  EXPECT_EQ(out.build.dependencies, "/var/lib/coil/deps/abc");
   EXPECT_TRUE(out.fds.empty());
+}
+
+TEST_F(ControlTest, BuildTemplateWithAnUnknownIsolationOrVolumeKindIsRefused) {
+  for (int corrupt : {0, 1}) {
+    Message m;
+    m.type = Type::kBuildTemplate;
+    m.build.function = "f";
+    m.build.volumes = {{Volume::Kind::kEphemeral, "/scratch", "", 1}};
+    if (corrupt == 0) m.build.isolation = static_cast<Isolation>(9);
+    if (corrupt == 1) m.build.volumes[0].kind = static_cast<Volume::Kind>(7);
+    ASSERT_TRUE(send(a_.get(), m).is_ok());
+    Message out;
+    Status s = receive(b_.get(), out);
+    EXPECT_FALSE(s.is_ok()) << corrupt;
+    EXPECT_FALSE(s.message().empty()) << corrupt;
+  }
 }
 
 TEST_F(ControlTest, TemplateReadyRoundTripKeepsSixtyFourBits) {
