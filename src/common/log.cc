@@ -53,8 +53,8 @@ void buffered_line(std::string_view text) {
 void access(std::string_view function, std::string_view method, std::string_view target, unsigned status,
             std::chrono::nanoseconds elapsed) {
   auto or_dash = [](std::string_view s) { return s.empty() ? std::string_view("-") : s; };
-  // Milliseconds with two decimals, rounded, from integers: cheaper than
-  // formatting a double, and the same text.
+  // Milliseconds with two decimals, rounded half up, from integers: cheaper
+  // than formatting a double.
   auto hundredths = static_cast<unsigned long long>((std::max<int64_t>(elapsed.count(), 0) + 5000) / 10000);
   std::string& buffer = pending();
   fmt::format_to(std::back_inserter(buffer), "coil: access {} {} {} {} {}.{:02}ms\n", or_dash(function),

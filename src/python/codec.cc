@@ -2,6 +2,7 @@
 #include "python/codec.h"
 
 #include <cstring>
+#include <deque>
 #include <initializer_list>
 #include <span>
 #include <string>
@@ -236,7 +237,7 @@ PyObject* scope_of(const frame::RequestHeadView& head, PyObject* state, bool roo
   PyObject* scope = PyDict_Copy(websocket ? k->websocket_prototype : k->http_prototype);
   if (scope == nullptr) return nullptr;
   bool ok = set_constant(scope, k->type, websocket ? k->websocket : k->http) &&
-            set_constant(scope, k->asgi, k->asgi_versions) &&
+            set_item(scope, k->asgi, PyDict_Copy(k->asgi_versions)) &&  // an app may change its own
             set_item(scope, k->http_version, common_str_of(k, head.version)) &&
             (websocket || set_item(scope, k->method, common_str_of(k, head.method))) &&
             set_item(scope, k->scheme, common_str_of(k, head.scheme)) && set_item(scope, k->path, str_of(path)) &&
@@ -260,9 +261,7 @@ PyObject* type_of(const frame::Frame& f) { return PyLong_FromLong(static_cast<lo
 PyObject* frame_tuple(const frame::Frame& f, PyObject* state, bool root_path_in_path) {
   switch (f.type) {
     case frame::Type::kRequestHead: {
-      // Decoded into views that are used at once: one head, reused, so that
-      // its header list keeps its capacity from request to request.
-      static frame::RequestHeadView head;
+      frame::RequestHeadView head;  // views into f.payload, used at once
       std::string_view body;
       if (!frame::decode_request_head(f.payload, head, body)) {
         PyErr_SetString(PyExc_ValueError, "truncated request head frame");
@@ -289,11 +288,8 @@ PyObject* frame_tuple(const frame::Frame& f, PyObject* state, bool root_path_in_
   }
 }
 
-PyObject* decode(PyObject*, PyObject* args) {
-  PyObject *arg, *state;
-  int root_path_in_path;
-  if (!PyArg_ParseTuple(args, "YO!p", &arg, &PyDict_Type, &state, &root_path_in_path)) return nullptr;
-  std::string_view data(PyByteArray_AS_STRING(arg), static_cast<size_t>(PyByteArray_GET_SIZE(arg)));
+// The complete frames at the start of `data`, and how many bytes they took.
+PyObject* decode_frames(std::string_view data, PyObject* state, bool root_path_in_path) {
   PyObject* frames = PyList_New(0);
   if (frames == nullptr) return nullptr;
   size_t consumed = 0;
@@ -311,7 +307,7 @@ PyObject* decode(PyObject*, PyObject* args) {
                    uint32_t{u[8]} | uint32_t{u[9]} << 8 | uint32_t{u[10]} << 16 | uint32_t{u[11]} << 24,
                    std::string_view(p + frame::kHeaderSize, length)};
     consumed += frame::kHeaderSize + length;
-    PyObject* item = frame_tuple(f, state, root_path_in_path != 0);
+    PyObject* item = frame_tuple(f, state, root_path_in_path);
     if (item == nullptr || PyList_Append(frames, item) != 0) {
       Py_XDECREF(item);
       Py_DECREF(frames);
@@ -320,6 +316,21 @@ PyObject* decode(PyObject*, PyObject* args) {
     Py_DECREF(item);
   }
   return tuple_of({frames, PyLong_FromSsize_t(static_cast<Py_ssize_t>(consumed))});
+}
+
+PyObject* decode(PyObject*, PyObject* args) {
+  PyObject *buffer, *state;
+  int root_path_in_path;
+  if (!PyArg_ParseTuple(args, "YO!p", &buffer, &PyDict_Type, &state, &root_path_in_path)) return nullptr;
+  // Exported while it is read: app code that runs meanwhile (a finalizer,
+  // during an allocation) cannot resize it under the views.
+  Py_buffer exported;
+  if (PyObject_GetBuffer(buffer, &exported, PyBUF_SIMPLE) != 0) return nullptr;
+  PyObject* result = decode_frames(
+      std::string_view(static_cast<const char*>(exported.buf), static_cast<size_t>(exported.len)), state,
+      root_path_in_path != 0);
+  PyBuffer_Release(&exported);
+  return result;
 }
 
 // Appends `data` to the bytearray `out`.
@@ -335,6 +346,13 @@ bool buffer_view(PyObject* obj, Py_buffer& view) { return PyObject_GetBuffer(obj
 // The bytes-like objects a response head's headers are made of, viewed in
 // place while the head is encoded: bytes (what nearly every app sends) are
 // read directly, anything else through the buffer protocol.
+//
+// App code can run while the headers are read (a pair that is a generator,
+// a finalizer during an allocation), and it may change the app's own lists.
+// So the headers and each pair are first made tuples (an exact tuple is taken
+// as it is), which are held until the head is encoded: a viewed bytes object
+// is owned by an immutable tuple, and a bytearray cannot be resized while its
+// buffer is exported.
 class HeaderViews {
  public:
   HeaderViews() = default;
@@ -342,37 +360,49 @@ class HeaderViews {
   HeaderViews& operator=(const HeaderViews&) = delete;
   ~HeaderViews() {
     for (Py_buffer& view : buffers_) PyBuffer_Release(&view);
-    for (PyObject* pair : held_) Py_DECREF(pair);
+    for (PyObject* tuple : held_) Py_DECREF(tuple);
   }
 
   // Reads `headers` (an iterable of (name, value) pairs). False, with a
   // Python error set, when it is not one.
   bool read(PyObject* headers) {
-    PyObject* list = PySequence_Fast(headers, "response headers must be an iterable of (name, value) pairs");
-    if (list == nullptr) return false;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(list);
+    PyObject* all = hold(tuple_from(headers, "response headers must be an iterable of (name, value) pairs"));
+    if (all == nullptr) return false;
+    Py_ssize_t count = PyTuple_GET_SIZE(all);
     pairs_.reserve(static_cast<size_t>(count));
-    bool ok = true;
-    for (Py_ssize_t i = 0; ok && i < count; ++i) {
-      PyObject* pair = PySequence_Fast(PySequence_Fast_GET_ITEM(list, i), "a header must be a (name, value) pair");
-      if (pair == nullptr || PySequence_Fast_GET_SIZE(pair) != 2) {
-        if (pair != nullptr) PyErr_SetString(PyExc_ValueError, "a header must be a (name, value) pair");
-        ok = false;
-      } else {
-        std::string_view name, value;
-        ok = view(PySequence_Fast_GET_ITEM(pair, 0), name) && view(PySequence_Fast_GET_ITEM(pair, 1), value);
-        if (ok) pairs_.emplace_back(name, value);
+    for (Py_ssize_t i = 0; i < count; ++i) {
+      PyObject* pair = hold(tuple_from(PyTuple_GET_ITEM(all, i), "a header must be a (name, value) pair"));
+      if (pair == nullptr) return false;
+      if (PyTuple_GET_SIZE(pair) != 2) {
+        PyErr_SetString(PyExc_ValueError, "a header must be a (name, value) pair");
+        return false;
       }
-      // Held until the head is encoded: it holds the name and value viewed.
-      if (pair != nullptr) held_.push_back(pair);
+      std::string_view name, value;
+      if (!view(PyTuple_GET_ITEM(pair, 0), name) || !view(PyTuple_GET_ITEM(pair, 1), value)) return false;
+      pairs_.emplace_back(name, value);
     }
-    Py_DECREF(list);
-    return ok;
+    return true;
   }
 
   std::span<const frame::HeaderView> pairs() const { return pairs_; }
 
  private:
+  // `object` as a tuple; a TypeError saying `what` when it is not iterable
+  // (an error raised by an iterator's own code is left as it is).
+  static PyObject* tuple_from(PyObject* object, const char* what) {
+    if (Py_TYPE(object)->tp_iter == nullptr && !PySequence_Check(object)) {
+      PyErr_Format(PyExc_TypeError, "%s, not %.100s", what, Py_TYPE(object)->tp_name);
+      return nullptr;
+    }
+    return PySequence_Tuple(object);
+  }
+
+  // Keeps a new reference (or nullptr) until the destructor.
+  PyObject* hold(PyObject* tuple) {
+    if (tuple != nullptr) held_.push_back(tuple);
+    return tuple;
+  }
+
   bool view(PyObject* object, std::string_view& out) {
     if (PyBytes_Check(object)) {
       out = std::string_view(PyBytes_AS_STRING(object), static_cast<size_t>(PyBytes_GET_SIZE(object)));
@@ -388,8 +418,8 @@ class HeaderViews {
   }
 
   std::vector<frame::HeaderView> pairs_;
-  std::vector<Py_buffer> buffers_;
-  std::vector<PyObject*> held_;  // the pairs read (new references)
+  std::deque<Py_buffer> buffers_;  // a deque: an exported Py_buffer is never moved
+  std::vector<PyObject*> held_;    // the tuples read (new references)
 };
 
 PyObject* put_response(PyObject*, PyObject* args) {

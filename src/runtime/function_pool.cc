@@ -925,6 +925,7 @@ void FunctionPool::stop_instances(std::function<void()> done) {
 
 void FunctionPool::stop() {
   if (outbound_) outbound_->stop();
+  cgroup_reservation_ = {};  // a stopped pool needs no ready groups
   if (stopping_ && !template_) return;
   on_instances_stopped_ = nullptr;
   deadline_timer_.cancel();

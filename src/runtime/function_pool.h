@@ -190,7 +190,8 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   std::function<void()> on_instances_stopped_;
 
   HostServices services_;  // services_.cgroups: nullptr when the host has none
-  // A cgroup kept ready for every process this pool may run at once.
+  // A cgroup kept ready for every process this pool may run at once, from
+  // start() until stop().
   sandbox::CgroupManager::Reservation cgroup_reservation_;
   // The current template's outbound proxy (replaced with the template).
   std::shared_ptr<services::OutboundProxy> outbound_;

@@ -160,8 +160,8 @@ class CgroupManager {
     size_t groups_ = 0;
   };
 
-  // Keeps `groups` more ready, made by the background thread, for as long as
-  // the reservation lives: a function pool reserves one for every process it
+  // Adds `groups` to the ready groups reserved, made by the background thread,
+  // for as long as the reservation lives: a function pool reserves one for every process it
   // may run at once (each instance, its standby and its template), so that a
   // burst finds its groups made, under coil up and coil server alike. The
   // pool's target is the sum of the live reservations, at least the size

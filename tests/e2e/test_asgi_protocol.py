@@ -134,6 +134,29 @@ async def app(scope, receive, send):
         await send({"type": "http.response.body", "body": b"shapes"})
         return
 
+    if do == "change-scope-asgi":
+        seen = dict(scope["asgi"])
+        scope["asgi"]["changed_by"] = "an earlier request"
+        scope["asgi"]["version"] = "0.0"
+        return await respond(send, 200, seen)
+
+    if do == "headers-changed-while-read":
+        # A pair whose iteration empties the header list and rewrites the
+        # first pair: what was sent is what goes out, and the instance lives.
+        hdrs = []
+
+        class Sneaky:
+            def __iter__(self):
+                first = hdrs[0]
+                hdrs.clear()
+                first[0] = b"x-overwritten"
+                return iter((b"x-b", b"2"))
+
+        hdrs += [[b"x-" + b"a", b"1"], Sneaky(), (b"x-c", b"3")]
+        await send({"type": "http.response.start", "status": 200, "headers": hdrs})
+        await send({"type": "http.response.body", "body": str(os.getpid()).encode()})
+        return
+
     if do == "str-header":
         await send({"type": "http.response.start", "status": 200, "headers": [("content-type", "text/plain")]})
         await send({"type": "http.response.body", "body": b"never"})
@@ -462,6 +485,24 @@ def test_response_headers_of_any_iterable_of_bytes_like_pairs(coil, tmp_path):
     assert r.status == 200, r
     assert r.body == b"shapes"
     assert (r.header("x-from-bytearray"), r.header("x-from-memoryview")) == ("1", "2")
+
+
+def test_a_request_changing_its_scope_does_not_change_the_next_ones(coil, tmp_path):
+    c = start_raw(coil, tmp_path)
+    for _ in range(3):
+        r = c.get("/a", headers={"x-do": "change-scope-asgi"})
+        assert r.status == 200, r
+        assert r.json() == {"version": "3.0", "spec_version": "2.3"}
+
+
+def test_response_headers_changed_by_app_code_while_read_go_out_as_sent(coil, tmp_path):
+    c = start_raw(coil, tmp_path)
+    r = c.get("/h", headers={"x-do": "headers-changed-while-read"})
+    assert r.status == 200, r
+    assert (r.header("x-a"), r.header("x-b"), r.header("x-c")) == ("1", "2", "3")
+    assert r.header("x-overwritten") is None
+    again = c.get("/h", headers={"x-do": "headers-changed-while-read"})
+    assert again.status == 200 and again.body == r.body, "the same instance answers again"
 
 
 def test_response_header_that_is_not_bytes_is_500_and_named_in_the_log(coil, tmp_path):
