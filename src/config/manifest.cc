@@ -468,8 +468,7 @@ Result<Manifest> single_function(const std::string& dir, const std::string& entr
   FunctionConfig fn;
   std::string base = canonical.filename().string();
   for (char& c : base) {
-    c = ascii::lower(c);
-    if (!((c >= 'a' && c <= 'z') || ascii::is_digit(c))) c = '-';
+    c = ascii::is_alnum(c) ? ascii::lower(c) : '-';
   }
   fn.name = is_valid_name(base) ? base : "app";
   fn.entrypoint = entrypoint;

@@ -9,14 +9,10 @@ namespace {
 
 using wire::Cursor;
 using wire::get_u32;
+using wire::put_pairs;
 using wire::put_u16;
 using wire::put_u32;
 using wire::put_str;
-
-template <typename Headers>
-void put_headers(std::string& out, const Headers& headers) {
-  wire::put_pairs(out, headers);
-}
 
 // Writes a frame header whose length is patched once the payload is known.
 size_t begin_frame(std::string& out, Type type, uint8_t flags, uint32_t stream) {
@@ -54,7 +50,7 @@ void append_response_message(std::string& out, uint32_t stream, uint16_t status,
       out, Type::kResponseHead, Type::kResponseBody, stream,
       [&](std::string& o) {
         put_u16(o, status);
-        put_headers(o, headers);
+        put_pairs(o, headers);
       },
       body, end);
 }
@@ -103,7 +99,7 @@ void append_request(std::string& out, uint32_t stream, const RequestHead& head,
         put_str(o, head.host);
         put_str(o, head.route);
         put_str(o, head.path_info);
-        put_headers(o, head.headers);
+        put_pairs(o, head.headers);
       },
       body, end);
 }
@@ -117,7 +113,6 @@ void append_response(std::string& out, uint32_t stream, uint16_t status, std::sp
                      std::string_view body, bool end) {
   append_response_message(out, stream, status, headers, body, end);
 }
-
 
 void append_ws_close(std::string& out, uint32_t stream, uint16_t code, std::string_view reason) {
   std::string payload;

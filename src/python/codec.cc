@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "protocol/frame.h"
+#include "protocol/wire.h"
 
 namespace coil::python {
 namespace {
@@ -107,21 +108,20 @@ const ScopeKeys* scope_keys() {
                                   "https", "ws", "wss"}) {
       k->common.push_back({text, PyUnicode_InternFromString(std::string(text).c_str())});
     }
-    return k;
+    // Only out of memory leaves one missing: then there are none (and _coil
+    // is not created, see prepare_codec()).
+    bool complete = true;
+    for (PyObject* object : {k->type, k->asgi, k->http_version, k->method, k->scheme, k->path, k->raw_path,
+                             k->query_string, k->root_path, k->headers, k->client, k->server, k->state,
+                             k->subprotocols, k->http, k->websocket, k->asgi_versions, k->http_prototype,
+                             k->websocket_prototype}) {
+      complete = complete && object != nullptr;
+    }
+    for (const CommonText& common : k->common) complete = complete && common.str != nullptr;
+    return complete ? k : nullptr;
   }();
-  // Made once, in the zygote (prepare_codec()); only out of memory can leave one missing.
-  bool complete = true;
-  for (PyObject* object : {keys->type, keys->asgi, keys->http_version, keys->method, keys->scheme, keys->path,
-                           keys->raw_path, keys->query_string, keys->root_path, keys->headers, keys->client,
-                           keys->server, keys->state, keys->subprotocols, keys->http, keys->websocket,
-                           keys->asgi_versions, keys->http_prototype, keys->websocket_prototype}) {
-    complete = complete && object != nullptr;
-  }
-  for (const CommonText& common : keys->common) complete = complete && common.str != nullptr;
-  if (!complete) {
-    if (!PyErr_Occurred()) PyErr_NoMemory();
-    return nullptr;
-  }
+  // Made once, in the zygote (prepare_codec()).
+  if (keys == nullptr && !PyErr_Occurred()) PyErr_NoMemory();
   return keys;
 }
 
@@ -296,15 +296,14 @@ PyObject* decode_frames(std::string_view data, PyObject* state, bool root_path_i
   while (data.size() - consumed >= frame::kHeaderSize) {
     const char* p = data.data() + consumed;
     const auto* u = reinterpret_cast<const unsigned char*>(p);
-    uint32_t length = uint32_t{u[0]} | uint32_t{u[1]} << 8 | uint32_t{u[2]} << 16 | uint32_t{u[3]} << 24;
+    uint32_t length = wire::get_u32(p);
     if (length > frame::kMaxPayload || u[4] < 1 || u[4] > static_cast<uint8_t>(frame::Type::kWsClose)) {
       Py_DECREF(frames);
       PyErr_SetString(PyExc_ValueError, "corrupt frame stream");
       return nullptr;
     }
     if (data.size() - consumed < frame::kHeaderSize + length) break;
-    frame::Frame f{static_cast<frame::Type>(u[4]), u[5],
-                   uint32_t{u[8]} | uint32_t{u[9]} << 8 | uint32_t{u[10]} << 16 | uint32_t{u[11]} << 24,
+    frame::Frame f{static_cast<frame::Type>(u[4]), u[5], wire::get_u32(p + 8),
                    std::string_view(p + frame::kHeaderSize, length)};
     consumed += frame::kHeaderSize + length;
     PyObject* item = frame_tuple(f, state, root_path_in_path);

@@ -160,12 +160,12 @@ class CgroupManager {
     size_t groups_ = 0;
   };
 
-  // Adds `groups` to the ready groups reserved, made by the background thread,
-  // for as long as the reservation lives: a function pool reserves one for every process it
-  // may run at once (each instance, its standby and its template), so that a
-  // burst finds its groups made, under coil up and coil server alike. The
-  // pool's target is the sum of the live reservations, at least the size
-  // given to create() and at most kMaxPool. An empty pool at acquire() (a
+  // Adds `groups` to the ready groups reserved, made by the background
+  // thread, for as long as the reservation lives: a function pool reserves
+  // one for every process it may run at once (each instance, its standby and
+  // its template), so that a burst finds its groups made, under coil up and
+  // coil server alike. The pool's target is the sum of the live
+  // reservations, at least the size given to create() and at most kMaxPool. An empty pool at acquire() (a
   // burst larger than the pool) doubles the target until the reservations
   // next change. Ready groups above a lowered target stay until acquired.
   // Each ready group costs the kernel about 22 KiB (a memory cgroup). The
@@ -215,11 +215,10 @@ class CgroupManager {
   void start_thread_locked();
   bool idle_locked() const;
   void background_loop();
-
-  const CgroupLayout layout_;
   void unreserve(size_t groups);
   void retarget_locked();  // pool_target_ from the reservations
 
+  const CgroupLayout layout_;
   const size_t base_target_;  // the pool size given to create()
   size_t reserved_ = 0;       // the sum of the live reservations (under mutex_)
   size_t pool_target_;        // ready groups the background thread keeps (under mutex_)
