@@ -72,8 +72,9 @@ std::string data_directory(const HostOptions& options) {
   return std::string(home != nullptr && *home != '\0' ? home : "/root") + "/.local/state/coil";
 }
 
-Result<std::unique_ptr<HostRuntime>> start_host_runtime(boost::asio::io_context& io, const HostOptions& options) {
+Result<std::unique_ptr<HostRuntime>> start_host_runtime(const HostOptions& options) {
   auto runtime = std::make_unique<HostRuntime>();
+  boost::asio::io_context& io = runtime->io;
   ::signal(SIGPIPE, SIG_IGN);
   // Processes orphaned under the zygote (a template whose zygote died, a
   // daemon an instance left behind) are re-parented to us, not to init, so
@@ -112,8 +113,9 @@ Result<std::unique_ptr<HostRuntime>> start_host_runtime(boost::asio::io_context&
   return runtime;
 }
 
-int serve(boost::asio::io_context& io, http::Server& server, HostRuntime& runtime,
+int serve(http::Server& server, HostRuntime& runtime,
           const std::function<void(std::function<void()>)>& stop_instances, const std::function<void()>& stop_pools) {
+  boost::asio::io_context& io = runtime.io;
   if (Status s = server.listen(); !s) {
     print_error("coil: " + s.message());
     stop_pools();

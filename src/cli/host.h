@@ -37,18 +37,27 @@ std::string data_directory(const HostOptions& options);
 
 // The host's runtime. Contract: started while the process is still
 // single-threaded (the zygote is forked from it).
+//
+// The members are declared in the order their lifetimes need: `cgroups`
+// before `io` so that it outlives the event loop. Whatever io's handlers
+// still own when it is destroyed (a FunctionPool kept alive by a pending
+// operation) is destroyed in ~io_context, and a pool's destructor returns
+// its groups to the manager. Everything bound to `io` (the zygote's socket,
+// the resolver, every server and pool made by the caller) is declared after
+// it, so it is destroyed first.
 struct HostRuntime {
   runtime::SandboxMode sandbox = runtime::SandboxMode::kOff;
   std::unique_ptr<sandbox::CgroupManager> cgroups;
+  boost::asio::io_context io{1};  // one thread: the host's event loop
   std::unique_ptr<runtime::ZygoteProcess> zygote;
   runtime::HostServices services;
 };
-Result<std::unique_ptr<HostRuntime>> start_host_runtime(boost::asio::io_context& io, const HostOptions& options);
+Result<std::unique_ptr<HostRuntime>> start_host_runtime(const HostOptions& options);
 
 // Listens, serves until SIGINT/SIGTERM, drains the server, lets instances
 // exit (`stop_instances`, bounded), stops every pool (`stop_pools`) and the
 // zygote. Returns the exit code.
-int serve(boost::asio::io_context& io, http::Server& server, HostRuntime& runtime,
+int serve(http::Server& server, HostRuntime& runtime,
           const std::function<void(std::function<void()>)>& stop_instances, const std::function<void()>& stop_pools);
 
 }  // namespace coil::cli

@@ -93,13 +93,13 @@ int run_server(const ServerCommandOptions& options) {
   }
 
   // 2. The zygote and host services, while this process is still single-threaded.
-  boost::asio::io_context io(1);
-  Result<std::unique_ptr<HostRuntime>> runtime = start_host_runtime(io, options.host);
+  Result<std::unique_ptr<HostRuntime>> runtime = start_host_runtime(options.host);
   if (!runtime) {
     print_error(runtime.message());
     return 1;
   }
   HostRuntime& host = **runtime;
+  boost::asio::io_context& io = host.io;
 
   // 3. The registry: every deployed function is served again, lazily.
   platform::Platform platform(io, std::move(platform_options), *host.zygote, host.services);
@@ -112,7 +112,7 @@ int run_server(const ServerCommandOptions& options) {
   // 4. Serve until SIGINT/SIGTERM, then drain.
   http::Server server(io, server_options, platform);
   return serve(
-      io, server, host, [&](std::function<void()> done) { platform.stop_instances(std::move(done)); },
+      server, host, [&](std::function<void()> done) { platform.stop_instances(std::move(done)); },
       [&] { platform.stop(); });
 }
 

@@ -36,13 +36,13 @@ int run_up(const UpOptions& options) {
   }
 
   // 2. The zygote and host services, while this process is still single-threaded.
-  boost::asio::io_context io(1);
-  Result<std::unique_ptr<HostRuntime>> runtime = start_host_runtime(io, options.host);
+  Result<std::unique_ptr<HostRuntime>> runtime = start_host_runtime(options.host);
   if (!runtime) {
     print_error(runtime.message());
     return 1;
   }
   HostRuntime& host = **runtime;
+  boost::asio::io_context& io = host.io;
   // 3. Every template built (every entrypoint imported) before listening.
   std::vector<std::shared_ptr<runtime::FunctionPool>> pools;
   size_t pending = manifest->functions.size();
@@ -80,7 +80,7 @@ int run_up(const UpOptions& options) {
   auto stop_pools = [&] {
     for (auto& pool : pools) pool->stop();
   };
-  return serve(io, server, host, stop_instances, stop_pools);
+  return serve(server, host, stop_instances, stop_pools);
 }
 
 }  // namespace coil::cli
