@@ -200,8 +200,16 @@ class _Server:
         if not done:
             return False, f"lifespan startup did not complete within {_LIFESPAN_TIMEOUT:.0f} s"
         # The app returned or raised without answering: it does not support
-        # lifespan, which is allowed (as uvicorn's "auto" mode has it).
-        self.lifespan_task = None
+        # lifespan, which is allowed (as uvicorn's "auto" mode has it). Its
+        # exception is taken here (else asyncio reports it as never retrieved)
+        # and named in one line: a startup that crashed before answering
+        # shows, without a traceback per instance for the apps that simply
+        # refuse the scope (Django).
+        task, self.lifespan_task = self.lifespan_task, None
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            print(f"coil: ASGI lifespan appears unsupported by {self.function} "
+                  f"({type(error).__name__}: {error}); serving without it", file=sys.stderr)
         return True, ""
 
     async def shutdown(self):

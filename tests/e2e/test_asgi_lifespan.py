@@ -191,6 +191,12 @@ def test_apps_without_lifespan_support_still_run(coil, tmp_path, mode):
     assert "startup_pid" not in (d["state"] or {})
     assert c.get("/y").status == 200
     assert c.stop() == 0
+    # An app that raises on the lifespan scope is named once per instance, in one
+    # line: no "Task exception was never retrieved" traceback.
+    assert not c.find_lines("Task exception was never retrieved"), c.log()
+    if mode == "raise":
+        assert c.find_lines(r"ASGI lifespan appears unsupported by \S+ \(RuntimeError: lifespan not supported "
+                            r"here\); serving without it$"), c.log()
 
 
 def test_state_is_a_copy_for_each_request(coil, tmp_path):
