@@ -13,8 +13,9 @@ Contract with the host (see src/protocol/frame.h):
   - every request stream ends with exactly one final frame: a response (head
     or body) frame with END, or RESET when the response cannot be completed
     (the app raised after starting it, or the host cancelled the stream);
-  - CANCEL from the host (client gone, deadline passed) makes receive() return
-    http.disconnect and cancels the request's task;
+  - CANCEL from the host makes receive() return http.disconnect; when its
+    reason is a deadline (b"timeout"), it also cancels the request's task,
+    when the client went away (b"disconnect"), the app runs on to its end;
   - when the host closes the socket, lifespan shutdown runs and the process exits.
 """
 import asyncio
@@ -29,7 +30,7 @@ REQUEST_HEAD, REQUEST_BODY, CANCEL, RESET, READY, FAILED, WS_CLOSE, PAGE_HINTS =
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _LIFESPAN_TIMEOUT = 30.0
 _DISCONNECT = {"type": "http.disconnect"}
-# An app listening on receive() when its client goes away gets http.disconnect
+# An app listening on receive() when its request times out gets http.disconnect
 # and this long to finish before its task is cancelled (the host kills the
 # instance if a cancelled request has not ended within a second).
 _DISCONNECT_GRACE = 0.5
@@ -359,15 +360,24 @@ class _Stream:
             self.waiter.set_result(None)
 
     def cancel(self, reason=b"timeout"):
-        """The host gave up on the stream. An app listening on receive() when
-        its client went away learns it from there and is cancelled only if it
-        has not finished within _DISCONNECT_GRACE; otherwise it is cancelled now."""
+        """The host is done with the stream.
+
+        b"disconnect": the client went away. The app learns it from receive()
+        (http.disconnect) and runs on, as under uvicorn: what it does after
+        its client left (a write to a database, a background task) is not
+        lost. What it sends from then on goes nowhere. The host still bounds
+        the request (timeout_ms until a response starts, else
+        stream_idle_timeout_ms) and cancels it with b"timeout" past that.
+
+        b"timeout" (a deadline passed, or the instance is closing): an app
+        listening on receive() learns it from there and is cancelled if it
+        has not finished within _DISCONNECT_GRACE; any other is cancelled now."""
         listening = self.waiter is not None
         self.disconnected = True
         self.wake()
-        if self.task is None or self.task.done():
+        if reason == b"disconnect" or self.task is None or self.task.done():
             return
-        if reason == b"disconnect" and listening:
+        if listening:
             self.server.loop.call_later(_DISCONNECT_GRACE, self.cancel_task)
         else:
             self.cancel_task()

@@ -523,8 +523,12 @@ void Connection::linger() {
 
 void Connection::close() {
   if (phase_ == Phase::kClosed) return;
+  bool responding = phase_ == Phase::kResponding;
   phase_ = Phase::kClosed;
   if (invocation_ && server_ != nullptr) {
+    // A request that never got its whole answer still has its access line:
+    // the status sent, or 499 (nginx's "client closed request") if none was.
+    log_access(responding ? response_status_ : kClientClosedRequest);
     target_->abandon(invocation_);
     invocation_.reset();
   }

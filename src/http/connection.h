@@ -39,6 +39,8 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   // (the function is cancelled and the connection closed): a client that
   // stops reading a stream must not make the host buffer without end.
   static constexpr size_t kMaxUnsentResponse = 8 * 1024 * 1024;
+  // The access-log status of a request whose client left before any answer.
+  static constexpr uint16_t kClientClosedRequest = 499;
 
   Connection(Server& server, boost::asio::ip::tcp::socket socket);
   ~Connection() override;

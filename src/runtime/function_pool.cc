@@ -738,6 +738,7 @@ void FunctionPool::retire(Instance& instance, uint16_t status, const std::string
     }
     invocation->state = Invocation::State::kQueued;
     invocation->cancel_sent = false;
+    invocation->disconnect_sent = false;
     queue_.push_front(invocation);
   }
   if (stopping_) return;
@@ -757,6 +758,15 @@ void FunctionPool::send_cancel(const std::shared_ptr<Invocation>& invocation, st
     cancel_deadlines_.push(invocation, Clock::now());
     arm_deadline_timer();
   }
+}
+
+void FunctionPool::send_disconnect(const std::shared_ptr<Invocation>& invocation) {
+  Instance* instance = invocation->instance;
+  if (instance == nullptr || invocation->cancel_sent || invocation->disconnect_sent) return;
+  invocation->disconnect_sent = true;
+  std::string frames;
+  frame::append(frames, frame::Type::kCancel, frame::kFlagEnd, invocation->id, frame::kCancelDisconnect);
+  instance->send(frames);
 }
 
 void FunctionPool::fail(Invocation& invocation, uint16_t status, const std::string& message) {
@@ -780,8 +790,16 @@ void FunctionPool::abandon(const std::shared_ptr<Invocation>& invocation) {
       break;
     case Invocation::State::kDispatched:
     case Invocation::State::kResponding: {
-      detach(*invocation);
       Instance* instance = invocation->instance;
+      if (kind_ == config::Kind::kAsgi && instance != nullptr) {
+        // The app learns that its client left (http.disconnect) and runs
+        // on to its end, as under uvicorn. Its deadlines stay: they bound
+        // what it does with no one waiting, and cancel it past them.
+        invocation->sink.reset();
+        send_disconnect(invocation);
+        break;
+      }
+      detach(*invocation);
       // A handler cannot be interrupted: let the one executing finish.
       bool executing_handler = kind_ == config::Kind::kHandler && instance != nullptr &&
                                instance->in_flight().front() == invocation;
@@ -858,6 +876,10 @@ void FunctionPool::expire_response(const std::shared_ptr<Invocation>& invocation
   }
   // Waiting behind another request (handler) or executing on an event loop
   // (ASGI): answer now, and cancel it on the instance.
+  if (!invocation->sink) {
+    log::info("function {}: a request whose client left ran past timeout_ms={}; cancelling it", config_.name,
+              config_.timeout_ms);
+  }
   fail(*invocation, 504, message);
   send_cancel(invocation, frame::kCancelTimeout);
 }

@@ -100,7 +100,9 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
                               bool text) override;
   void send_websocket_close(const std::shared_ptr<Invocation>& invocation, uint16_t code) override;
   // The client is gone: the invocation is forgotten. A queued one is dropped;
-  // an executing ASGI request is cancelled; a running handler is let finish.
+  // an executing ASGI request is told (http.disconnect) and runs on, within
+  // its deadlines; a running handler is let finish, one pipelined behind it
+  // is cancelled.
   void abandon(const std::shared_ptr<Invocation>& invocation) override;
   // Housekeeping, called periodically: idle instances exit, min_instances kept.
   void tick(Clock::time_point now);
@@ -155,6 +157,8 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   void retire(Instance& instance, uint16_t status, const std::string& message);
   void kill(Instance& instance, const std::string& reason);
   void send_cancel(const std::shared_ptr<Invocation>& invocation, std::string_view reason);
+  // ASGI: tells the instance that the stream's client left; the app runs on.
+  void send_disconnect(const std::shared_ptr<Invocation>& invocation);
   // Answers the client (if it is still waiting) and forgets it.
   void fail(Invocation& invocation, uint16_t status, const std::string& message);
   void detach(Invocation& invocation);

@@ -54,7 +54,8 @@ struct Invocation {
   State state = State::kQueued;
   std::shared_ptr<ResponseSink> sink;  // set until the client has its answer
   Instance* instance = nullptr;        // while dispatched/responding
-  bool cancel_sent = false;
+  bool cancel_sent = false;      // the instance was told to drop the stream
+  bool disconnect_sent = false;  // an ASGI instance was told the client left (the app runs on)
 
   // Owned by the DeadlineQueue the invocation is in (at most one).
   Clock::time_point deadline;

@@ -93,6 +93,23 @@ async def app(scope, receive, send):
         log("got " + m["type"])
         return
 
+    if do == "work-after-disconnect":
+        # work that goes on after the client left (it does not listen), then answers
+        global WORK
+        WORK = asyncio.current_task()
+        g = dict(scope["headers"])[b"x-gate"].decode()
+        log("working")
+        try:
+            await gate(g)
+        except asyncio.CancelledError:
+            log("work cancelled")
+            raise
+        log("work done")
+        return await respond(send, 200, b"nobody reads this", ctype=b"text/plain")
+
+    if do == "probe-work":
+        return await respond(send, 200, {"running": not WORK.done()})
+
     if do == "sse":
         g = dict(scope["headers"])[b"x-gate"].decode()
         await send({"type": "http.response.start", "status": 200,
@@ -394,6 +411,27 @@ def test_http_disconnect_when_client_goes_away(coil, tmp_path):
     c.wait_for_line(fn_line("raw", "waiting for disconnect$"), since=mark, timeout=10)
     conn.close()
     c.wait_for_line(fn_line("raw", "got http.disconnect$"), since=mark, timeout=10)
+    assert c.get("/after").status == 200
+
+
+def test_a_request_whose_client_left_runs_to_its_end(coil, tmp_path):
+    # As under uvicorn: the app is told (http.disconnect), not cancelled, so the
+    # work it does after its client left is not lost.
+    c = start_raw(coil, tmp_path, max_instances=1)
+    g = c.gates.new()
+    mark = c.mark()
+    conn = c.raw()
+    conn.send(f"GET /work HTTP/1.1\r\nHost: x\r\nX-Do: work-after-disconnect\r\nX-Gate: {g}\r\n\r\n")
+    c.wait_for_line(fn_line("raw", "working$"), since=mark, timeout=10)
+    conn.close()
+    # the host saw the client leave (its access line), and told the instance before
+    # the probe below reached it: frames to an instance keep their order
+    c.wait_for_line(r"^coil: access raw GET /work 499 ", since=mark, timeout=10)
+    r = c.get("/probe", headers={"X-Do": "probe-work"})
+    assert (r.status, r.json()) == (200, {"running": True}), r
+    c.gates.open(g)
+    c.wait_for_line(fn_line("raw", "work done$"), since=mark, timeout=10)
+    assert not c.find_lines(fn_line("raw", "work cancelled$"), since=mark)
     assert c.get("/after").status == 200
 
 
@@ -729,7 +767,8 @@ async def app(scope, receive, send):
 
 
 def test_a_client_that_stops_reading_does_not_make_the_host_buffer_forever(coil):
-    c = coil({"coil.toml": asgi_manifest("endless", "/..."), "main.py": ENDLESS_STREAM})
+    # the app runs on after its client is gone, until stream_idle_timeout_ms cancels it
+    c = coil({"coil.toml": asgi_manifest("endless", "/...", stream_idle_timeout_ms=2000), "main.py": ENDLESS_STREAM})
     mark = c.mark()
     with c.raw() as conn:
         conn.send(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read
