@@ -26,7 +26,7 @@ import traceback
 
 import _coil
 
-REQUEST_HEAD, REQUEST_BODY, CANCEL, RESET, READY, FAILED, WS_CLOSE, PAGE_HINTS = 1, 2, 5, 6, 7, 8, 9, 10
+REQUEST_HEAD, REQUEST_BODY, CANCEL, RESET, READY, FAILED, WS_CLOSE, PAGE_HINTS, DRAINED = 1, 2, 5, 6, 7, 8, 9, 10, 11
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _LIFESPAN_TIMEOUT = 30.0
 _DISCONNECT = {"type": "http.disconnect"}
@@ -35,6 +35,11 @@ _DISCONNECT = {"type": "http.disconnect"}
 # instance if a cancelled request has not ended within a second).
 _DISCONNECT_GRACE = 0.5
 _READ_SIZE = 65536  # bytes per read from the host
+# Flow control (src/protocol/frame.h): response body bytes of one stream that
+# may be on their way to its client; send() waits while more are. A larger
+# body goes out in slices of _SLICE bytes, each waiting for room.
+_WINDOW = 1 << 20
+_SLICE = 256 << 10
 _FLUSH_AFTER = 0.0002  # seconds
 _TASK_NAME = "coil-request"  # the name of every request's task
 
@@ -265,6 +270,10 @@ class _Server:
                 exchange = self.exchanges.get(frame[1])
                 if exchange is not None:
                     exchange.cancel(frame[2])
+            elif kind == DRAINED:
+                exchange = self.exchanges.get(frame[1])
+                if exchange is not None:
+                    exchange.drained(frame[2])
 
     def schedule_flush(self):
         # Responses finished within one turn of the loop go out in one write,
@@ -342,7 +351,7 @@ class _Stream:
     def __init__(self, server, stream):
         self.server = server
         self.stream = stream
-        self.waiter = None
+        self.waiter = None  # receive() waiting for input
         self.disconnected = False
         self.finished = False
         self.task = None
@@ -375,12 +384,16 @@ class _Stream:
         listening = self.waiter is not None
         self.disconnected = True
         self.wake()
+        self.drained(0)  # a send() held back by flow control returns
         if reason == b"disconnect" or self.task is None or self.task.done():
             return
         if listening:
             self.server.loop.call_later(_DISCONNECT_GRACE, self.cancel_task)
         else:
             self.cancel_task()
+
+    def drained(self, count):
+        """Flow control: `count` more bytes of the response reached the client."""
 
     def cancel_task(self):
         if self.task is None or self.task.done():
@@ -436,7 +449,7 @@ class _Stream:
 class _Exchange(_Stream):
     """One request: its receive()/send() callables and its response state."""
 
-    __slots__ = ("chunks", "body_done", "status", "headers", "started", "head_sent")
+    __slots__ = ("chunks", "body_done", "status", "headers", "started", "head_sent", "unsent", "room")
 
     def __init__(self, server, stream, body, end):
         super().__init__(server, stream)
@@ -446,6 +459,8 @@ class _Exchange(_Stream):
         self.headers = None
         self.started = False
         self.head_sent = False
+        self.unsent = 0    # body bytes sent that the client has not taken yet (flow control)
+        self.room = None   # a send() waiting for the window to open
 
     # receive() ------------------------------------------------------------
 
@@ -479,18 +494,20 @@ class _Exchange(_Stream):
                 return
             body = message.get("body", b"")
             more = message.get("more_body", False)
-            out = self.server.out
-            if not self.head_sent:
-                # The head and the first body part travel in one frame.
-                _coil.put_response(out, self.stream, self.status, self.headers, body, not more)
-                self.head_sent = True
-                self.headers = None
-            else:
-                _coil.put_body(out, self.stream, body, not more)
-            if not more:
-                self.finished = True
-                self.wake()
-            self.server.schedule_flush()
+            if len(body) <= _SLICE:
+                self.put(body, more)
+                if more and self.unsent > _WINDOW:
+                    await self.wait_for_room()
+                return
+            # A large body goes out a slice at a time, as the client takes it.
+            view = memoryview(body).cast("B")
+            for start in range(0, len(view), _SLICE):
+                if self.finished or self.disconnected:
+                    return
+                piece_more = more or start + _SLICE < len(view)
+                self.put(view[start:start + _SLICE], piece_more)
+                if piece_more and self.unsent > _WINDOW:
+                    await self.wait_for_room()
         elif kind == "http.response.start":
             if self.started:
                 # The first head goes out, then the stream is reset: the
@@ -506,6 +523,35 @@ class _Exchange(_Stream):
             pass
         else:
             raise RuntimeError(f"unexpected ASGI message type {kind!r} for an http request")
+
+    def put(self, body, more):
+        out = self.server.out
+        if not self.head_sent:
+            # The head and the first body part travel in one frame.
+            _coil.put_response(out, self.stream, self.status, self.headers, body, not more)
+            self.head_sent = True
+            self.headers = None
+        else:
+            _coil.put_body(out, self.stream, body, not more)
+        self.unsent += len(body)
+        if not more:
+            self.finished = True
+            self.wake()
+        self.server.schedule_flush()
+
+    async def wait_for_room(self):
+        while self.unsent > _WINDOW and not (self.finished or self.disconnected):
+            self.room = self.server.loop.create_future()
+            try:
+                await self.room
+            finally:
+                self.room = None
+
+    def drained(self, count):
+        self.unsent -= count
+        room = self.room
+        if room is not None and not room.done() and (self.unsent <= _WINDOW or self.disconnected):
+            room.set_result(None)
 
     # the task -------------------------------------------------------------
 

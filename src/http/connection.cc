@@ -6,6 +6,7 @@
 
 #include <boost/asio/write.hpp>
 #include <optional>
+#include <utility>
 
 #include "common/ascii.h"
 #include "common/log.h"
@@ -288,6 +289,7 @@ void Connection::on_response_head(const frame::ResponseHead& head, std::string_v
   }
   phase_ = Phase::kResponding;
   response_status_ = head.status;
+  body_buffered_ = body.size();  // counted whether or not it goes on the wire (HEAD)
   // Framing is coil's decision: a complete response gets its exact length; a
   // streamed one keeps the length the function declared (and is cut off if
   // the function breaks it), or else is chunked (HTTP/1.1) or ends with the
@@ -340,6 +342,7 @@ bool Connection::client_too_slow() {
 void Connection::on_response_body(std::string_view body, bool end) {
   if (phase_ != Phase::kResponding) return;
   if (client_too_slow()) return;
+  body_buffered_ += body.size();
   if (!head_request_ && !body_forbidden(response_status_)) {
     if (response_chunked_) {
       append_chunk(output_, body);
@@ -421,11 +424,13 @@ void Connection::write(std::string_view data) {
 void Connection::flush() {
   if (write_in_progress_ || phase_ == Phase::kClosed) return;
   if (output_.empty()) {
+    report_drained(std::exchange(body_buffered_, 0));  // body that does not go on the wire (HEAD)
     on_written();
     return;
   }
   writing_.swap(output_);
   output_.clear();
+  body_writing_ = std::exchange(body_buffered_, 0);
   write_in_progress_ = true;
   write_started_ = SteadyClock::now();
   boost::asio::async_write(socket_, boost::asio::buffer(writing_),
@@ -436,12 +441,19 @@ void Connection::flush() {
                                self->close();
                                return;
                              }
+                             self->report_drained(std::exchange(self->body_writing_, 0));
+                             if (self->phase_ == Phase::kClosed) return;
                              if (!self->output_.empty()) {
                                self->flush();
                                return;
                              }
                              self->on_written();
                            });
+}
+
+void Connection::report_drained(uint64_t bytes) {
+  if (bytes == 0 || !invocation_ || response_complete_ || phase_ != Phase::kResponding) return;
+  target_->response_drained(invocation_, bytes, unsent_bytes());
 }
 
 void Connection::on_written() {

@@ -36,8 +36,8 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   // on pipelining clients).
   static constexpr size_t kMaxBuffered = 64 * 1024;
   // Response bytes a client may leave unread before its response is aborted
-  // (the function is cancelled and the connection closed): a client that
-  // stops reading a stream must not make the host buffer without end.
+  // and the connection closed. Flow control (frame.h) keeps a function's
+  // response well under it; this is the bound for one that ignores it.
   static constexpr size_t kMaxUnsentResponse = 8 * 1024 * 1024;
   // The access-log status of a request whose client left before any answer.
   static constexpr uint16_t kClientClosedRequest = 499;
@@ -87,6 +87,10 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   bool client_too_slow();
   void flush();
   void on_written();
+  // Flow control: tells the target that `bytes` of the response body reached
+  // the client, while the function may still be sending it.
+  void report_drained(uint64_t bytes);
+  size_t unsent_bytes() const override { return output_.size() + writing_.size(); }
   void close();
   void linger();
   void log_access(uint16_t status);
@@ -114,6 +118,8 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   bool write_in_progress_ = false;
   bool close_after_write_ = false;
   std::chrono::steady_clock::time_point write_started_;  // of the write in progress
+  uint64_t body_buffered_ = 0;  // response body bytes (as the function sent them) in output_
+  uint64_t body_writing_ = 0;   // and in writing_
 
   // The request being served.
   std::shared_ptr<runtime::InvocationTarget> target_;  // set from the head until the connection ends

@@ -114,6 +114,17 @@ void append_response(std::string& out, uint32_t stream, uint16_t status, std::sp
   append_response_message(out, stream, status, headers, body, end);
 }
 
+void append_drained(std::string& out, uint32_t stream, uint64_t bytes) {
+  char payload[8];
+  for (int i = 0; i < 8; ++i) payload[i] = static_cast<char>(bytes >> (8 * i));
+  append(out, Type::kDrained, kFlagEnd, stream, std::string_view(payload, sizeof(payload)));
+}
+
+bool decode_drained(std::string_view payload, uint64_t& bytes) {
+  Cursor c(payload);
+  return c.u64(bytes) && c.rest().empty();
+}
+
 void append_ws_close(std::string& out, uint32_t stream, uint16_t code, std::string_view reason) {
   std::string payload;
   put_u16(payload, code);
@@ -155,7 +166,7 @@ std::optional<Frame> Reader::next(Status& error) {
     error = Status::error("frame payload of " + std::to_string(length) + " bytes exceeds the limit");
     return std::nullopt;
   }
-  if (type < static_cast<uint8_t>(Type::kRequestHead) || type > static_cast<uint8_t>(Type::kPageHints)) {
+  if (type < static_cast<uint8_t>(Type::kRequestHead) || type > static_cast<uint8_t>(Type::kDrained)) {
     error = Status::error("unknown frame type " + std::to_string(type));
     return std::nullopt;
   }

@@ -27,6 +27,15 @@
 // frames (kFlagText for text) in both directions; kWsClose from either side
 // ends the stream (from the instance, it is the stream's final frame).
 //
+// Flow control: an ASGI instance keeps at most a window of response body
+// bytes (its _WINDOW, 1 MiB) on the way to a stream's client. The host says
+// kDrained with the count of body bytes it has written to the client socket
+// since its last kDrained, for streams whose response is still open; a send()
+// that would go past the window waits for it. A slow client so holds its
+// app back (as a socket would), rather than making the host buffer the
+// response. A handler instance runs one request at a time: the host stops
+// reading its socket while a client has more than kPauseAbove bytes unsent.
+//
 // kReset (instance -> host) aborts a stream (the final frame of a cancelled stream,
 // or of a response that cannot be completed). An instance says kReady once
 // it can serve, or kFailed (and exits) if it cannot.
@@ -57,6 +66,8 @@ enum class Type : uint8_t {
   kWsClose = 9, // either way: a WebSocket closes; payload u16 code + UTF-8 reason
   kPageHints = 10,  // instance -> host, stream 0, once: the pages its first request copied
                     // (src/python/page_hints.h); passed on to the template
+  kDrained = 11,    // host -> ASGI instance: the client took this many more bytes of the
+                    // stream's response body (payload u64); see "Flow control" above
 };
 
 inline constexpr uint8_t kFlagEnd = 0x01;
@@ -142,6 +153,10 @@ void append_response(std::string& out, uint32_t stream, uint16_t status, std::sp
                      std::string_view body, bool end);
 // Body frames only (`body` may be empty when only the end is to be signalled).
 void append_body(std::string& out, Type type, uint32_t stream, std::string_view body, bool end);
+
+// A kDrained frame (`bytes` of the stream's response body reached its client).
+void append_drained(std::string& out, uint32_t stream, uint64_t bytes);
+bool decode_drained(std::string_view payload, uint64_t& bytes);
 
 // A WebSocket close (code and reason) as a kWsClose frame, and its decoding.
 void append_ws_close(std::string& out, uint32_t stream, uint16_t code, std::string_view reason);

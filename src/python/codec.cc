@@ -283,6 +283,14 @@ PyObject* frame_tuple(const frame::Frame& f, PyObject* state, bool root_path_in_
     }
     case frame::Type::kCancel:
       return tuple_of({type_of(f), PyLong_FromUnsignedLong(f.stream), bytes_of(f.payload)});
+    case frame::Type::kDrained: {
+      uint64_t bytes = 0;
+      if (!frame::decode_drained(f.payload, bytes)) {
+        PyErr_SetString(PyExc_ValueError, "corrupt drained frame");
+        return nullptr;
+      }
+      return tuple_of({type_of(f), PyLong_FromUnsignedLong(f.stream), PyLong_FromUnsignedLongLong(bytes)});
+    }
     default:
       return tuple_of({type_of(f), PyLong_FromUnsignedLong(f.stream)});
   }
@@ -297,7 +305,7 @@ PyObject* decode_frames(std::string_view data, PyObject* state, bool root_path_i
     const char* p = data.data() + consumed;
     const auto* u = reinterpret_cast<const unsigned char*>(p);
     uint32_t length = wire::get_u32(p);
-    if (length > frame::kMaxPayload || u[4] < 1 || u[4] > static_cast<uint8_t>(frame::Type::kWsClose)) {
+    if (length > frame::kMaxPayload || u[4] < 1 || u[4] > static_cast<uint8_t>(frame::Type::kDrained)) {
       Py_DECREF(frames);
       PyErr_SetString(PyExc_ValueError, "corrupt frame stream");
       return nullptr;

@@ -13,6 +13,8 @@
 //         (2, stream, end, body: bytes, text: bool)   request body / WebSocket message
 //         (9, stream, code: int, reason: str)  WebSocket closed by the client
 //         (5, stream, reason: bytes)           cancel (b"disconnect" or b"timeout")
+//         (11, stream, bytes: int)             the client took that much more of
+//             the stream's response body (flow control, see frame.h)
 //       Raises ValueError on a corrupt stream.
 //   _coil.put_response(out: bytearray, stream, status, headers, body, end)
 //       headers: an iterable of (bytes-like, bytes-like) pairs.

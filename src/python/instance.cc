@@ -8,6 +8,7 @@
 #include <deque>
 #include <unordered_map>
 
+#include "common/ascii.h"
 #include "protocol/frame.h"
 #include "python/child_process.h"
 #include "python/interpreter.h"
@@ -128,9 +129,16 @@ bool append_result(std::string& out, uint32_t stream, PyObject* result) {
     PyErr_Format(PyExc_ValueError, "response headers larger than %zu bytes", frame::kMaxResponseHead);
     return false;
   }
-  frame::append_response(out, stream, head,
-                         std::string_view(PyBytes_AS_STRING(body), static_cast<size_t>(PyBytes_GET_SIZE(body))),
-                         true);
+  std::string_view bytes(PyBytes_AS_STRING(body), static_cast<size_t>(PyBytes_GET_SIZE(body)));
+  if (bytes.size() > frame::kBodyChunk) {
+    // The body travels in several frames, and the front frames a response
+    // it gets in parts by its declared length (else chunked): declare the
+    // exact one, so that the client gets a Content-Length as for any
+    // complete response.
+    std::erase_if(head.headers, [](const frame::Header& h) { return ascii::iequals(h.first, "content-length"); });
+    head.headers.emplace_back("content-length", std::to_string(bytes.size()));
+  }
+  frame::append_response(out, stream, head, bytes, true);
   return true;
 }
 

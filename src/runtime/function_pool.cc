@@ -602,6 +602,7 @@ void FunctionPool::on_frame(Instance& instance, const frame::Frame& f) {
           arm_deadline_timer();
         }
         invocation->sink->on_response_head(head, body, end);
+        hold_back_if_unsent(instance, *invocation, end);
       }
       break;
     }
@@ -615,6 +616,7 @@ void FunctionPool::on_frame(Instance& instance, const frame::Frame& f) {
           invocation->sink->on_websocket_message(f.payload, (f.flags & frame::kFlagText) != 0);
         } else {
           invocation->sink->on_response_body(f.payload, end);
+          hold_back_if_unsent(instance, *invocation, end);
         }
       }
       break;
@@ -760,6 +762,31 @@ void FunctionPool::send_cancel(const std::shared_ptr<Invocation>& invocation, st
   }
 }
 
+void FunctionPool::response_drained(const std::shared_ptr<Invocation>& invocation, uint64_t bytes,
+                                    size_t unsent) {
+  Instance* instance = invocation->instance;
+  if (instance == nullptr || !invocation->sink) return;
+  if (invocation->deadline_queue == &stream_deadlines_) {
+    // The client is taking the response: the stream is not idle, even if
+    // its function is held back by flow control.
+    stream_deadlines_.push(invocation, Clock::now());
+  }
+  if (kind_ == config::Kind::kAsgi) {
+    if (invocation->cancel_sent || invocation->disconnect_sent) return;
+    std::string frames;
+    frame::append_drained(frames, invocation->id, bytes);
+    instance->send(frames);
+  } else if (instance->reading_paused() && unsent <= kResumeBelow) {
+    instance->resume_reading();
+  }
+}
+
+void FunctionPool::hold_back_if_unsent(Instance& instance, const Invocation& invocation, bool end) {
+  if (kind_ == config::Kind::kHandler && !end && invocation.sink && invocation.sink->unsent_bytes() > kPauseAbove) {
+    instance.pause_reading();
+  }
+}
+
 void FunctionPool::send_disconnect(const std::shared_ptr<Invocation>& invocation) {
   Instance* instance = invocation->instance;
   if (instance == nullptr || invocation->cancel_sent || invocation->disconnect_sent) return;
@@ -779,6 +806,11 @@ void FunctionPool::detach(Invocation& invocation) {
     DeadlineQueue::remove(invocation);
   }
   invocation.sink.reset();
+  // A handler instance held back for this response's client goes on (what
+  // it still sends is dropped).
+  if (kind_ == config::Kind::kHandler && invocation.instance != nullptr && invocation.instance->reading_paused()) {
+    invocation.instance->resume_reading();
+  }
 }
 
 void FunctionPool::abandon(const std::shared_ptr<Invocation>& invocation) {
@@ -886,8 +918,14 @@ void FunctionPool::expire_response(const std::shared_ptr<Invocation>& invocation
 
 void FunctionPool::expire_stream(const std::shared_ptr<Invocation>& invocation) {
   Instance* instance = invocation->instance;
-  log::info("function {}: no response data for stream_idle_timeout_ms={}; aborting the response", config_.name,
-            config_.stream_idle_timeout_ms);
+  if (invocation->sink && invocation->sink->unsent_bytes() > 0) {
+    // Flow control held the function back: the client is the one idle.
+    log::info("function {}: the client took none of the response for stream_idle_timeout_ms={}; aborting it",
+              config_.name, config_.stream_idle_timeout_ms);
+  } else {
+    log::info("function {}: no response data for stream_idle_timeout_ms={}; aborting the response", config_.name,
+              config_.stream_idle_timeout_ms);
+  }
   fail(*invocation, 504, "stream idle for " + std::to_string(config_.stream_idle_timeout_ms) + " ms");
   if (instance == nullptr) return;
   if (kind_ == config::Kind::kHandler) {

@@ -70,6 +70,11 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   static constexpr size_t kPipelineDepth = 32;
   static constexpr size_t kStandbys = 1;
   static constexpr auto kCancelGrace = std::chrono::milliseconds(1000);
+  // Flow control for handler instances (frame.h): the pool stops reading an
+  // instance while its response has more than kPauseAbove bytes unsent to
+  // the client, and reads on once no more than kResumeBelow are.
+  static constexpr size_t kPauseAbove = 1 << 20;
+  static constexpr size_t kResumeBelow = 256 << 10;
 
   FunctionPool(boost::asio::io_context& io, config::FunctionConfig config, ZygoteProcess& zygote,
                const HostServices& services = {});
@@ -104,6 +109,9 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   // its deadlines; a running handler is let finish, one pipelined behind it
   // is cancelled.
   void abandon(const std::shared_ptr<Invocation>& invocation) override;
+  // ASGI: a kDrained frame to the instance; a handler instance paused for
+  // this response reads on. Either way the stream is not idle.
+  void response_drained(const std::shared_ptr<Invocation>& invocation, uint64_t bytes, size_t unsent) override;
   // Housekeeping, called periodically: idle instances exit, min_instances kept.
   void tick(Clock::time_point now);
   // Requests whose client has not had its complete answer yet.
@@ -157,6 +165,9 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   void retire(Instance& instance, uint16_t status, const std::string& message);
   void kill(Instance& instance, const std::string& reason);
   void send_cancel(const std::shared_ptr<Invocation>& invocation, std::string_view reason);
+  // Flow control for a handler instance: stops reading it while the client
+  // of the response it is sending has more than kPauseAbove bytes unsent.
+  void hold_back_if_unsent(Instance& instance, const Invocation& invocation, bool end);
   // ASGI: tells the instance that the stream's client left; the app runs on.
   void send_disconnect(const std::shared_ptr<Invocation>& invocation);
   // Answers the client (if it is still waiting) and forgets it.

@@ -50,31 +50,46 @@ void Instance::flush() {
 }
 
 void Instance::read() {
-  if (closed_) return;
+  if (closed_ || reading_ || read_paused_) return;
+  reading_ = true;
   char* area = reader_.write_area();
-  socket_.async_read_some(
-      boost::asio::buffer(area, reader_.write_space()),
-      [self = shared_from_this()](boost::system::error_code ec, size_t n) {
-        if (self->closed_) return;
-        if (ec) {
-          self->lost();
-          return;
-        }
-        self->reader_.commit(n);
-        Status error;
-        while (auto f = self->reader_.next(error)) {
-          self->events_.on_frame(*self, *f);
-          if (self->closed_) return;
-        }
-        if (!error) {
-          log::info("instance pid={} sent a corrupt frame stream: {}", self->pid_, error.message());
-          self->kill();
-          self->lost();
-          return;
-        }
-        self->reader_.consume_returned();
-        self->read();
-      });
+  socket_.async_read_some(boost::asio::buffer(area, reader_.write_space()),
+                          [self = shared_from_this()](boost::system::error_code ec, size_t n) {
+                            self->reading_ = false;
+                            if (self->closed_) return;
+                            if (ec) {
+                              self->lost();
+                              return;
+                            }
+                            self->reader_.commit(n);
+                            self->process();
+                          });
+}
+
+void Instance::process() {
+  Status error;
+  while (!read_paused_) {
+    std::optional<frame::Frame> f = reader_.next(error);
+    if (!f) break;
+    events_.on_frame(*this, *f);
+    if (closed_) return;
+  }
+  if (!error) {
+    log::info("instance pid={} sent a corrupt frame stream: {}", pid_, error.message());
+    kill();
+    lost();
+    return;
+  }
+  reader_.consume_returned();
+  read();
+}
+
+void Instance::resume_reading() {
+  if (!read_paused_) return;
+  read_paused_ = false;
+  boost::asio::post(socket_.get_executor(), [self = shared_from_this()] {
+    if (!self->closed_ && !self->read_paused_ && !self->reading_) self->process();
+  });
 }
 
 void Instance::lost() {

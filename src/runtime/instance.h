@@ -42,6 +42,13 @@ class Instance : public std::enable_shared_from_this<Instance> {
   void close();
   // SIGKILL through the pidfd (now, or as soon as the pidfd arrives).
   void kill();
+  // Flow control for a handler instance (see frame.h): no frame is passed
+  // on while paused (the instance blocks writing once its socket is full).
+  // resume_reading() goes on with the frames already read, from a fresh
+  // handler: never inside the caller's stack.
+  void pause_reading() { read_paused_ = true; }
+  void resume_reading();
+  bool reading_paused() const { return read_paused_; }
 
   // Called when the template reports the fork.
   void set_process(pid_t pid, unique_fd pidfd);
@@ -55,6 +62,8 @@ class Instance : public std::enable_shared_from_this<Instance> {
 
  private:
   void read();
+  // Passes on the complete frames read so far (until paused), then reads on.
+  void process();
   void flush();
   void lost();
 
@@ -68,6 +77,8 @@ class Instance : public std::enable_shared_from_this<Instance> {
   bool flush_posted_ = false;
   bool closed_ = false;
   bool kill_requested_ = false;
+  bool reading_ = false;      // an async read is outstanding
+  bool read_paused_ = false;  // see pause_reading()
   pid_t pid_ = 0;
   unique_fd pidfd_;
   std::deque<std::shared_ptr<Invocation>> in_flight_;

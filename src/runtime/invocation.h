@@ -37,6 +37,8 @@ class ResponseSink {
   // application, and the application closing the socket.
   virtual void on_websocket_message(std::string_view /*data*/, bool /*text*/) {}
   virtual void on_websocket_close(uint16_t /*code*/, const std::string& /*reason*/) {}
+  // Response bytes given to the sink that its client has not taken yet.
+  virtual size_t unsent_bytes() const { return 0; }
 };
 
 class Instance;

@@ -38,6 +38,12 @@ class InvocationTarget {
   virtual void send_websocket_close(const std::shared_ptr<Invocation>& /*invocation*/, uint16_t /*code*/) {}
   // The client is gone: the invocation is forgotten.
   virtual void abandon(const std::shared_ptr<Invocation>& invocation) = 0;
+  // Flow control (see frame.h): `bytes` more of the response body given to
+  // the invocation's sink reached its client, and `unsent` bytes of it wait
+  // in the sink still. Called by the front as writes to the client complete,
+  // while the response is not complete.
+  virtual void response_drained(const std::shared_ptr<Invocation>& /*invocation*/, uint64_t /*bytes*/,
+                                size_t /*unsent*/) {}
 
   // A request this target refuses from its head alone (the control API
   // without its key): the front answers it at once, reads no body, and

@@ -766,6 +766,21 @@ class RawConn:
                 headers.append((k.strip(), v.strip()))
         return Resp(status, reason, headers, b"", version)
 
+    def read_body_sha256(self, length):
+        """Reads a body of `length` bytes (after read_head) in small reads, as a client
+        slower than the app would, without keeping it; returns its sha256 (hex)."""
+        digest = hashlib.sha256(self.buf[:length])
+        got = min(len(self.buf), length)
+        self.buf = self.buf[length:]
+        buffer = bytearray(16384)
+        while got < length:
+            n = self.sock.recv_into(buffer, min(len(buffer), length - got))
+            if not n:
+                raise EOFError(f"connection closed by coil after {got} of {length} body bytes")
+            digest.update(memoryview(buffer)[:n])
+            got += n
+        return digest.hexdigest()
+
     def read_response(self, timeout=None, method="GET"):
         """Read one full response (1xx responses are returned on their own)."""
         r = self.read_head(timeout)

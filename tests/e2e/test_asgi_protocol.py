@@ -756,25 +756,65 @@ async def app(scope, receive, send):
         return
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     chunk = b"x" * 65536
+    sent = 0
     try:
         while True:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await asyncio.sleep(0)
+            sent += len(chunk)
+            if sent % (1 << 20) == 0:
+                print("sent %d MiB" % (sent >> 20), flush=True)
     except asyncio.CancelledError:
         print("stream cancelled", flush=True)
         raise
 '''
 
 
-def test_a_client_that_stops_reading_does_not_make_the_host_buffer_forever(coil):
-    # the app runs on after its client is gone, until stream_idle_timeout_ms cancels it
+def test_a_client_that_stops_reading_holds_its_app_back(coil):
+    # Flow control: the app's send() waits while its client takes nothing, so neither
+    # the host nor the instance buffers the stream; stream_idle_timeout_ms ends it.
     c = coil({"coil.toml": asgi_manifest("endless", "/...", stream_idle_timeout_ms=2000), "main.py": ENDLESS_STREAM})
     mark = c.mark()
     with c.raw() as conn:
         conn.send(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read
-        c.wait_for_line(r"^coil: endless GET /stream: the client left \d+ bytes of the response unread; aborting it$",
-                        since=mark, timeout=30)
+        c.wait_for_line(r"^coil: function endless: the client took none of the response for "
+                        r"stream_idle_timeout_ms=2000; aborting it$", since=mark, timeout=30)
         c.wait_for_line(fn_line("endless", "stream cancelled$"), since=mark, timeout=10)
+    # what the app got out: the window, the host's socket buffers and the client's
+    sent = [int(m.group(2)) for m in c.find_lines(fn_line("endless", r"sent (\d+) MiB$"), since=mark)]
+    assert max(sent, default=0) < 32, sent
     with open(f"/proc/{c.proc.pid}/status") as f:
         rss_kib = int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
     assert rss_kib < 100 * 1024, f"host RSS {rss_kib} KiB"
+
+
+BIG_RESPONSES = '''
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    size = int(scope["query_string"])
+    body = bytes(range(256)) * (size // 256)
+    headers = [(b"content-type", b"application/octet-stream"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    if scope["path"] == "/one":  # the whole body in one send()
+        await send({"type": "http.response.body", "body": body})
+    else:                        # in 64 KiB parts
+        for i in range(0, len(body), 65536):
+            await send({"type": "http.response.body", "body": body[i:i + 65536],
+                        "more_body": i + 65536 < len(body)})
+'''
+
+
+@pytest.mark.parametrize("path", ["/one", "/parts"])
+def test_a_large_response_reaches_its_client_whole(coil, path):
+    # 48 MiB, far over what the host would buffer for one client: flow control paces
+    # the app to the client, and nothing is cut off.
+    size = 48 << 20
+    c = coil({"coil.toml": asgi_manifest("big", "/..."), "main.py": BIG_RESPONSES})
+    expected = hashlib.sha256(bytes(range(256)) * (size // 256)).hexdigest()
+    with c.raw(timeout=60) as conn:
+        for _ in range(2):  # and the connection is reusable after it
+            conn.send(f"GET {path}?{size} HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = conn.read_head()
+            assert head.status == 200 and head.header("content-length") == str(size), head
+            assert conn.read_body_sha256(size) == expected
+    assert not c.find_lines("aborting")

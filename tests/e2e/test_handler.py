@@ -1,5 +1,6 @@
 """The Spin old-SDK handler model: Request fields, Response forms, spin-* headers, environment."""
 
+import hashlib
 import http.client
 import json
 
@@ -122,6 +123,48 @@ def test_large_response_body(coil):
     r = c.get("/r")
     assert r.status == 200
     assert r.body == b"0123456789abcdef" * 262144
+
+
+BIG_HANDLER = '''
+from spin_http import Response
+
+BODY = bytes(range(256)) * (48 << 12)  # 48 MiB
+
+
+def handle_request(request):
+    if request.uri == "/big/pid":
+        import os
+        return Response(200, None, str(os.getpid()))
+    return Response(200, [("content-type", "application/octet-stream")], BODY)
+'''
+
+
+def test_a_large_response_reaches_a_slow_client_whole(coil):
+    # Far over what the host buffers for one client: it stops reading the instance
+    # while the client is behind (flow control), and nothing is cut off.
+    c = coil({"coil.toml": manifest(fn_toml("big", "/big/...")), "app.py": BIG_HANDLER})
+    expected = hashlib.sha256(bytes(range(256)) * (48 << 12)).hexdigest()
+    with RawConn(c.port, timeout=60) as conn:
+        for _ in range(2):
+            conn.send("GET /big/x HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = conn.read_head()
+            assert head.status == 200 and head.header("content-length") == str(48 << 20), head
+            assert conn.read_body_sha256(48 << 20) == expected
+    assert not c.find_lines("aborting")
+
+
+def test_a_client_that_stops_reading_a_large_response_does_not_hold_the_instance(coil):
+    c = coil({"coil.toml": manifest(fn_toml("big", "/big/...", stream_idle_timeout_ms=2000)), "app.py": BIG_HANDLER})
+    mark = c.mark()
+    with RawConn(c.port, timeout=30) as conn:
+        conn.send("GET /big/x HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read
+        c.wait_for_line(r"^coil: function big: the client took none of the response for "
+                        r"stream_idle_timeout_ms=2000; aborting it$", since=mark, timeout=30)
+    r = c.get("/big/pid")
+    assert r.status == 200, r
+    with open(f"/proc/{c.proc.pid}/status") as f:
+        rss_kib = int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
+    assert rss_kib < 100 * 1024, f"host RSS {rss_kib} KiB"
 
 
 @pytest.mark.parametrize("status", [99, 600, 1000, -1])

@@ -609,7 +609,7 @@ TEST(Reader, OversizedLengthIsAnErrorAsSoonAsTheHeaderIsIn) {
 }
 
 TEST(Reader, UnknownTypeIsAnError) {
-  for (uint8_t type : {uint8_t{0}, uint8_t{11}, uint8_t{0xff}}) {
+  for (uint8_t type : {uint8_t{0}, uint8_t{12}, uint8_t{0xff}}) {
     SCOPED_TRACE(static_cast<int>(type));
     Status error;
     std::vector<Owned> frames = read_all(raw_header(0, type), kHeaderSize, &error);
@@ -633,10 +633,24 @@ TEST(Reader, CorruptFrameAfterGoodOnesStopsTheStream) {
 
 TEST(Reader, EveryKnownTypeIsAccepted) {
   std::string out;
-  for (uint8_t t = 1; t <= 9; ++t) append(out, static_cast<Type>(t), 0, t, "");
+  for (uint8_t t = 1; t <= 11; ++t) append(out, static_cast<Type>(t), 0, t, "");
   std::vector<Owned> frames = read_all(out, out.size());
-  ASSERT_EQ(frames.size(), 9u);
-  for (uint8_t t = 1; t <= 9; ++t) EXPECT_EQ(static_cast<uint8_t>(frames[t - 1].type), t);
+  ASSERT_EQ(frames.size(), 11u);
+  for (uint8_t t = 1; t <= 11; ++t) EXPECT_EQ(static_cast<uint8_t>(frames[t - 1].type), t);
+}
+
+TEST(Drained, RoundTripsTheByteCount) {
+  std::string out;
+  append_drained(out, 9, (uint64_t{1} << 40) + 5);  // past 32 bits
+  std::vector<Owned> frames = read_all(out, out.size());
+  ASSERT_EQ(frames.size(), 1u);
+  EXPECT_EQ(frames[0].type, Type::kDrained);
+  EXPECT_EQ(frames[0].stream, 9u);
+  uint64_t bytes = 0;
+  ASSERT_TRUE(decode_drained(frames[0].payload, bytes));
+  EXPECT_EQ(bytes, (uint64_t{1} << 40) + 5);
+  EXPECT_FALSE(decode_drained("1234567", bytes));    // short
+  EXPECT_FALSE(decode_drained("123456789", bytes));  // trailing bytes
 }
 
 TEST(WsClose, RoundTripsCodeAndReason) {
