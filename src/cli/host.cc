@@ -34,8 +34,8 @@ bool parse_listen(const std::string& text, std::string& host, uint16_t& port) {
   return true;
 }
 
-// Reaps exited children (the zygote, and orphans re-parented to us). With
-// `wait_all`, waits a bounded time for every remaining child to exit.
+}  // namespace
+
 void reap_children(bool wait_all) {
   auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(2);
   while (true) {
@@ -49,13 +49,21 @@ void reap_children(bool wait_all) {
   }
 }
 
-}  // namespace
-
 void print_error(const std::string& message) { std::fprintf(stderr, "%s\n", message.c_str()); }
 
 Status to_server_options(const HostOptions& options, http::ServerOptions& out) {
   if (!parse_listen(options.listen, out.host, out.port)) {
     return Status::error("--listen: \"" + options.listen + "\" is not HOST:PORT");
+  }
+  // Checked here, before anything starts: the address is bound only once
+  // every function is ready. "localhost" is the one name taken (as what
+  // everyone types); other names are refused rather than resolved.
+  if (out.host == "localhost") out.host = "127.0.0.1";
+  boost::system::error_code ec;
+  boost::asio::ip::make_address(out.host, ec);
+  if (ec) {
+    return Status::error("--listen: \"" + out.host + "\" is not an IP address (for example 127.0.0.1:3000, " +
+                         "0.0.0.0:3000 or [::1]:3000)");
   }
   out.header_timeout = std::chrono::milliseconds(options.header_timeout_ms);
   out.keepalive_timeout = std::chrono::milliseconds(options.keepalive_timeout_ms);

@@ -54,6 +54,10 @@ struct HostRuntime {
 };
 Result<std::unique_ptr<HostRuntime>> start_host_runtime(const HostOptions& options);
 
+// Reaps exited children (the zygote, and orphans re-parented to us). With
+// `wait_all`, waits a bounded time for every remaining child to exit.
+void reap_children(bool wait_all);
+
 // Listens, serves until SIGINT/SIGTERM, drains the server, lets instances
 // exit (`stop_instances`, bounded), stops every pool (`stop_pools`) and the
 // zygote. Returns the exit code.

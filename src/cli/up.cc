@@ -1,6 +1,7 @@
 #include "cli/up.h"
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
 #include <memory>
 #include <vector>
 
@@ -56,14 +57,34 @@ int run_up(const UpOptions& options) {
       if (--pending == 0) io.stop();
     });
   }
-  io.run();
-  io.restart();
-  if (!errors.empty()) {
+  // SIGINT/SIGTERM while imports or lifespan startups run stop coil as
+  // cleanly as later: the templates and instances started so far end with
+  // their pools (and their cgroups with them).
+  bool interrupted = false;
+  {
+    boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+    signals.async_wait([&](boost::system::error_code ec, int signal) {
+      if (ec) return;
+      log::info("{} received while starting: stopping", signal == SIGINT ? "SIGINT" : "SIGTERM");
+      interrupted = true;
+      io.stop();
+    });
+    io.run();
+    io.restart();
+  }
+  if (interrupted || !errors.empty()) {
     log::flush();
-    for (const std::string& error : errors) print_error(error);
+    if (!interrupted) {
+      for (const std::string& error : errors) print_error(error);
+    }
+    for (auto& pool : pools) pool->stop();
     pools.clear();
+    io.poll();
     host.zygote->stop();
-    return kConfigError;
+    reap_children(true);
+    if (interrupted) log::info("stopped");
+    log::flush();
+    return interrupted ? 0 : kConfigError;
   }
 
   // 4. Serve until SIGINT/SIGTERM, then drain.

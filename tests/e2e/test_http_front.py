@@ -4,12 +4,13 @@ and ambiguous framing. Malformed requests go over raw sockets."""
 import hashlib
 import http.client
 import os
+import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import ECHO_APP, RawConn, fn_toml, http_request, manifest
+from conftest import COIL_BIN, ECHO_APP, Coil, RawConn, fn_toml, http_request, manifest, write_files
 
 SLOW_APP = ECHO_APP + '''
 import time as _time
@@ -479,3 +480,23 @@ def test_error_after_a_head_request_still_has_its_body(coil):
         r = rc.read_response()
         assert r.status == 400, r
         assert r.body == b"bad request: repeated Content-Length\n", r
+
+
+def test_listen_on_localhost_is_taken_as_127_0_0_1(tmp_path):
+    directory = write_files(tmp_path / "fn", {"coil.toml": manifest(fn_toml("echo", "/echo")), "app.py": ECHO_APP})
+    c = Coil([COIL_BIN, "up", str(directory), "--listen", "localhost:0"], cwd=tmp_path, directory=directory)
+    try:
+        c.wait_listening()
+        assert c.find_lines(r"^coil: listening on http://127\.0\.0\.1:\d+$"), c.log()
+        assert c.get("/echo").status == 200
+    finally:
+        assert c.stop() == 0
+
+
+def test_a_listen_address_that_is_not_an_ip_is_refused_before_anything_starts(tmp_path):
+    directory = write_files(tmp_path / "fn", {"coil.toml": manifest(fn_toml("echo", "/echo")), "app.py": ECHO_APP})
+    p = subprocess.run([COIL_BIN, "up", str(directory), "--listen", "example.com:3000"], cwd=tmp_path,
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2, p.stderr
+    assert '--listen: "example.com" is not an IP address' in p.stderr, p.stderr
+    assert "template" not in p.stderr, p.stderr  # refused before any import

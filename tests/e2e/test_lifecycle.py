@@ -8,7 +8,7 @@ import os
 import time
 import signal
 
-from conftest import BgRequest, fn_toml, gate_volume, manifest
+from conftest import BgRequest, fn_toml, gate_volume, manifest, process_table
 
 APP = '''
 import json, os, random, threading, time, uuid
@@ -286,3 +286,32 @@ def test_no_uvloop_loop_is_ever_made_in_a_template(coil, tmp_path):
         assert c.get(f"/{name}").body == b"ok"
     assert len(_pipes(templates["uvl"])) == len(_pipes(templates["plain"])), \
         (_pipes(templates["uvl"]), _pipes(templates["plain"]))
+
+
+SLOW_IMPORT = '''
+import time
+print("importing", flush=True)
+time.sleep(3600)  # an import that never ends (a server it waits for is down)
+
+def handle_request(request):
+    pass
+'''
+
+
+def test_sigterm_while_starting_stops_coil_and_everything_it_started(coil):
+    # The signal comes while the template is still importing: coil stops as it does
+    # later (exit 0), and leaves no process of the function behind.
+    c = coil({"app.py": SLOW_IMPORT}, entry="app:handle_request", wait=False)
+    c.wait_for_line(r"^\[fn pid=\d+\] importing$", timeout=30)
+    started = c.descendants()
+    assert started, "no process of the function?"
+    assert c.stop() == 0, c.log()
+    c.wait_for_line(r"^coil: SIGTERM received while starting: stopping$")
+    left = descendants_alive(started)
+    assert not left, f"processes left behind: {left}"
+
+
+def descendants_alive(processes):
+    """The processes of {pid: starttime} that still run (the same start time: not a reused pid)."""
+    table = process_table()
+    return {pid: start for pid, start in processes.items() if pid in table and table[pid][2] == start}
