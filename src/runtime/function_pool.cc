@@ -79,7 +79,8 @@ FunctionPool::FunctionPool(boost::asio::io_context& io, config::FunctionConfig c
       response_deadlines_(std::chrono::milliseconds(config_.timeout_ms)),
       stream_deadlines_(std::chrono::milliseconds(config_.stream_idle_timeout_ms)),
       cancel_deadlines_(kCancelGrace),
-      deadline_timer_(io) {
+      deadline_timer_(io),
+      trial_timer_(io) {
   // A kind the manifest forces (or coil server recorded at deploy) is known
   // before the template reports it: the front streams bodies from the start.
   if (config_.kind != config::Kind::kAuto) kind_ = config_.kind;
@@ -129,6 +130,7 @@ void FunctionPool::start(std::function<void(Status)> done, Trial trial) {
 
 void FunctionPool::finish_start(Status status) {
   trial_ = nullptr;
+  trial_timer_.cancel();
   if (on_started_) std::exchange(on_started_, nullptr)(std::move(status));
 }
 
@@ -254,6 +256,18 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
           return;
         }
         trial_ = trial.get();
+        trial_timer_.expires_after(kTrialTimeout);
+        trial_timer_.async_wait([this](boost::system::error_code ec) {
+          if (ec || trial_ == nullptr) return;
+          Instance& stuck = *trial_;
+          log::info("instance {} pid={} did not finish starting within {} s; killing it", config_.name, stuck.pid(),
+                    kTrialTimeout.count());
+          finish_start(Status::error(config_.entrypoint_origin + ": entrypoint: the first instance did not finish " +
+                                     "starting within " + std::to_string(kTrialTimeout.count()) +
+                                     " s (lifespan startup or an after_restore hook blocked its process)"));
+          kill(stuck, "start timeout");
+          retire(stuck, 503, "function " + config_.name + " failed to start");
+        });
       } else {
         finish_start(Status::ok());
       }
@@ -985,6 +999,7 @@ void FunctionPool::stop_instances(std::function<void()> done) {
 
 void FunctionPool::stop() {
   if (outbound_) outbound_->stop();
+  trial_timer_.cancel();
   cgroup_reservation_ = {};  // a stopped pool needs no ready groups
   if (stopping_ && !template_) return;
   on_instances_stopped_ = nullptr;

@@ -70,6 +70,10 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   static constexpr size_t kPipelineDepth = 32;
   static constexpr size_t kStandbys = 1;
   static constexpr auto kCancelGrace = std::chrono::milliseconds(1000);
+  // A trial instance that reports neither ready nor failed within this is
+  // killed, and the start fails. An ASGI instance bounds lifespan startup
+  // itself (30 s), but not when startup blocks its event loop.
+  static constexpr auto kTrialTimeout = std::chrono::seconds(35);
   // Flow control for handler instances (frame.h): the pool stops reading an
   // instance while its response has more than kPauseAbove bytes unsent to
   // the client, and reads on once no more than kResumeBelow are.
@@ -238,6 +242,7 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   DeadlineQueue stream_deadlines_;    // response started, not complete
   DeadlineQueue cancel_deadlines_;    // cancelled on an ASGI instance, not yet ended there
   boost::asio::steady_timer deadline_timer_;
+  boost::asio::steady_timer trial_timer_;  // bounds the trial instance's start (kTrialTimeout)
   bool timer_armed_ = false;
   Clock::time_point timer_at_;
 };

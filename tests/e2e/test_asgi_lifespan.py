@@ -182,6 +182,25 @@ def test_framework_startup_exception_refuses_to_start(coil_fail):
     assert "cannot reach the database: marker-2236" in err, err
 
 
+BLOCKING_STARTUP = '''
+import time
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await receive()
+        print("startup blocks the loop", flush=True)
+        time.sleep(3600)  # a sync call: asyncio's own timeout cannot fire
+'''
+
+
+def test_a_startup_that_blocks_the_event_loop_fails_the_start(coil_fail):
+    # The host bounds the trial instance's start itself (35 s): coil up does not hang.
+    rc, err = coil_fail({"coil.toml": asgi_manifest("blk", "/..."), "main.py": BLOCKING_STARTUP}, timeout=60)
+    assert rc == 2, err
+    assert "startup blocks the loop" in err, err
+    assert "the first instance did not finish starting within 35 s" in err, err
+
+
 @pytest.mark.parametrize("mode", ["raise", "return"])
 def test_apps_without_lifespan_support_still_run(coil, tmp_path, mode):
     c = start(coil, tmp_path, mode=mode)
