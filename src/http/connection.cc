@@ -290,6 +290,11 @@ void Connection::on_response_head(const frame::ResponseHead& head, std::string_v
   phase_ = Phase::kResponding;
   response_status_ = head.status;
   body_buffered_ = body.size();  // counted whether or not it goes on the wire (HEAD)
+  // Connection headers are coil's to write, but a function asking for the
+  // connection to close (to make its client reconnect) is obeyed.
+  for (const auto& [name, value] : head.headers) {
+    if (ascii::iequals(name, "connection") && ascii::icontains(value, "close")) keep_alive_ = false;
+  }
   // Framing is coil's decision: a complete response gets its exact length; a
   // streamed one keeps the length the function declared (and is cut off if
   // the function breaks it), or else is chunked (HTTP/1.1) or ends with the

@@ -121,6 +121,9 @@ async def app(scope, receive, send):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return
 
+    if do == "connection-close":
+        return await respond(send, 200, b"bye", headers=[(b"connection", b"close")], ctype=b"text/plain")
+
     if do == "content-length":
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/plain"), (b"content-length", b"10")]})
@@ -412,6 +415,17 @@ def test_http_disconnect_when_client_goes_away(coil, tmp_path):
     conn.close()
     c.wait_for_line(fn_line("raw", "got http.disconnect$"), since=mark, timeout=10)
     assert c.get("/after").status == 200
+
+
+def test_an_app_asking_to_close_the_connection_is_obeyed(coil, tmp_path):
+    c = start_raw(coil, tmp_path)
+    with c.raw() as conn:
+        # a second request is already pipelined behind: it is not served
+        conn.send("GET /a HTTP/1.1\r\nHost: x\r\nX-Do: connection-close\r\n\r\n"
+                  "GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = conn.read_response()
+        assert (r.status, r.body, r.header("connection")) == (200, b"bye", "close"), r
+        assert read_until_closed(conn) == b""
 
 
 def test_a_request_whose_client_left_runs_to_its_end(coil, tmp_path):
