@@ -9,6 +9,8 @@
 namespace coil::http {
 namespace {
 constexpr auto kHousekeepingInterval = std::chrono::milliseconds(100);
+// How long accepting pauses when the process is out of file descriptors.
+constexpr auto kAcceptRetry = std::chrono::milliseconds(100);
 }
 
 Server::Server(boost::asio::io_context& io, ServerOptions options, Dispatcher& dispatcher)
@@ -16,7 +18,8 @@ Server::Server(boost::asio::io_context& io, ServerOptions options, Dispatcher& d
       options_(std::move(options)),
       dispatcher_(dispatcher),
       acceptor_(io),
-      housekeeping_timer_(io) {}
+      housekeeping_timer_(io),
+      accept_retry_timer_(io) {}
 
 // Asio handlers that hold connections or sessions may run (or be destroyed)
 // after the server: they must not reach it any more.
@@ -50,8 +53,25 @@ void Server::start() {
 void Server::accept() {
   acceptor_.async_accept([this](boost::system::error_code ec, boost::asio::ip::tcp::socket socket) {
     if (ec == boost::asio::error::operation_aborted || !acceptor_.is_open()) return;
+    if (ec == boost::asio::error::no_descriptors || ec == boost::system::errc::too_many_files_open_in_system ||
+        ec == boost::asio::error::no_buffer_space || ec == boost::asio::error::no_memory) {
+      // The connection stays in the backlog and the listening socket stays
+      // readable: accepting again at once would spin. Wait for connections
+      // to close (keep-alive and header timeouts close idle ones), serving
+      // the ones already open meanwhile.
+      auto now = std::chrono::steady_clock::now();
+      if (now - fd_shortage_logged_ >= std::chrono::seconds(10)) {
+        fd_shortage_logged_ = now;
+        log::info("cannot accept connections: {}; retrying every {} ms", ec.message(), kAcceptRetry.count());
+      }
+      accept_retry_timer_.expires_after(kAcceptRetry);
+      accept_retry_timer_.async_wait([this](boost::system::error_code timer_ec) {
+        if (!timer_ec) accept();
+      });
+      return;
+    }
     if (!ec) std::make_shared<Connection>(*this, std::move(socket))->start();
-    // Other errors (EMFILE, ECONNABORTED) are transient: keep accepting.
+    // Other errors (ECONNABORTED: the client left first) are about one connection.
     accept();
   });
 }
@@ -81,6 +101,7 @@ void Server::shutdown(std::function<void()> done) {
   drain_deadline_ = std::chrono::steady_clock::now() + options_.shutdown_timeout;
   boost::system::error_code ignored;
   acceptor_.close(ignored);
+  accept_retry_timer_.cancel();
   std::vector<Connection*> connections(connections_.begin(), connections_.end());
   for (Connection* connection : connections) {
     if (connections_.count(connection)) connection->drain();
@@ -89,8 +110,11 @@ void Server::shutdown(std::function<void()> done) {
 }
 
 void Server::check_drained() {
-  size_t unanswered = dispatcher_.unanswered();
-  for (Connection* connection : connections_) unanswered += connection->busy() ? 1 : 0;
+  // A request in flight is counted by its connection and by its function's
+  // pool (which also holds requests whose client left): the larger count.
+  size_t busy = 0;
+  for (Connection* connection : connections_) busy += connection->busy() ? 1 : 0;
+  size_t unanswered = std::max(busy, dispatcher_.unanswered());
   bool timed_out = std::chrono::steady_clock::now() >= drain_deadline_;
   if ((unanswered == 0 || timed_out) && on_drained_) {
     if (unanswered > 0) log::info("shutdown timeout: {} requests still in flight are dropped", unanswered);

@@ -71,6 +71,8 @@ class Server {
   Dispatcher& dispatcher_;
   boost::asio::ip::tcp::acceptor acceptor_;
   boost::asio::steady_timer housekeeping_timer_;
+  boost::asio::steady_timer accept_retry_timer_;  // see accept(): out of file descriptors
+  std::chrono::steady_clock::time_point fd_shortage_logged_;
   uint16_t local_port_ = 0;
   uint32_t invocation_ids_ = 0;
   std::unordered_set<Connection*> connections_;

@@ -4,6 +4,7 @@ and ambiguous framing. Malformed requests go over raw sockets."""
 import hashlib
 import http.client
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -500,3 +501,29 @@ def test_a_listen_address_that_is_not_an_ip_is_refused_before_anything_starts(tm
     assert p.returncode == 2, p.stderr
     assert '--listen: "example.com" is not an IP address' in p.stderr, p.stderr
     assert "template" not in p.stderr, p.stderr  # refused before any import
+
+
+def test_running_out_of_file_descriptors_pauses_accepting_and_recovers(tmp_path):
+    # coil with room for about 150 descriptors, and more idle connections than that
+    directory = write_files(tmp_path / "fn", {"coil.toml": manifest(fn_toml("echo", "/echo")), "app.py": ECHO_APP})
+    c = Coil(["prlimit", "--nofile=150:", COIL_BIN, "up", str(directory), "--listen", "127.0.0.1:0"],
+             cwd=tmp_path, directory=directory)
+    idle = []
+    try:
+        c.wait_listening()
+        mark = c.mark()
+        for _ in range(200):
+            idle.append(socket.create_connection(("127.0.0.1", c.port), timeout=10))
+        c.wait_for_line(r"^coil: cannot accept connections: Too many open files; retrying every 100 ms$",
+                        since=mark, timeout=10)
+        for s in idle:
+            s.close()
+        idle.clear()
+        # the connections still in the backlog are accepted (and closed) as descriptors
+        # free up, and new ones are served
+        r = c.get("/echo", timeout=20)
+        assert r.status == 200, r
+    finally:
+        for s in idle:
+            s.close()
+        assert c.stop() == 0
