@@ -597,11 +597,21 @@ void FunctionPool::on_frame(Instance& instance, const frame::Frame& f) {
     return;
   }
   std::shared_ptr<Invocation> invocation = *it;
+  if (!in_order(*invocation, f.type)) {
+    // Only a function writing raw frames to its socket gets here; its
+    // clients must not wait on a stream that can no longer end properly.
+    log::info("instance {} pid={} sent a frame of type {} out of order; killing it", config_.name, instance.pid(),
+              static_cast<int>(f.type));
+    kill(instance, "protocol error");
+    retire(instance, 502, "instance of " + config_.name + " failed");
+    return;
+  }
   bool end = f.end();
   switch (f.type) {
     case frame::Type::kResponseHead: {
       frame::ResponseHead head;
       std::string_view body;
+      invocation->state = Invocation::State::kResponding;  // its body frames may follow, even if refused
       if (!frame::decode_response_head(f.payload, head, body) || !valid_response_head(head, invocation->websocket)) {
         log::info("function {} pid={} sent an invalid response head (status {})", config_.name, instance.pid(),
                   head.status);
@@ -609,7 +619,6 @@ void FunctionPool::on_frame(Instance& instance, const frame::Frame& f) {
         if (!end) send_cancel(invocation, frame::kCancelTimeout);  // the app must not go on streaming
         break;
       }
-      invocation->state = Invocation::State::kResponding;
       if (invocation->sink) {
         if (!end) {
           stream_deadlines_.push(invocation, Clock::now());
@@ -653,6 +662,17 @@ void FunctionPool::on_frame(Instance& instance, const frame::Frame& f) {
       return;
   }
   if (end) end_stream(instance, invocation);
+}
+
+bool FunctionPool::in_order(const Invocation& invocation, frame::Type type) {
+  bool responding = invocation.state == Invocation::State::kResponding;
+  switch (type) {
+    case frame::Type::kResponseHead: return !responding;  // one head per stream
+    case frame::Type::kResponseBody: return responding;   // after it
+    case frame::Type::kWsClose: return responding && invocation.websocket;  // an accepted WebSocket's end
+    case frame::Type::kReset: return true;
+    default: return false;  // not a frame an instance sends on a stream
+  }
 }
 
 // Frames about the instance itself (stream 0).

@@ -169,6 +169,8 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   void retire(Instance& instance, uint16_t status, const std::string& message);
   void kill(Instance& instance, const std::string& reason);
   void send_cancel(const std::shared_ptr<Invocation>& invocation, std::string_view reason);
+  // Whether an instance may send a frame of `type` on `invocation`'s stream now.
+  static bool in_order(const Invocation& invocation, frame::Type type);
   // Flow control for a handler instance: stops reading it while the client
   // of the response it is sending has more than kPauseAbove bytes unsent.
   void hold_back_if_unsent(Instance& instance, const Invocation& invocation, bool end);

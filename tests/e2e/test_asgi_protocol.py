@@ -832,3 +832,48 @@ def test_a_large_response_reaches_its_client_whole(coil, path):
             assert head.status == 200 and head.header("content-length") == str(size), head
             assert conn.read_body_sha256(size) == expected
     assert not c.find_lines("aborting")
+
+
+# An app that writes frames to its instance socket itself, behind the ASGI server's back
+# (its code can reach the socket): the host must not leave the client waiting.
+RAW_FRAMES = '''
+import os, struct
+
+def frame(kind, flags, stream, payload=b""):
+    return struct.pack("<IBBHI", len(payload), kind, flags, 0, stream) + payload
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    exchange = send.__self__
+    if scope["path"] == "/ok":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+        return
+    exchange.finished = True  # the ASGI server sends nothing more on this stream
+    if scope["path"] == "/body-without-head":
+        os.write(exchange.server.fd, frame(4, 1, exchange.stream, b"hello"))
+    elif scope["path"] == "/websocket-close-on-http":
+        os.write(exchange.server.fd, frame(9, 1, exchange.stream, struct.pack("<H", 1000)))
+    elif scope["path"] == "/second-head":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        exchange.finished = False
+        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        os.write(exchange.server.fd, frame(3, 1, exchange.stream, struct.pack("<HI", 200, 0)))
+'''
+
+
+@pytest.mark.parametrize("path", ["/body-without-head", "/websocket-close-on-http", "/second-head"])
+def test_frames_out_of_order_from_an_app_are_a_protocol_error(coil, path):
+    c = coil({"coil.toml": asgi_manifest("rawf", "/..."), "main.py": RAW_FRAMES})
+    mark = c.mark()
+    with c.raw(timeout=10) as conn:
+        conn.send(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")
+        if path == "/second-head":  # the first head is out: the connection is cut
+            assert read_until_closed(conn).startswith(b"HTTP/1.1 200 ")
+        else:
+            r = conn.read_response()
+            assert (r.status, r.body) == (502, b"instance of rawf failed\n"), r
+    c.wait_for_line(r"^coil: instance rawf pid=\d+ sent a frame of type \d+ out of order; killing it$",
+                    since=mark, timeout=10)
+    assert c.get("/ok").body == b"ok"
