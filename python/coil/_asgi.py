@@ -583,6 +583,11 @@ class _Exchange(_Stream):
         self.server.schedule_flush()
 
 
+def _valid_close_code(code):
+    """A code an endpoint may send in a close frame (RFC 6455 7.4, and the IANA registry)."""
+    return type(code) is int and (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999)
+
+
 class _WebSocket(_Stream):
     """One WebSocket session: the websocket scope's receive()/send()."""
 
@@ -641,13 +646,16 @@ class _WebSocket(_Stream):
             _coil.put_response(out, self.stream, 101, headers, b"", False)
             self.state = "connected"
         elif kind == "websocket.close":
+            code = message.get("code", 1000)
+            if not _valid_close_code(code):
+                raise RuntimeError(f"invalid WebSocket close code {code!r} (1000-1003, 1007-1014 or 3000-4999)")
             if self.finished:
                 return
             if self.state == "connecting":
                 # Closing before accepting refuses the handshake (ASGI: HTTP 403).
                 _coil.put_response(out, self.stream, 403, (), b"", True)
             else:
-                _coil.put_ws_close(out, self.stream, int(message.get("code", 1000)), message.get("reason") or "")
+                _coil.put_ws_close(out, self.stream, code, message.get("reason") or "")
             self.state = "closed"
             self.finished = True
         else:

@@ -60,6 +60,9 @@ async def app(scope, receive, send):
         await send({"type": "websocket.send", "text": "closing soon"})
         await send({"type": "websocket.close", "code": 4001, "reason": "bye"})
         return
+    if path.startswith("/bad-close/"):
+        await send({"type": "websocket.close", "code": int(path.rsplit("/", 1)[1])})
+        return
 
     # echo
     while True:
@@ -108,6 +111,21 @@ def test_echo_text_and_bytes(coil):
                 assert await ws.recv() == f"echo:m{i}"
     ws_run(session())
     assert c.get("/plain").body == b"plain http", "plain HTTP still works next to websockets"
+
+
+@pytest.mark.parametrize("code", [0, 1005, 1006, 70000])
+def test_a_close_code_that_may_not_be_sent_is_the_apps_error(coil, code):
+    # The app's RuntimeError: the client sees 1011 (internal error), never a rewritten code.
+    c = start(coil)
+    mark = c.mark()
+
+    async def session():
+        async with websockets.connect(ws_url(c, f"/bad-close/{code}")) as ws:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.recv()
+            return closed.value.rcvd.code
+    assert ws_run(session()) == 1011
+    c.wait_for_line(rf"RuntimeError: invalid WebSocket close code {code} ", since=mark, timeout=10)
 
 
 def test_websocket_scope(coil):
