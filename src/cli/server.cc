@@ -1,7 +1,10 @@
 #include "cli/server.h"
 
+#include <fcntl.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
 #include <cstdlib>
@@ -10,6 +13,7 @@
 #include <sstream>
 
 #include "common/log.h"
+#include "common/unique_fd.h"
 #include "http/server.h"
 #include "platform/platform.h"
 
@@ -64,6 +68,29 @@ bool is_host_name(const std::string& name) {
   return true;
 }
 
+// Takes the data directory for this server, for as long as the returned
+// descriptor is open (the process's life): two servers on one directory
+// would each keep their own view of the registry and undo each other's
+// deploys. The lock file holds the owner's pid, for the message.
+Result<unique_fd> lock_data_directory(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  std::string path = dir + "/server.lock";
+  unique_fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd) return Status::error("--data: cannot open " + path + ": " + std::string(strerror(errno)));
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    char owner[32] = {};
+    ssize_t n = ::pread(fd.get(), owner, sizeof(owner) - 1, 0);
+    std::string pid = n > 0 ? std::string(owner, static_cast<size_t>(n)) : "?";
+    return Status::error("--data: " + dir + " is in use by another coil server (pid " + pid + ")");
+  }
+  std::string pid = std::to_string(::getpid());
+  if (::ftruncate(fd.get(), 0) != 0 || ::pwrite(fd.get(), pid.data(), pid.size(), 0) < 0) {
+    return Status::error("--data: cannot write " + path + ": " + std::string(strerror(errno)));
+  }
+  return fd;
+}
+
 }  // namespace
 
 int run_server(const ServerCommandOptions& options) {
@@ -84,6 +111,11 @@ int run_server(const ServerCommandOptions& options) {
   }
   platform::PlatformOptions platform_options;
   platform_options.data_dir = data_directory(options.host);
+  Result<unique_fd> data_lock = lock_data_directory(platform_options.data_dir);
+  if (!data_lock) {
+    print_error("coil server: " + data_lock.message());
+    return kConfigError;
+  }
   platform_options.domain = options.domain;
   platform_options.api_key = std::move(*key);
   platform_options.bundle_limits.max_archive_bytes = uint64_t{options.max_bundle_mb} << 20;

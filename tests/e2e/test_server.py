@@ -252,6 +252,17 @@ def test_deploy_manifest_with_the_cli_and_reach_it_every_way(coil_server, tmp_pa
     assert r.stdout == "Hello from v1"
 
 
+def test_a_second_server_on_the_same_data_directory_is_refused(coil_server):
+    first = coil_server()
+    second = coil_server(wait=False)
+    assert second.wait_exit() == 2, second.log()
+    second.wait_for_line(rf"^coil server: --data: \S+ is in use by another coil server \(pid {first.pid}\)$")
+    assert "zygote" not in second.log()  # refused before anything started
+    assert first.stop() == 0
+    third = coil_server()  # the lock went with the first server
+    assert third.stop() == 0
+
+
 def test_manifest_route_served_at_the_server_root(coil_server, tmp_path):
     srv = coil_server()
     code = handler_dir(tmp_path, "hello", "routed by the manifest", name="hello", route="/hello")
