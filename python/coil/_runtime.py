@@ -56,7 +56,7 @@ def load(entrypoint, options=None):
     except AttributeError:
         raise LoadError(f"cannot import '{entrypoint}': module '{module_name}' has no attribute '{attr}'") from None
     if not callable(target):
-        raise LoadError(f"'{entrypoint}' is a {type(target).__name__}, not a callable")
+        raise LoadError(f"'{entrypoint}' is not callable (its type is {type(target).__name__})")
 
     asgi = is_asgi_application(target)
     kind = options.get("kind", "auto")

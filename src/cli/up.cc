@@ -2,6 +2,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <filesystem>
 #include <memory>
 #include <vector>
 
@@ -22,6 +23,11 @@ int run_up(const UpOptions& options) {
   if (!manifest) {
     print_error(manifest.message());
     return kConfigError;
+  }
+  if (std::error_code ec; !options.entrypoint.empty() &&
+                          std::filesystem::exists(std::filesystem::path(options.dir) / "coil.toml", ec)) {
+    log::info("{}/coil.toml is not read: {} is served alone, at /..., without its settings", options.dir,
+              options.entrypoint);
   }
   http::ServerOptions server_options;
   if (Status s = to_server_options(options.host, server_options); !s) {

@@ -447,8 +447,20 @@ Result<Manifest> parse_manifest(const std::string& text, const std::string& path
 }
 
 Result<Manifest> load_manifest(const std::string& path) {
+  std::error_code ec;
+  fs::file_status status = fs::status(path, ec);
+  if (!fs::exists(status)) return Status::error(fmt::format("{}:0: manifest: no such directory", path));
   std::string file = path;
-  if (fs::is_directory(file)) file = (fs::path(file) / "coil.toml").string();
+  if (fs::is_directory(status)) {
+    file = (fs::path(path) / "coil.toml").string();
+    if (!fs::exists(file, ec)) {
+      return Status::error(fmt::format("{}:0: manifest: no coil.toml here; write one, or name the entrypoint "
+                                       "(MODULE:ATTR, after the directory) to serve it without one",
+                                       file));
+    }
+  } else if (fs::path(path).extension() != ".toml") {
+    return Status::error(fmt::format("{}:0: manifest: not a directory (coil up DIR [MODULE:ATTR])", path));
+  }
   std::ifstream in(file, std::ios::binary);
   if (!in) return Status::error(fmt::format("{}:0: manifest: cannot read the file", file));
   std::stringstream text;

@@ -2,10 +2,11 @@
 with `PATH:LINE: FIELD: what is wrong` on stderr and exit code 2."""
 
 import re
+import subprocess
 
 import pytest
 
-from conftest import leaked_children
+from conftest import COIL_BIN, leaked_children
 
 GOOD_APP = '''
 from spin_http import Response
@@ -230,3 +231,29 @@ def test_source_imports_sibling_modules(coil):
     '''
     c = coil({"coil.toml": toml, "code/app.py": app, "code/helper.py": 'VALUE = "from helper"\n'})
     assert c.get("/s").body == b"from helper"
+
+
+def run_up(*args, cwd):
+    return subprocess.run([COIL_BIN, "up", *map(str, args), "--listen", "127.0.0.1:0"], cwd=cwd,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+
+
+def test_what_coil_up_is_pointed_at_is_named_when_it_is_not_a_function_directory(tmp_path):
+    p = run_up(tmp_path / "missing", cwd=tmp_path)
+    assert (p.returncode, p.stderr.strip()) == (2, f"{tmp_path}/missing:0: manifest: no such directory"), p.stderr
+    (tmp_path / "empty").mkdir()
+    p = run_up(tmp_path / "empty", cwd=tmp_path)
+    assert p.returncode == 2, p.stderr
+    assert f"{tmp_path}/empty/coil.toml:0: manifest: no coil.toml here; write one, or name the entrypoint " \
+           "(MODULE:ATTR, after the directory)" in p.stderr, p.stderr
+    (tmp_path / "app.py").write_text(GOOD_APP)
+    p = run_up(tmp_path / "app.py", cwd=tmp_path)
+    assert p.returncode == 2, p.stderr
+    assert f"{tmp_path}/app.py:0: manifest: not a directory (coil up DIR [MODULE:ATTR])" in p.stderr, p.stderr
+
+
+def test_an_entrypoint_given_with_a_manifest_present_says_the_manifest_is_not_read(coil):
+    c = coil({"coil.toml": HEAD, "app.py": GOOD_APP}, entry="app:handle_request")
+    assert c.find_lines(r"^coil: \S+/coil\.toml is not read: app:handle_request is served alone, at /\.\.\., "
+                        r"without its settings$"), c.log()
+    assert c.get("/anything").status == 200
