@@ -26,7 +26,8 @@ import traceback
 
 import _coil
 
-REQUEST_HEAD, REQUEST_BODY, CANCEL, RESET, READY, FAILED, WS_CLOSE, PAGE_HINTS, DRAINED = 1, 2, 5, 6, 7, 8, 9, 10, 11
+REQUEST_HEAD, REQUEST_BODY, CANCEL, RESET, READY, FAILED, WS_CLOSE, PAGE_HINTS, DRAINED, CONTINUE = (
+    1, 2, 5, 6, 7, 8, 9, 10, 11, 12)
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _LIFESPAN_TIMEOUT = 30.0
 _DISCONNECT = {"type": "http.disconnect"}
@@ -449,7 +450,8 @@ class _Stream:
 class _Exchange(_Stream):
     """One request: its receive()/send() callables and its response state."""
 
-    __slots__ = ("chunks", "body_done", "status", "headers", "started", "head_sent", "unsent", "room")
+    __slots__ = ("chunks", "body_done", "status", "headers", "started", "head_sent", "unsent", "room",
+                 "body_wanted")
 
     def __init__(self, server, stream, body, end):
         super().__init__(server, stream)
@@ -461,6 +463,7 @@ class _Exchange(_Stream):
         self.head_sent = False
         self.unsent = 0    # body bytes sent that the client has not taken yet (flow control)
         self.room = None   # a send() waiting for the window to open
+        self.body_wanted = False  # the host was told the app waits for the body
 
     # receive() ------------------------------------------------------------
 
@@ -472,6 +475,12 @@ class _Exchange(_Stream):
                         "more_body": not (self.body_done and not self.chunks)}
             if self.disconnected or self.finished:
                 return _DISCONNECT
+            if not self.body_done and not self.body_wanted:
+                # A client that sent "Expect: 100-continue" is invited to
+                # send its body now, not before the app wants it.
+                self.body_wanted = True
+                _coil.put_frame(self.server.out, CONTINUE, self.stream, b"")
+                self.server.schedule_flush()
             await self.wait()
 
     def client_closed(self, code):

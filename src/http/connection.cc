@@ -191,9 +191,21 @@ bool Connection::on_head() {
     return false;
   }
   parser_.begin_body(target.max_body_bytes());
-  if (parser_.expects_continue() && parser_.version() >= 11) write("HTTP/1.1 100 Continue\r\n\r\n");
   phase_ = Phase::kBody;
   deadline_ = SteadyClock::now() + server_->options().header_timeout;
+  continue_deferred_ = false;
+  if (parser_.expects_continue() && parser_.version() >= 11) {
+    if (streaming_body_) {
+      // An ASGI app may answer without reading the body (a 401, a 413 of
+      // its own): the client is invited to send it only once the app asks
+      // for it (on_body_wanted), as uvicorn does. Until then the body
+      // deadline does not run; timeout_ms bounds the app.
+      continue_deferred_ = true;
+      deadline_ = SteadyClock::time_point::max();
+    } else {
+      write("HTTP/1.1 100 Continue\r\n\r\n");
+    }
+  }
   if (streaming_body_) {
     // The function gets the request now and its body as it arrives.
     invocation_->body_complete = false;
@@ -454,6 +466,14 @@ void Connection::flush() {
                              }
                              self->on_written();
                            });
+}
+
+void Connection::on_body_wanted() {
+  if (!continue_deferred_ || phase_ != Phase::kBody) return;
+  continue_deferred_ = false;
+  if (body_received_ > 0 || parser_.body_size() > 0) return;  // the client sent it without waiting
+  deadline_ = SteadyClock::now() + server_->options().header_timeout;
+  write("HTTP/1.1 100 Continue\r\n\r\n");
 }
 
 void Connection::report_drained(uint64_t bytes) {

@@ -91,6 +91,7 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   // the client, while the function may still be sending it.
   void report_drained(uint64_t bytes);
   size_t unsent_bytes() const override { return output_.size() + writing_.size(); }
+  void on_body_wanted() override;
   void close();
   void linger();
   void log_access(uint16_t status);
@@ -107,6 +108,7 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   size_t body_received_ = 0;     // body bytes already handed on (streamed bodies)
   bool streaming_body_ = false;  // the function gets the body as it arrives (ASGI)
   bool watch_disconnect_ = false;  // keep reading while waiting, to see the client leave
+  bool continue_deferred_ = false;  // "100 Continue" waits for the function to want the body
 
   char read_buffer_[16 * 1024];
   std::string input_;

@@ -68,6 +68,8 @@ enum class Type : uint8_t {
                     // (src/python/page_hints.h); passed on to the template
   kDrained = 11,    // host -> ASGI instance: the client took this many more bytes of the
                     // stream's response body (payload u64); see "Flow control" above
+  kContinue = 12,   // ASGI instance -> host: the app waits for the request body; a client
+                    // that sent "Expect: 100-continue" gets its 100 Continue now
 };
 
 inline constexpr uint8_t kFlagEnd = 0x01;

@@ -655,6 +655,10 @@ void FunctionPool::on_frame(Instance& instance, const frame::Frame& f) {
       end = true;
       fail(*invocation, 502, "function " + config_.name + " aborted the response");
       break;
+    case frame::Type::kContinue:
+      end = false;
+      if (invocation->sink) invocation->sink->on_body_wanted();
+      break;
     default:
       log::info("instance {} pid={} sent an unexpected frame; killing it", config_.name, instance.pid());
       kill(instance, "protocol error");
@@ -671,6 +675,7 @@ bool FunctionPool::in_order(const Invocation& invocation, frame::Type type) {
     case frame::Type::kResponseBody: return responding;   // after it
     case frame::Type::kWsClose: return responding && invocation.websocket;  // an accepted WebSocket's end
     case frame::Type::kReset: return true;
+    case frame::Type::kContinue: return true;  // the front knows whether it still means anything
     default: return false;  // not a frame an instance sends on a stream
   }
 }

@@ -39,6 +39,9 @@ class ResponseSink {
   virtual void on_websocket_close(uint16_t /*code*/, const std::string& /*reason*/) {}
   // Response bytes given to the sink that its client has not taken yet.
   virtual size_t unsent_bytes() const { return 0; }
+  // The function waits for the request body (a client waiting for
+  // "100 Continue" may send it now).
+  virtual void on_body_wanted() {}
 };
 
 class Instance;

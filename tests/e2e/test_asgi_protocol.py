@@ -121,6 +121,9 @@ async def app(scope, receive, send):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return
 
+    if do == "refuse":  # answers without reading the body
+        return await respond(send, 401, b"no", ctype=b"text/plain")
+
     if do == "connection-close":
         return await respond(send, 200, b"bye", headers=[(b"connection", b"close")], ctype=b"text/plain")
 
@@ -415,6 +418,26 @@ def test_http_disconnect_when_client_goes_away(coil, tmp_path):
     conn.close()
     c.wait_for_line(fn_line("raw", "got http.disconnect$"), since=mark, timeout=10)
     assert c.get("/after").status == 200
+
+
+def test_100_continue_is_sent_only_when_the_app_reads_the_body(coil, tmp_path):
+    c = start_raw(coil, tmp_path, max_body_bytes=10_000_000)
+    head = "POST /{} HTTP/1.1\r\nHost: x\r\nX-Do: {}\r\nContent-Length: 5000000\r\nExpect: 100-continue\r\n\r\n"
+    # an app that answers at once: the client is never invited to send its body
+    with c.raw() as conn:
+        conn.send(head.format("refuse", "refuse"))
+        r = conn.read_response()
+        assert (r.status, r.body) == (401, b"no"), r
+    # an app that reads it: 100 Continue, then the body, then the answer
+    with c.raw() as conn:
+        conn.send(head.format("body", "body"))
+        r = conn.read_response()
+        assert r.status == 100, r
+        body = os.urandom(5_000_000)
+        conn.send(body)
+        r = conn.read_response()
+        assert r.status == 200, r
+        assert r.json()["sha256"] == hashlib.sha256(body).hexdigest()
 
 
 def test_an_app_asking_to_close_the_connection_is_obeyed(coil, tmp_path):

@@ -609,7 +609,7 @@ TEST(Reader, OversizedLengthIsAnErrorAsSoonAsTheHeaderIsIn) {
 }
 
 TEST(Reader, UnknownTypeIsAnError) {
-  for (uint8_t type : {uint8_t{0}, uint8_t{12}, uint8_t{0xff}}) {
+  for (uint8_t type : {uint8_t{0}, uint8_t{13}, uint8_t{0xff}}) {
     SCOPED_TRACE(static_cast<int>(type));
     Status error;
     std::vector<Owned> frames = read_all(raw_header(0, type), kHeaderSize, &error);
@@ -633,10 +633,10 @@ TEST(Reader, CorruptFrameAfterGoodOnesStopsTheStream) {
 
 TEST(Reader, EveryKnownTypeIsAccepted) {
   std::string out;
-  for (uint8_t t = 1; t <= 11; ++t) append(out, static_cast<Type>(t), 0, t, "");
+  for (uint8_t t = 1; t <= 12; ++t) append(out, static_cast<Type>(t), 0, t, "");
   std::vector<Owned> frames = read_all(out, out.size());
-  ASSERT_EQ(frames.size(), 11u);
-  for (uint8_t t = 1; t <= 11; ++t) EXPECT_EQ(static_cast<uint8_t>(frames[t - 1].type), t);
+  ASSERT_EQ(frames.size(), 12u);
+  for (uint8_t t = 1; t <= 12; ++t) EXPECT_EQ(static_cast<uint8_t>(frames[t - 1].type), t);
 }
 
 TEST(Drained, RoundTripsTheByteCount) {
