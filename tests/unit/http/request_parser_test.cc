@@ -124,6 +124,19 @@ TEST(RequestParser, SimpleGet) {
   EXPECT_EQ(p.error_status(), 0);
 }
 
+TEST(RequestParser, AnAbsoluteFormTargetIsSeenInOriginForm) {
+  for (auto [target, origin] : {std::pair{"http://example.com/a/b?x=1", "/a/b?x=1"},
+                                std::pair{"HTTPS://example.com:8443/", "/"},
+                                std::pair{"http://example.com", "/"},
+                                std::pair{"/plain?y", "/plain?y"}}) {
+    RequestParser p;
+    std::string req = std::string("GET ") + target + " HTTP/1.1\r\nHost: example.com\r\n\r\n";
+    size_t consumed = 0;
+    EXPECT_EQ(p.feed(req, consumed), Outcome::kHeadDone) << target;
+    EXPECT_EQ(p.target(), origin) << target;
+  }
+}
+
 TEST(RequestParser, HeadIsReportedOnlyOnce) {
   RequestParser p;
   std::string req = "GET / HTTP/1.1\r\nHost: h\r\n\r\n";
