@@ -9,7 +9,7 @@
 namespace coil::runtime {
 
 OutputRelay::OutputRelay(boost::asio::io_context& io, unique_fd pipe, std::string prefix, Tap tap)
-    : pipe_(io, pipe.release()), prefix_(std::move(prefix)), tap_(std::move(tap)) {}
+    : pipe_(io, pipe.release()), prefix_(std::move(prefix)), tap_(std::move(tap)), report_timer_(io) {}
 
 void OutputRelay::start() { read(); }
 
@@ -22,8 +22,11 @@ bool OutputRelay::allow(size_t bytes) {
   return true;
 }
 
-void OutputRelay::report_dropped() {
+void OutputRelay::report_dropped(bool now) {
   if (dropped_lines_ == 0) return;
+  auto time = std::chrono::steady_clock::now();
+  if (!now && time - reported_ < kReportInterval) return;
+  reported_ = time;
   log::line(fmt::format("{}coil: {} lines ({} bytes) of output dropped: more than {} KiB/s", prefix_,
                         dropped_lines_, dropped_bytes_, static_cast<int>(kBytesPerSecond / 1024)));
   dropped_lines_ = dropped_bytes_ = 0;
@@ -34,6 +37,16 @@ void OutputRelay::emit(std::string_view line) {
   if (!allow(line.size() + 1)) {
     ++dropped_lines_;
     dropped_bytes_ += line.size() + 1;
+    if (!report_armed_) {
+      // Reported with the next line let through, or by this timer if none
+      // comes (the flood was the last of the output for a while).
+      report_armed_ = true;
+      report_timer_.expires_after(kReportInterval);
+      report_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+        self->report_armed_ = false;
+        if (!ec) self->report_dropped(true);
+      });
+    }
     return;
   }
   report_dropped();
@@ -69,7 +82,7 @@ void OutputRelay::read() {
     if (ec) {
       if (!self->partial_.empty()) self->emit(self->partial_);
       self->partial_.clear();
-      self->report_dropped();
+      self->report_dropped(true);
       return;  // EOF or error: the child is gone
     }
     self->read();

@@ -8,13 +8,15 @@
 // Output floods are rate-limited: each relay may log kBurstBytes at once and
 // kBytesPerSecond on average (a token bucket). Lines beyond that are read and
 // dropped — the function never blocks on its own output — and a line says
-// how much was dropped once output is allowed again. So a function printing
+// how much was dropped, once a second at most (and when the output ends). So
+// a function printing
 // gigabytes costs the host some CPU to drain the pipe, but neither memory nor
 // disk.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -29,6 +31,7 @@ class OutputRelay : public std::enable_shared_from_this<OutputRelay> {
   static constexpr size_t kMaxLine = 16 * 1024;
   static constexpr double kBytesPerSecond = 256 * 1024;
   static constexpr double kBurstBytes = 1024 * 1024;
+  static constexpr auto kReportInterval = std::chrono::seconds(1);
 
   // Also called with every line logged (without the prefix), e.g. to keep
   // a function's recent output for `coil logs`.
@@ -41,7 +44,9 @@ class OutputRelay : public std::enable_shared_from_this<OutputRelay> {
   void read();
   void emit(std::string_view line);
   bool allow(size_t bytes);
-  void report_dropped();
+  // Writes the "dropped" notice if lines were dropped since the last one, and
+  // a second has passed since it (or `now`: the output ended).
+  void report_dropped(bool now = false);
 
   boost::asio::posix::stream_descriptor pipe_;
   std::string prefix_;
@@ -51,6 +56,11 @@ class OutputRelay : public std::enable_shared_from_this<OutputRelay> {
   std::chrono::steady_clock::time_point refilled_ = std::chrono::steady_clock::now();
   uint64_t dropped_lines_ = 0;
   uint64_t dropped_bytes_ = 0;
+  // When the last "dropped" notice was written: at most one a second, so that
+  // a flood shows as one line per second, not one per line let through.
+  std::chrono::steady_clock::time_point reported_;
+  boost::asio::steady_timer report_timer_;  // writes a pending notice when output stops
+  bool report_armed_ = false;
   char buffer_[8192];
 };
 
