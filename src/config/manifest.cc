@@ -200,6 +200,7 @@ Result<FunctionConfig> parse_function(const toml::table& fn, const Where& where,
   config.entrypoint_origin = fmt::format("{}:{}", where.path, entry_line);
 
   if (Status s = read_string(fn, "route", config.route, where, table_line, true, label); !s) return s;
+  if (config.route.ends_with("/*")) config.route.replace(config.route.size() - 1, 1, "...");  // Spin's other spelling
   if (Status s = validate_route(config.route); !s) {
     return Status::error(where.error(line_of(*fn.get("route")), "route",
                                      fmt::format("{} (function \"{}\")", s.message(), label)));
@@ -396,6 +397,14 @@ Status validate_route(const std::string& route) {
     return Status::error("\"...\" is only allowed as the last segment (\"/prefix/...\")");
   }
   if (r.find("//") != std::string_view::npos) return Status::error("contains an empty segment");
+  for (size_t colon = fixed.find("/:"); colon != std::string_view::npos; colon = fixed.find("/:", colon + 1)) {
+    // Spin >= 2.5 captures such a segment; coil would match it as written.
+    size_t end = fixed.find('/', colon + 1);
+    std::string_view segment = fixed.substr(colon + 1, end == std::string_view::npos ? end : end - colon - 1);
+    return Status::error(fmt::format("\"{}\": parameter segments (\"{}\") are not supported yet; use a prefix "
+                                     "route (\"{}/...\") and read the rest of the path in the function",
+                                     route, segment, fixed.substr(0, colon)));
+  }
   for (std::string_view seg : {std::string_view("/../"), std::string_view("/./")}) {
     std::string padded = std::string(fixed) + "/";
     if (padded.find(seg) != std::string::npos) return Status::error("contains a '.' or '..' segment");

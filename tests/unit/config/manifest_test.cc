@@ -153,6 +153,14 @@ TEST_F(ManifestTest, OneTrailingSlashOfARouteIsStripped) {
   EXPECT_EQ(m->functions[2].route, "/w/...");
 }
 
+TEST_F(ManifestTest, AStarWildcardIsThePrefixRouteOfSpin) {
+  Result<Manifest> m = parse("[[function]]\nname = \"a\"\nentrypoint = \"m:f\"\nroute = \"/api/*\"\n"
+                             "[[function]]\nname = \"all\"\nentrypoint = \"m:f\"\nroute = \"/*\"\n");
+  ASSERT_TRUE(m.is_ok()) << m.message();
+  EXPECT_EQ(m->functions[0].route, "/api/...");
+  EXPECT_EQ(m->functions[1].route, "/...");
+}
+
 TEST_F(ManifestTest, SeveralFunctionsKeepTheirOrderAndOrigins) {
   Result<Manifest> m = parse(
       "# comment\n"
@@ -502,6 +510,14 @@ TEST(ValidateRoute, EmptySegmentBeforeTheWildcardIsRefused) {
     EXPECT_FALSE(s.is_ok()) << route;
     EXPECT_NE(s.message().find("empty segment"), std::string::npos) << route << ": " << s.message();
   }
+}
+
+TEST(ValidateRoute, ParameterSegmentsAreRefusedWithTheAlternative) {
+  EXPECT_EQ(validate_route("/users/:id").message(),
+            "\"/users/:id\": parameter segments (\":id\") are not supported yet; use a prefix route "
+            "(\"/users/...\") and read the rest of the path in the function");
+  EXPECT_FALSE(validate_route("/a/:b/c/...").is_ok());
+  EXPECT_TRUE(validate_route("/a/b:c").is_ok());  // a colon inside a segment is a character like any other
 }
 
 TEST(ValidateRoute, Messages) {
