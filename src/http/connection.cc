@@ -459,12 +459,9 @@ void Connection::flush() {
                                return;
                              }
                              self->report_drained(std::exchange(self->body_writing_, 0));
-                             if (self->phase_ == Phase::kClosed) return;
-                             if (!self->output_.empty()) {
-                               self->flush();
-                               return;
-                             }
-                             self->on_written();
+                             // Writes what came meanwhile; with nothing to write, reports
+                             // body that never goes on the wire (HEAD) and finishes.
+                             self->flush();
                            });
 }
 

@@ -886,6 +886,18 @@ async def app(scope, receive, send):
 '''
 
 
+def test_a_large_streamed_response_to_head_does_not_stall_its_app(coil):
+    # HEAD: the body never goes on the wire, and still counts as taken (flow control)
+    c = coil({"coil.toml": asgi_manifest("big", "/..."), "main.py": BIG_RESPONSES})
+    with c.raw(timeout=10) as conn:
+        conn.send(f"HEAD /parts?{8 << 20} HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = conn.read_response(method="HEAD")
+        assert (r.status, r.header("content-length")) == (200, str(8 << 20)), r
+        conn.send("GET /one?256 HTTP/1.1\r\nHost: x\r\n\r\n")  # the same connection, at once
+        r = conn.read_response()
+        assert (r.status, r.body) == (200, bytes(range(256))), r
+
+
 @pytest.mark.parametrize("path", ["/body-without-head", "/websocket-close-on-http", "/second-head"])
 def test_frames_out_of_order_from_an_app_are_a_protocol_error(coil, path):
     c = coil({"coil.toml": asgi_manifest("rawf", "/..."), "main.py": RAW_FRAMES})
