@@ -262,7 +262,7 @@ class _Server:
             elif kind == REQUEST_BODY:
                 exchange = self.exchanges.get(frame[1])
                 if exchange is not None:
-                    exchange.feed(frame[3], frame[2], frame[4])
+                    exchange.feed(frame[3], frame[2], frame[4], frame[5])
             elif kind == WS_CLOSE:
                 exchange = self.exchanges.get(frame[1])
                 if exchange is not None:
@@ -486,7 +486,7 @@ class _Exchange(_Stream):
     def client_closed(self, code):
         self.cancel(b"disconnect")
 
-    def feed(self, data, end, text=False):
+    def feed(self, data, end, text=False, more=False):
         if data or end:
             self.chunks.append(data)
         self.body_done = end
@@ -600,11 +600,12 @@ def _valid_close_code(code):
 class _WebSocket(_Stream):
     """One WebSocket session: the websocket scope's receive()/send()."""
 
-    __slots__ = ("inbox", "connect_delivered", "close_code", "state")
+    __slots__ = ("inbox", "connect_delivered", "close_code", "state", "parts")
 
     def __init__(self, server, stream):
         super().__init__(server, stream)
         self.inbox = []
+        self.parts = []  # the parts of a client message so far (frame.h: kFlagMore)
         self.connect_delivered = False
         self.close_code = 1006
         self.state = "connecting"  # then "connected", then "closed"
@@ -620,7 +621,13 @@ class _WebSocket(_Stream):
                 return {"type": "websocket.disconnect", "code": self.close_code}
             await self.wait()
 
-    def feed(self, data, end, text):
+    def feed(self, data, end, text, more=False):
+        if more or self.parts:
+            self.parts.append(data)
+            if more:
+                return
+            data = b"".join(self.parts)
+            self.parts = []
         if text:
             self.inbox.append({"type": "websocket.receive", "text": data.decode("utf-8", "replace")})
         else:

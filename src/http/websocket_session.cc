@@ -57,7 +57,7 @@ void WebSocketSession::on_response_head(const frame::ResponseHead& head, std::st
     for (const auto& [name, value] : headers) response.set(name, value);
   }));
   ws_.set_option(websocket::stream_base::timeout::suggested(boost::beast::role_type::server));
-  ws_.read_message_max(frame::kMaxPayload - 64);
+  ws_.read_message_max(frame::kMaxWebSocketMessage);
   ws_.async_accept(request_, [self = shared_from_this()](boost::system::error_code ec) {
     self->log_access(ec ? 400 : 101);
     if (ec) {
@@ -84,7 +84,7 @@ void WebSocketSession::refuse(uint16_t status, const std::vector<frame::Header>&
                            });
 }
 
-void WebSocketSession::on_response_body(std::string_view body, bool) { on_websocket_message(body, false); }
+void WebSocketSession::on_response_body(std::string_view body, bool) { on_websocket_message(body, false, false); }
 
 void WebSocketSession::on_failure(uint16_t status, const std::string& message) {
   if (finished_) return;
@@ -99,8 +99,26 @@ void WebSocketSession::on_failure(uint16_t status, const std::string& message) {
   on_websocket_close(status == 503 || status == 504 ? 1001 : 1011, "");
 }
 
-void WebSocketSession::on_websocket_message(std::string_view data, bool text) {
+void WebSocketSession::on_websocket_message(std::string_view data, bool text, bool more) {
   if (finished_) return;
+  if (more || !partial_.empty()) {
+    // A message in parts (frame.h): whole before it is sent. The instance
+    // sends none over kMaxWebSocketMessage; one that did is cut off here.
+    if (partial_.size() + data.size() > frame::kMaxWebSocketMessage) {
+      log::info("{} websocket {}: the application sent a message over {} bytes; closing", target_->name(),
+                invocation_->head.target, frame::kMaxWebSocketMessage);
+      partial_.clear();
+      on_websocket_close(1009, "");
+      if (server_ != nullptr) target_->abandon(invocation_);
+      return;
+    }
+    partial_.append(data);
+    if (more) return;
+    std::string message = std::move(partial_);
+    partial_.clear();
+    on_websocket_message(message, text, false);
+    return;
+  }
   if (outgoing_bytes_ + data.size() > kMaxUnsent) {
     log::info("{} websocket {}: the client left {} bytes unread; closing",
               target_->name(), invocation_->head.target, outgoing_bytes_);

@@ -47,7 +47,7 @@ class WebSocketSession : public runtime::ResponseSink, public std::enable_shared
   void on_response_head(const frame::ResponseHead& head, std::string_view body, bool end) override;
   void on_response_body(std::string_view body, bool end) override;
   void on_failure(uint16_t status, const std::string& message) override;
-  void on_websocket_message(std::string_view data, bool text) override;
+  void on_websocket_message(std::string_view data, bool text, bool more) override;
   void on_websocket_close(uint16_t code, const std::string& reason) override;
 
  private:
@@ -72,8 +72,10 @@ class WebSocketSession : public runtime::ResponseSink, public std::enable_shared
   boost::beast::flat_buffer read_buffer_;
   std::deque<Outgoing> outgoing_;
   size_t outgoing_bytes_ = 0;
-  // Messages a client may leave unread before the session is closed.
-  static constexpr size_t kMaxUnsent = 16 * 1024 * 1024;
+  // Messages a client may leave unread before the session is closed: two of
+  // the largest.
+  static constexpr size_t kMaxUnsent = 2 * frame::kMaxWebSocketMessage;
+  std::string partial_;  // the parts of an application's message so far
   bool writing_ = false;
   bool accepted_ = false;
   bool finished_ = false;  // the application's side is over (closed or failed)

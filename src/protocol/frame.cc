@@ -114,6 +114,15 @@ void append_response(std::string& out, uint32_t stream, uint16_t status, std::sp
   append_response_message(out, stream, status, headers, body, end);
 }
 
+void append_ws_message(std::string& out, Type type, uint32_t stream, std::string_view data, bool text) {
+  uint8_t kind = text ? kFlagText : 0;
+  do {
+    std::string_view part = data.substr(0, kBodyChunk);
+    data.remove_prefix(part.size());
+    append(out, type, static_cast<uint8_t>(kind | (data.empty() ? 0 : kFlagMore)), stream, part);
+  } while (!data.empty());
+}
+
 void append_drained(std::string& out, uint32_t stream, uint64_t bytes) {
   char payload[8];
   for (int i = 0; i < 8; ++i) payload[i] = static_cast<char>(bytes >> (8 * i));

@@ -75,6 +75,11 @@ enum class Type : uint8_t {
 inline constexpr uint8_t kFlagEnd = 0x01;
 // On body frames of a WebSocket stream: the message is text (else binary).
 inline constexpr uint8_t kFlagText = 0x02;
+// On body frames of a WebSocket stream: the message goes on in the stream's
+// next body frame (a message larger than kBodyChunk travels in parts).
+inline constexpr uint8_t kFlagMore = 0x04;
+// The largest WebSocket message either way (uvicorn's default).
+inline constexpr size_t kMaxWebSocketMessage = 16 * 1024 * 1024;
 // The payload of a kCancel frame: why the host gave up on the stream.
 inline constexpr std::string_view kCancelDisconnect = "disconnect";  // the client went away
 inline constexpr std::string_view kCancelTimeout = "timeout";        // a deadline passed
@@ -155,6 +160,11 @@ void append_response(std::string& out, uint32_t stream, uint16_t status, std::sp
                      std::string_view body, bool end);
 // Body frames only (`body` may be empty when only the end is to be signalled).
 void append_body(std::string& out, Type type, uint32_t stream, std::string_view body, bool end);
+
+// A WebSocket message as body frames of `type` (kRequestBody from the host,
+// kResponseBody from the instance): parts of up to kBodyChunk bytes, each but
+// the last with kFlagMore, each with kFlagText for a text message.
+void append_ws_message(std::string& out, Type type, uint32_t stream, std::string_view data, bool text);
 
 // A kDrained frame (`bytes` of the stream's response body reached its client).
 void append_drained(std::string& out, uint32_t stream, uint64_t bytes);

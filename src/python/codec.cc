@@ -274,7 +274,7 @@ PyObject* frame_tuple(const frame::Frame& f, PyObject* state, bool root_path_in_
     }
     case frame::Type::kRequestBody:
       return tuple_of({type_of(f), PyLong_FromUnsignedLong(f.stream), bool_of(f.end()), bytes_of(f.payload),
-                       bool_of((f.flags & frame::kFlagText) != 0)});
+                       bool_of((f.flags & frame::kFlagText) != 0), bool_of((f.flags & frame::kFlagMore) != 0)});
     case frame::Type::kWsClose: {
       uint16_t code = 1005;
       std::string reason;
@@ -493,12 +493,12 @@ PyObject* put_ws_message(PyObject*, PyObject* args) {
   if (!buffer_view(data, view)) return nullptr;
   std::string_view message(static_cast<const char*>(view.buf), static_cast<size_t>(view.len));
   bool ok = true;
-  if (message.size() > frame::kMaxPayload - 64) {
-    PyErr_SetString(PyExc_ValueError, "WebSocket message larger than 1 MiB");
+  if (message.size() > frame::kMaxWebSocketMessage) {
+    PyErr_SetString(PyExc_ValueError, "WebSocket message larger than 16 MiB");
     ok = false;
   } else {
     std::string encoded;
-    frame::append(encoded, frame::Type::kResponseBody, text ? frame::kFlagText : 0, stream, message);
+    frame::append_ws_message(encoded, frame::Type::kResponseBody, stream, message, text);
     ok = append_to(out, encoded);
   }
   PyBuffer_Release(&view);

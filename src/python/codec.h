@@ -10,7 +10,8 @@
 //             2.3), with a copy of `state` (the lifespan state); root_path is
 //             a "/x/..." route's prefix, which `path` keeps unless
 //             root_path_in_path is false (Starlette < 0.33)
-//         (2, stream, end, body: bytes, text: bool)   request body / WebSocket message
+//         (2, stream, end, body: bytes, text: bool, more: bool)   request body, or
+//             a WebSocket message (or a part of one: more, see frame.h)
 //         (9, stream, code: int, reason: str)  WebSocket closed by the client
 //         (5, stream, reason: bytes)           cancel (b"disconnect" or b"timeout")
 //         (11, stream, bytes: int)             the client took that much more of

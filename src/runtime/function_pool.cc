@@ -404,7 +404,7 @@ void FunctionPool::send_websocket_message(const std::shared_ptr<Invocation>& inv
     stream_deadlines_.push(invocation, Clock::now());  // activity either way keeps the session alive
   }
   std::string frames;
-  frame::append(frames, frame::Type::kRequestBody, text ? frame::kFlagText : 0, invocation->id, data);
+  frame::append_ws_message(frames, frame::Type::kRequestBody, invocation->id, data, text);
   instance->send(frames);
 }
 
@@ -636,7 +636,8 @@ void FunctionPool::on_frame(Instance& instance, const frame::Frame& f) {
           arm_deadline_timer();
         }
         if (invocation->websocket) {
-          invocation->sink->on_websocket_message(f.payload, (f.flags & frame::kFlagText) != 0);
+          invocation->sink->on_websocket_message(f.payload, (f.flags & frame::kFlagText) != 0,
+                                                 (f.flags & frame::kFlagMore) != 0);
         } else {
           invocation->sink->on_response_body(f.payload, end);
           hold_back_if_unsent(instance, *invocation, end);

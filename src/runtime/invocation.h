@@ -33,9 +33,10 @@ class ResponseSink {
   // A response the host makes itself (502, 503, 504...). `message` is the
   // plain-text body, written for the client.
   virtual void on_failure(uint16_t status, const std::string& message) = 0;
-  // WebSocket streams, once accepted (a 101 head): a message from the
-  // application, and the application closing the socket.
-  virtual void on_websocket_message(std::string_view /*data*/, bool /*text*/) {}
+  // WebSocket streams, once accepted (a 101 head): a message (or a part of
+  // one, `more` parts following) from the application, and the application
+  // closing the socket.
+  virtual void on_websocket_message(std::string_view /*data*/, bool /*text*/, bool /*more*/) {}
   virtual void on_websocket_close(uint16_t /*code*/, const std::string& /*reason*/) {}
   // Response bytes given to the sink that its client has not taken yet.
   virtual size_t unsent_bytes() const { return 0; }

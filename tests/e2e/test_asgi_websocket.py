@@ -113,6 +113,34 @@ def test_echo_text_and_bytes(coil):
     assert c.get("/plain").body == b"plain http", "plain HTTP still works next to websockets"
 
 
+def test_messages_up_to_16_mib_pass_both_ways(coil):
+    # Over one frame of the host<->instance protocol: they travel in parts, whole again
+    # at each end.
+    c = start(coil)
+
+    async def session():
+        async with websockets.connect(ws_url(c, "/echo"), max_size=None) as ws:
+            blob = os.urandom(15 << 20)
+            await ws.send(blob)
+            assert await ws.recv() == b"echo:" + blob
+            text = "\u00e9" * (3 << 20)  # 6 MiB of UTF-8, split inside a character
+            await ws.send(text)
+            assert await ws.recv() == "echo:" + text
+    ws_run(session())
+
+
+def test_a_message_over_16_mib_from_the_client_closes_with_1009(coil):
+    c = start(coil)
+
+    async def session():
+        async with websockets.connect(ws_url(c, "/echo"), max_size=None) as ws:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.send(b"x" * ((16 << 20) + 1))  # the close may come while it is sent
+                await ws.recv()
+            return closed.value.rcvd.code
+    assert ws_run(session()) == 1009
+
+
 @pytest.mark.parametrize("code", [0, 1005, 1006, 70000])
 def test_a_close_code_that_may_not_be_sent_is_the_apps_error(coil, code):
     # The app's RuntimeError: the client sees 1011 (internal error), never a rewritten code.

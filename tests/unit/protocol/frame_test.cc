@@ -639,6 +639,28 @@ TEST(Reader, EveryKnownTypeIsAccepted) {
   for (uint8_t t = 1; t <= 12; ++t) EXPECT_EQ(static_cast<uint8_t>(frames[t - 1].type), t);
 }
 
+TEST(WsMessage, ALargeMessageTravelsInPartsFlaggedMoreButTheLast) {
+  std::string message(2 * kBodyChunk + 10, 'm');
+  std::string out;
+  append_ws_message(out, Type::kResponseBody, 4, message, true);
+  std::vector<Owned> frames = read_all(out, out.size());
+  ASSERT_EQ(frames.size(), 3u);
+  std::string joined;
+  for (size_t i = 0; i < frames.size(); ++i) {
+    EXPECT_EQ(frames[i].type, Type::kResponseBody);
+    EXPECT_EQ(frames[i].stream, 4u);
+    EXPECT_EQ(frames[i].flags, i + 1 < frames.size() ? (kFlagText | kFlagMore) : kFlagText) << i;
+    joined += frames[i].payload;
+  }
+  EXPECT_EQ(joined, message);
+  out.clear();
+  append_ws_message(out, Type::kRequestBody, 4, "", false);  // an empty message is one frame
+  frames = read_all(out, out.size());
+  ASSERT_EQ(frames.size(), 1u);
+  EXPECT_EQ(frames[0].flags, 0);
+  EXPECT_EQ(frames[0].payload, "");
+}
+
 TEST(Drained, RoundTripsTheByteCount) {
   std::string out;
   append_drained(out, 9, (uint64_t{1} << 40) + 5);  // past 32 bits
