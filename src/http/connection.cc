@@ -94,6 +94,12 @@ void Connection::process() {
     auto outcome = parser_.feed(std::string_view(input_).substr(input_pos_), consumed);
     input_pos_ += consumed;
     if (phase_ == Phase::kBody) {
+      if (continue_deferred_ && body_received_ + parser_.body_size() > 0) {
+        // The client sent its body without waiting for "100 Continue": the
+        // body deadline runs as for any body.
+        continue_deferred_ = false;
+        deadline_ = SteadyClock::now() + server_->options().header_timeout;
+      }
       if (body_received_ + parser_.body_size() >= body_checkpoint_ + kBodyProgress) {
         body_checkpoint_ = body_received_ + parser_.body_size();
         deadline_ = SteadyClock::now() + server_->options().header_timeout;
@@ -132,6 +138,12 @@ void Connection::process() {
 
 bool Connection::on_head() {
   request_started_ = SteadyClock::now();
+  // The response state of the previous request on this connection goes: a
+  // function may answer this one before its body is read (on_request()).
+  response_complete_ = false;
+  response_chunked_ = false;
+  response_until_close_ = false;
+  response_remaining_.reset();
   head_request_ = parser_.method() == "HEAD";
   keep_alive_ = parser_.keep_alive() && !server_->draining();
   function_ = "-";
@@ -255,9 +267,6 @@ bool Connection::upgrade_to_websocket() {
 
 void Connection::on_request() {
   runtime::InvocationTarget& target = *target_;
-  response_complete_ = false;
-  response_chunked_ = false;
-  response_until_close_ = false;
   if (streaming_body_ && invocation_->sink) {
     // Already submitted at the head: this is the end of the body.
     phase_ = Phase::kWaiting;
@@ -468,7 +477,6 @@ void Connection::flush() {
 void Connection::on_body_wanted() {
   if (!continue_deferred_ || phase_ != Phase::kBody) return;
   continue_deferred_ = false;
-  if (body_received_ > 0 || parser_.body_size() > 0) return;  // the client sent it without waiting
   deadline_ = SteadyClock::now() + server_->options().header_timeout;
   write("HTTP/1.1 100 Continue\r\n\r\n");
 }

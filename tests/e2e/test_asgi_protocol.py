@@ -121,6 +121,12 @@ async def app(scope, receive, send):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return
 
+    if do == "chunked":  # a streamed response without a length: chunked on the wire
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"one,", "more_body": True})
+        await send({"type": "http.response.body", "body": b"two"})
+        return
+
     if do == "refuse":  # answers without reading the body
         return await respond(send, 401, b"no", ctype=b"text/plain")
 
@@ -438,6 +444,20 @@ def test_100_continue_is_sent_only_when_the_app_reads_the_body(coil, tmp_path):
         r = conn.read_response()
         assert r.status == 200, r
         assert r.json()["sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_an_answer_before_the_body_on_a_reused_connection_is_framed_as_its_own(coil, tmp_path):
+    # The previous response on the connection was chunked; this one is complete and
+    # comes while its request's body is still unread.
+    c = start_raw(coil, tmp_path)
+    with c.raw() as conn:
+        conn.send("GET /c HTTP/1.1\r\nHost: x\r\nX-Do: chunked\r\n\r\n")
+        r = conn.read_response()
+        assert (r.status, r.body, r.header("transfer-encoding")) == (200, b"one,two", "chunked"), r
+        conn.send("POST /r HTTP/1.1\r\nHost: x\r\nX-Do: refuse\r\nContent-Length: 5\r\n\r\n")  # no body yet
+        r = conn.read_response()
+        assert (r.status, r.body, r.header("content-length")) == (401, b"no", "2"), r
+        assert r.header("transfer-encoding") is None, r
 
 
 def test_an_app_asking_to_close_the_connection_is_obeyed(coil, tmp_path):
