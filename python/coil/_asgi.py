@@ -369,24 +369,28 @@ class _Stream:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
+    # Whether the app runs on when its client leaves (see cancel()).
+    runs_on_after_disconnect = False
+
     def cancel(self, reason=b"timeout"):
         """The host is done with the stream.
 
-        b"disconnect": the client went away. The app learns it from receive()
-        (http.disconnect) and runs on, as under uvicorn: what it does after
-        its client left (a write to a database, a background task) is not
-        lost. What it sends from then on goes nowhere. The host still bounds
-        the request (timeout_ms until a response starts, else
-        stream_idle_timeout_ms) and cancels it with b"timeout" past that.
+        b"disconnect", for an HTTP request: the client went away. The app
+        learns it from receive() (http.disconnect) and runs on, as under
+        uvicorn: what it does after its client left (a write to a database, a
+        background task) is not lost. What it sends from then on goes nowhere.
+        The host still bounds the request (timeout_ms until a response starts,
+        else stream_idle_timeout_ms) and cancels it with b"timeout" past that.
 
-        b"timeout" (a deadline passed, or the instance is closing): an app
+        Otherwise (a deadline passed, the instance is closing, or the client
+        of a WebSocket left: under uvicorn its next send would raise): an app
         listening on receive() learns it from there and is cancelled if it
         has not finished within _DISCONNECT_GRACE; any other is cancelled now."""
         listening = self.waiter is not None
         self.disconnected = True
         self.wake()
         self.drained(0)  # a send() held back by flow control returns
-        if reason == b"disconnect" or self.task is None or self.task.done():
+        if (reason == b"disconnect" and self.runs_on_after_disconnect) or self.task is None or self.task.done():
             return
         if listening:
             self.server.loop.call_later(_DISCONNECT_GRACE, self.cancel_task)
@@ -449,6 +453,8 @@ class _Stream:
 
 class _Exchange(_Stream):
     """One request: its receive()/send() callables and its response state."""
+
+    runs_on_after_disconnect = True
 
     __slots__ = ("chunks", "body_done", "status", "headers", "started", "head_sent", "unsent", "room",
                  "body_wanted")
@@ -568,7 +574,7 @@ class _Exchange(_Stream):
         self.end_abnormally(f"internal error in function {self.server.function}\n")
 
     def returned(self):
-        if not self.started:
+        if not self.started and not self.disconnected:
             print(f"coil: ASGI application {self.server.function} returned without sending a response",
                   file=sys.stderr)
             self.end_abnormally(f"internal error in function {self.server.function}\n")
@@ -594,7 +600,8 @@ class _Exchange(_Stream):
 
 def _valid_close_code(code):
     """A code an endpoint may send in a close frame (RFC 6455 7.4, and the IANA registry)."""
-    return type(code) is int and (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999)
+    return (isinstance(code, int) and not isinstance(code, bool)  # an IntEnum is a code too
+            and (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999))
 
 
 class _WebSocket(_Stream):
@@ -663,7 +670,7 @@ class _WebSocket(_Stream):
             self.state = "connected"
         elif kind == "websocket.close":
             code = message.get("code", 1000)
-            if not _valid_close_code(code):
+            if self.state == "connected" and not _valid_close_code(code):  # before accept it is a 403 anyway
                 raise RuntimeError(f"invalid WebSocket close code {code!r} (1000-1003, 1007-1014 or 3000-4999)")
             if self.finished:
                 return
@@ -671,7 +678,7 @@ class _WebSocket(_Stream):
                 # Closing before accepting refuses the handshake (ASGI: HTTP 403).
                 _coil.put_response(out, self.stream, 403, (), b"", True)
             else:
-                _coil.put_ws_close(out, self.stream, code, message.get("reason") or "")
+                _coil.put_ws_close(out, self.stream, int(code), message.get("reason") or "")
             self.state = "closed"
             self.finished = True
         else:

@@ -154,9 +154,9 @@ bool Connection::on_head() {
     respond_error(400, "bad request: " + path.message(), true);
     return false;
   }
-  std::string_view host;
+  std::string_view host = parser_.authority();
   for (const auto& [name, value] : parser_.headers()) {
-    if (name == "host") {
+    if (host.empty() && name == "host") {
       host = value;
       break;
     }
@@ -191,6 +191,11 @@ bool Connection::on_head() {
   head.path_info = std::move(match->path_info);
   head.host = host;
   head.headers = parser_.headers();
+  if (!parser_.authority().empty()) {
+    // The target's host is the request's (RFC 9112 3.2.2): the function sees it as its Host header.
+    std::erase_if(head.headers, [](const frame::Header& h) { return h.first == "host"; });
+    head.headers.insert(head.headers.begin(), {"host", parser_.authority()});
+  }
   invocation_ = std::move(invocation);
   streaming_body_ = target.streams_request_body();
   watch_disconnect_ = target.watches_disconnect();
@@ -358,9 +363,9 @@ void Connection::on_response_head(const frame::ResponseHead& head, std::string_v
 }
 
 bool Connection::client_too_slow() {
-  if (output_.size() + writing_.size() <= kMaxUnsentResponse) return false;
+  if (unsent_bytes() <= kMaxUnsentResponse) return false;
   log::info("{} {} {}: the client left {} bytes of the response unread; aborting it", function_,
-            parser_.method(), parser_.target(), output_.size() + writing_.size());
+            parser_.method(), parser_.target(), unsent_bytes());
   close();  // abandons the invocation: the function is cancelled
   return true;
 }
@@ -456,17 +461,35 @@ void Connection::flush() {
   }
   writing_.swap(output_);
   output_.clear();
+  written_ = 0;
   body_writing_ = std::exchange(body_buffered_, 0);
   write_in_progress_ = true;
   write_started_ = SteadyClock::now();
-  boost::asio::async_write(socket_, boost::asio::buffer(writing_),
-                           [self = shared_from_this()](boost::system::error_code ec, size_t) {
-                             self->write_in_progress_ = false;
-                             self->writing_.clear();
+  write_more();
+}
+
+// One async_write_some after another, rather than one async_write: each
+// step that moves bytes counts as progress for check_deadline(), so a slow
+// client that keeps reading is not taken for one that stopped.
+void Connection::write_more() {
+  socket_.async_write_some(boost::asio::buffer(writing_.data() + written_, writing_.size() - written_),
+                           [self = shared_from_this()](boost::system::error_code ec, size_t n) {
                              if (ec) {
+                               self->write_in_progress_ = false;
+                               self->writing_.clear();
+                               self->written_ = 0;
                                self->close();
                                return;
                              }
+                             self->written_ += n;
+                             self->write_started_ = SteadyClock::now();
+                             if (self->written_ < self->writing_.size()) {
+                               self->write_more();
+                               return;
+                             }
+                             self->write_in_progress_ = false;
+                             self->writing_.clear();
+                             self->written_ = 0;
                              self->report_drained(std::exchange(self->body_writing_, 0));
                              // Writes what came meanwhile; with nothing to write, reports
                              // body that never goes on the wire (HEAD) and finishes.

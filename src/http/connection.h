@@ -86,11 +86,12 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   // Aborts the response if the client leaves too much of it unread.
   bool client_too_slow();
   void flush();
+  void write_more();
   void on_written();
   // Flow control: tells the target that `bytes` of the response body reached
   // the client, while the function may still be sending it.
   void report_drained(uint64_t bytes);
-  size_t unsent_bytes() const override { return output_.size() + writing_.size(); }
+  size_t unsent_bytes() const override { return output_.size() + writing_.size() - written_; }
   void on_body_wanted() override;
   void close();
   void linger();
@@ -119,7 +120,8 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   std::string writing_;
   bool write_in_progress_ = false;
   bool close_after_write_ = false;
-  std::chrono::steady_clock::time_point write_started_;  // of the write in progress
+  size_t written_ = 0;  // bytes of writing_ already on their way
+  std::chrono::steady_clock::time_point write_started_;  // the write in progress's last progress
   uint64_t body_buffered_ = 0;  // response body bytes (as the function sent them) in output_
   uint64_t body_writing_ = 0;   // and in writing_
 

@@ -13,16 +13,18 @@ namespace {
 std::string_view view(beast::string_view s) { return {s.data(), s.size()}; }
 
 // An absolute-form target ("http://host:port/path?q", RFC 9112 3.2.2, which a
-// server must accept) as the origin form the rest of coil sees ("/path?q").
-// Anything else is returned as it is.
-std::string_view origin_form(std::string_view target) {
+// server must accept) as the origin form the rest of coil sees ("/path?q"),
+// and its authority ("host:port"). Anything else is returned as it is, with
+// no authority.
+std::string_view origin_form(std::string_view target, std::string_view& authority) {
+  authority = {};
   for (std::string_view scheme : {std::string_view("http://"), std::string_view("https://")}) {
     if (target.size() < scheme.size() || !ascii::iequals(target.substr(0, scheme.size()), scheme)) continue;
     std::string_view rest = target.substr(scheme.size());
     size_t path = rest.find_first_of("/?");
-    if (path == std::string_view::npos) return "/";
-    if (rest[path] == '?') return {};  // "http://host?q": no path to keep the query on; refused as before
-    return rest.substr(path);
+    if (path != std::string_view::npos && rest[path] == '?') return target;  // no path for the query: refused later
+    authority = rest.substr(0, path);
+    return path == std::string_view::npos ? "/" : rest.substr(path);
   }
   return target;
 }
@@ -32,9 +34,9 @@ std::string_view origin_form(std::string_view target) {
 void RequestParser::Impl::on_request_impl(bhttp::verb, beast::string_view method, beast::string_view target,
                                           int version, beast::error_code&) {
   method_.assign(method.data(), method.size());
-  std::string_view origin = origin_form(view(target));
-  if (origin.empty() && !target.empty()) origin = view(target);
-  target_.assign(origin);
+  std::string_view authority;
+  target_.assign(origin_form(view(target), authority));
+  authority_.assign(authority);
   version_ = version;
 }
 

@@ -54,6 +54,9 @@ class RequestParser {
   // The head (valid once head_done()).
   const std::string& method() const { return parser_->method_; }
   const std::string& target() const { return parser_->target_; }
+  // The host of an absolute-form target ("" for the usual origin form): it
+  // takes the place of the Host header (RFC 9112 3.2.2).
+  const std::string& authority() const { return parser_->authority_; }
   int version() const { return parser_->version_; }
   // Field names lower-cased, values as received; order and duplicates kept.
   const std::vector<std::pair<std::string, std::string>>& headers() const { return parser_->headers_; }
@@ -70,6 +73,7 @@ class RequestParser {
    public:
     std::string method_;
     std::string target_;
+    std::string authority_;
     int version_ = 11;
     std::vector<std::pair<std::string, std::string>> headers_;
     std::string body_;

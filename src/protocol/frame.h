@@ -18,13 +18,16 @@
 // A request is one kRequestHead (whose payload ends with the first part of the
 // body) followed by zero or more kRequestBody frames; the frame carrying
 // kFlagEnd completes the body. Responses mirror that with kResponseHead and
-// kResponseBody. kCancel (host -> instance) says the host gave up on a stream
-// (client gone or deadline passed): the instance should drop it. kReset
+// kResponseBody. kCancel (host -> instance) says the host is done with a
+// stream; its payload says why: "timeout" (a deadline passed: the instance
+// drops the stream) or "disconnect" (the client left: an ASGI HTTP request
+// runs on to its end, its output going nowhere; anything else is dropped).
 //
 // WebSockets ride on the same frames. The request head has scheme "ws"; the
 // application accepts with a 101 response head (sec-websocket-protocol among
 // its headers) or refuses with any other status; messages travel as body
-// frames (kFlagText for text) in both directions; kWsClose from either side
+// frames (kFlagText for text; a message over kBodyChunk in parts, each but the
+// last with kFlagMore) in both directions; kWsClose from either side
 // ends the stream (from the instance, it is the stream's final frame).
 //
 // Flow control: an ASGI instance keeps at most a window of response body

@@ -260,13 +260,15 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
         trial_timer_.async_wait([this](boost::system::error_code ec) {
           if (ec || trial_ == nullptr) return;
           Instance& stuck = *trial_;
+          trial_ = nullptr;  // retire() is not to report it as an exit
           log::info("instance {} pid={} did not finish starting within {} s; killing it", config_.name, stuck.pid(),
                     kTrialTimeout.count());
+          kill(stuck, "start timeout");
+          retire(stuck, 503, "function " + config_.name + " failed to start");
+          // Last: the start callback may stop this pool.
           finish_start(Status::error(config_.entrypoint_origin + ": entrypoint: the first instance did not finish " +
                                      "starting within " + std::to_string(kTrialTimeout.count()) +
                                      " s (lifespan startup or an after_restore hook blocked its process)"));
-          kill(stuck, "start timeout");
-          retire(stuck, 503, "function " + config_.name + " failed to start");
         });
       } else {
         finish_start(Status::ok());
@@ -433,7 +435,9 @@ Instance* FunctionPool::instance_with_room() const {
   size_t limit = kind_ == config::Kind::kAsgi ? config_.max_concurrency : kPipelineDepth;
   Instance* best = nullptr;
   for (const auto& instance : instances_) {
-    if (instance->closed() || instance->in_flight().size() >= limit) continue;
+    // A handler instance held back by a slow client (flow control) would
+    // keep what is sent to it waiting on that client.
+    if (instance->closed() || instance->reading_paused() || instance->in_flight().size() >= limit) continue;
     if (best == nullptr || instance->in_flight().size() < best->in_flight().size()) best = instance.get();
   }
   return best;
@@ -863,10 +867,12 @@ void FunctionPool::abandon(const std::shared_ptr<Invocation>& invocation) {
     case Invocation::State::kDispatched:
     case Invocation::State::kResponding: {
       Instance* instance = invocation->instance;
-      if (kind_ == config::Kind::kAsgi && instance != nullptr) {
+      if (kind_ == config::Kind::kAsgi && instance != nullptr && !invocation->websocket) {
         // The app learns that its client left (http.disconnect) and runs
         // on to its end, as under uvicorn. Its deadlines stay: they bound
-        // what it does with no one waiting, and cancel it past them.
+        // what it does with no one waiting, and cancel it past them. (A
+        // WebSocket app is cancelled, below: under uvicorn its next send
+        // would raise.)
         invocation->sink.reset();
         send_disconnect(invocation);
         break;
@@ -994,6 +1000,8 @@ void FunctionPool::tick(Clock::time_point now) {
 
 void FunctionPool::close_all_instances(bool kill_busy_handlers) {
   stopping_ = true;
+  trial_ = nullptr;  // its instance goes with the others
+  trial_timer_.cancel();
   while (!queue_.empty()) {
     auto invocation = queue_.front();
     queue_.pop_front();

@@ -60,6 +60,13 @@ async def app(scope, receive, send):
         await send({"type": "websocket.send", "text": "closing soon"})
         await send({"type": "websocket.close", "code": 4001, "reason": "bye"})
         return
+    if path == "/enum-close":
+        import enum
+
+        class Code(enum.IntEnum):
+            GONE_FOR_GOOD = 4004
+        await send({"type": "websocket.close", "code": Code.GONE_FOR_GOOD})
+        return
     if path.startswith("/bad-close/"):
         await send({"type": "websocket.close", "code": int(path.rsplit("/", 1)[1])})
         return
@@ -139,6 +146,17 @@ def test_a_message_over_16_mib_from_the_client_closes_with_1009(coil):
                 await ws.recv()
             return closed.value.rcvd.code
     assert ws_run(session()) == 1009
+
+
+def test_a_close_code_given_as_an_int_enum_is_sent(coil):
+    c = start(coil)
+
+    async def session():
+        async with websockets.connect(ws_url(c, "/enum-close")) as ws:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.recv()
+            return closed.value.rcvd.code
+    assert ws_run(session()) == 4004
 
 
 @pytest.mark.parametrize("code", [0, 1005, 1006, 70000])

@@ -65,10 +65,11 @@ def test_keep_alive_reuses_the_connection(coil):
 def test_an_absolute_form_target_is_served_as_its_path(coil):
     c = start(coil)
     with RawConn(c.port) as rc:
-        rc.send("GET http://example.com/abs/x?q=1 HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        rc.send("GET http://example.com/abs/x?q=1 HTTP/1.1\r\nHost: other.test\r\n\r\n")
         r = rc.read_response()
         assert r.status == 200, r
         assert r.json()["uri"] == "/abs/x?q=1"
+        assert r.json()["headers"]["host"] == "example.com"  # the target's host wins (RFC 9112 3.2.2)
     c.wait_for_line(r"^coil: access front GET /abs/x\?q=1 200 ", timeout=5)
 
 

@@ -124,16 +124,23 @@ TEST(RequestParser, SimpleGet) {
   EXPECT_EQ(p.error_status(), 0);
 }
 
-TEST(RequestParser, AnAbsoluteFormTargetIsSeenInOriginForm) {
-  for (auto [target, origin] : {std::pair{"http://example.com/a/b?x=1", "/a/b?x=1"},
-                                std::pair{"HTTPS://example.com:8443/", "/"},
-                                std::pair{"http://example.com", "/"},
-                                std::pair{"/plain?y", "/plain?y"}}) {
+TEST(RequestParser, AnAbsoluteFormTargetIsSeenInOriginFormWithItsAuthority) {
+  struct Case {
+    const char* target;
+    const char* origin;
+    const char* authority;
+  };
+  for (Case c : {Case{"http://example.com/a/b?x=1", "/a/b?x=1", "example.com"},
+                 Case{"HTTPS://example.com:8443/", "/", "example.com:8443"},
+                 Case{"http://example.com", "/", "example.com"},
+                 Case{"http://example.com?q", "http://example.com?q", ""},  // refused later: no path
+                 Case{"/plain?y", "/plain?y", ""}}) {
     RequestParser p;
-    std::string req = std::string("GET ") + target + " HTTP/1.1\r\nHost: example.com\r\n\r\n";
+    std::string req = std::string("GET ") + c.target + " HTTP/1.1\r\nHost: other.test\r\n\r\n";
     size_t consumed = 0;
-    EXPECT_EQ(p.feed(req, consumed), Outcome::kHeadDone) << target;
-    EXPECT_EQ(p.target(), origin) << target;
+    EXPECT_EQ(p.feed(req, consumed), Outcome::kHeadDone) << c.target;
+    EXPECT_EQ(p.target(), c.origin) << c.target;
+    EXPECT_EQ(p.authority(), c.authority) << c.target;
   }
 }
 
