@@ -607,11 +607,12 @@ def _valid_close_code(code):
 class _WebSocket(_Stream):
     """One WebSocket session: the websocket scope's receive()/send()."""
 
-    __slots__ = ("inbox", "connect_delivered", "close_code", "state", "parts")
+    __slots__ = ("inbox", "connect_delivered", "close_code", "state", "parts", "taken")
 
     def __init__(self, server, stream):
         super().__init__(server, stream)
-        self.inbox = []
+        self.inbox = []  # (message, its size as the host sent it)
+        self.taken = 0   # bytes of messages the app took, not yet reported to the host
         self.parts = []  # the parts of a client message so far (frame.h: kFlagMore)
         self.connect_delivered = False
         self.close_code = 1006
@@ -623,7 +624,16 @@ class _WebSocket(_Stream):
             return {"type": "websocket.connect"}
         while True:
             if self.inbox:
-                return self.inbox.pop(0)
+                message, size = self.inbox.pop(0)
+                # Flow control toward the app (frame.h): the host stops reading
+                # the client while too much is unread here; it hears of what
+                # was taken a MiB at a time.
+                self.taken += size
+                if self.taken >= _WINDOW:
+                    _coil.put_frame(self.server.out, DRAINED, self.stream, self.taken.to_bytes(8, "little"))
+                    self.taken = 0
+                    self.server.schedule_flush()
+                return message
             if self.disconnected:
                 return {"type": "websocket.disconnect", "code": self.close_code}
             await self.wait()
@@ -636,9 +646,9 @@ class _WebSocket(_Stream):
             data = b"".join(self.parts)
             self.parts = []
         if text:
-            self.inbox.append({"type": "websocket.receive", "text": data.decode("utf-8", "replace")})
+            self.inbox.append(({"type": "websocket.receive", "text": data.decode("utf-8", "replace")}, len(data)))
         else:
-            self.inbox.append({"type": "websocket.receive", "bytes": data})
+            self.inbox.append(({"type": "websocket.receive", "bytes": data}, len(data)))
         self.wake()
 
     def client_closed(self, code):

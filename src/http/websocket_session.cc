@@ -4,6 +4,7 @@
 
 #include <boost/asio/write.hpp>
 #include <boost/beast/websocket/rfc6455.hpp>
+#include <algorithm>
 
 #include "common/log.h"
 #include "http/response_writer.h"
@@ -181,9 +182,27 @@ void WebSocketSession::read() {
     std::string_view message(static_cast<const char*>(data.data()), data.size());
     if (!self->finished_ && self->server_) self->target_->send_websocket_message(self->invocation_, message,
                                                                                   self->ws_.got_text());
+    self->untaken_ += message.size();
     self->read_buffer_.consume(self->read_buffer_.size());
+    if (self->untaken_ > frame::kMaxWebSocketMessage) {
+      self->read_paused_ = true;  // until the application takes some (on_messages_taken)
+      if (!self->paused_once_) {
+        self->paused_once_ = true;
+        log::info("{} websocket {}: the application has {} bytes of messages it has not taken; the client "
+                  "waits", self->target_->name(), self->invocation_->head.target, self->untaken_);
+      }
+      return;
+    }
     self->read();
   });
+}
+
+void WebSocketSession::on_messages_taken(uint64_t bytes) {
+  untaken_ -= std::min(untaken_, bytes);
+  if (read_paused_ && untaken_ <= frame::kMaxWebSocketMessage / 2) {
+    read_paused_ = false;
+    read();
+  }
 }
 
 void WebSocketSession::client_gone(uint16_t code) {

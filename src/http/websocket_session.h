@@ -49,6 +49,7 @@ class WebSocketSession : public runtime::ResponseSink, public std::enable_shared
   void on_failure(uint16_t status, const std::string& message) override;
   void on_websocket_message(std::string_view data, bool text, bool more) override;
   void on_websocket_close(uint16_t code, const std::string& reason) override;
+  void on_messages_taken(uint64_t bytes) override;
 
  private:
   struct Outgoing {
@@ -76,6 +77,11 @@ class WebSocketSession : public runtime::ResponseSink, public std::enable_shared
   // the largest.
   static constexpr size_t kMaxUnsent = 2 * frame::kMaxWebSocketMessage;
   std::string partial_;  // the parts of an application's message so far
+  // Flow control toward the application: bytes of client messages it has
+  // not taken yet; past kMaxWebSocketMessage the client is not read.
+  uint64_t untaken_ = 0;
+  bool read_paused_ = false;
+  bool paused_once_ = false;  // the pause is logged once per session
   bool writing_ = false;
   bool accepted_ = false;
   bool finished_ = false;  // the application's side is over (closed or failed)

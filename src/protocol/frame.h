@@ -38,6 +38,10 @@
 // app back (as a socket would), rather than making the host buffer the
 // response. A handler instance runs one request at a time: the host stops
 // reading its socket while a client has more than kPauseAbove bytes unsent.
+// Toward a WebSocket app the other way round: the host stops reading the
+// client while the app has more than kMaxWebSocketMessage bytes of messages
+// it has not taken; the instance says kDrained as it takes them (a MiB at a
+// time).
 //
 // kReset (instance -> host) aborts a stream (the final frame of a cancelled stream,
 // or of a response that cannot be completed). An instance says kReady once
@@ -70,7 +74,9 @@ enum class Type : uint8_t {
   kPageHints = 10,  // instance -> host, stream 0, once: the pages its first request copied
                     // (src/python/page_hints.h); passed on to the template
   kDrained = 11,    // host -> ASGI instance: the client took this many more bytes of the
-                    // stream's response body (payload u64); see "Flow control" above
+                    // stream's response body (payload u64); see "Flow control" above.
+                    // ASGI instance -> host, on a WebSocket: the app took this many
+                    // more bytes of client messages
   kContinue = 12,   // ASGI instance -> host: the app waits for the request body; a client
                     // that sent "Expect: 100-continue" gets its 100 Continue now
 };

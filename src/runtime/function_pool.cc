@@ -664,6 +664,12 @@ void FunctionPool::on_frame(Instance& instance, const frame::Frame& f) {
       end = false;
       if (invocation->sink) invocation->sink->on_body_wanted();
       break;
+    case frame::Type::kDrained: {
+      end = false;
+      uint64_t bytes = 0;
+      if (invocation->sink && frame::decode_drained(f.payload, bytes)) invocation->sink->on_messages_taken(bytes);
+      break;
+    }
     default:
       log::info("instance {} pid={} sent an unexpected frame; killing it", config_.name, instance.pid());
       kill(instance, "protocol error");
@@ -681,6 +687,7 @@ bool FunctionPool::in_order(const Invocation& invocation, frame::Type type) {
     case frame::Type::kWsClose: return responding && invocation.websocket;  // an accepted WebSocket's end
     case frame::Type::kReset: return true;
     case frame::Type::kContinue: return true;  // the front knows whether it still means anything
+    case frame::Type::kDrained: return invocation.websocket;
     default: return false;  // not a frame an instance sends on a stream
   }
 }

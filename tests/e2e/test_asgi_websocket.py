@@ -11,7 +11,7 @@ import os
 import pytest
 import websockets
 
-from asgi_support import APP_DESCRIBE, B, asgi_manifest, fn_line, ws_run, ws_url
+from asgi_support import APP_DESCRIBE, APP_GATE, B, Gates, asgi_manifest, fn_line, ws_run, ws_url
 
 WS_APP = APP_DESCRIBE + r'''
 import asyncio, json, os
@@ -157,6 +157,48 @@ def test_a_close_code_given_as_an_int_enum_is_sent(coil):
                 await ws.recv()
             return closed.value.rcvd.code
     assert ws_run(session()) == 4004
+
+
+SLOW_READER = APP_GATE + r'''
+async def app(scope, receive, send):
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    gate_name = scope["query_string"].decode()
+    await gate(gate_name, limit=60)  # takes nothing until the test says so
+    count = size = 0
+    while count < 64:
+        m = await receive()
+        count += 1
+        size += len(m["bytes"])
+    await send({"type": "websocket.send", "text": "got %d messages, %d bytes" % (count, size)})
+'''
+
+
+def test_a_client_flooding_an_app_that_does_not_read_waits_for_it(coil, tmp_path):
+    # 64 MiB of messages for an app in 96 MiB that takes none of them yet: the host stops
+    # reading the client at 16 MiB not taken (flow control), so the instance holds no
+    # more than that, and the app then gets every message.
+    gates = Gates(tmp_path / "gates")
+    c = coil({"coil.toml": asgi_manifest("slow", "/...", gate_dir=gates.dir, memory_mb=96), "main.py": SLOW_READER})
+    g = gates.new()
+    mark = c.mark()
+
+    async def session():
+        async with websockets.connect(ws_url(c, f"/flood?{g}"), max_size=None) as ws:
+            async def flood():
+                for _ in range(64):
+                    await ws.send(b"f" * (1 << 20))
+            sender = asyncio.create_task(flood())
+            await asyncio.to_thread(c.wait_for_line, r"^coil: slow websocket /flood\?\S+: the application has \d+ "
+                                    r"bytes of messages it has not taken; the client waits$", 30, mark)
+            assert not sender.done()  # held back
+            gates.open(g)
+            await sender
+            return await ws.recv()
+    assert ws_run(session(), timeout=60) == "got 64 messages, %d bytes" % (64 << 20)
+    assert not c.find_lines(r"ran out of memory|exited \(", since=mark), c.log()
 
 
 @pytest.mark.parametrize("code", [0, 1005, 1006, 70000])
