@@ -154,11 +154,13 @@ bool Connection::on_head() {
     respond_error(400, "bad request: " + path.message(), true);
     return false;
   }
-  std::string_view host = parser_.authority();
-  for (const auto& [name, value] : parser_.headers()) {
-    if (host.empty() && name == "host") {
-      host = value;
-      break;
+  std::string_view host = parser_.authority();  // an absolute-form target's host comes first
+  if (host.empty()) {
+    for (const auto& [name, value] : parser_.headers()) {
+      if (name == "host") {
+        host = value;
+        break;
+      }
     }
   }
   auto match = server_->dispatcher().route(host, *path);
@@ -366,7 +368,7 @@ bool Connection::client_too_slow() {
   if (unsent_bytes() <= kMaxUnsentResponse) return false;
   log::info("{} {} {}: the client left {} bytes of the response unread; aborting it", function_,
             parser_.method(), parser_.target(), unsent_bytes());
-  close();  // abandons the invocation: the function is cancelled
+  close();  // abandons the invocation: the function is told its client left
   return true;
 }
 
@@ -464,7 +466,7 @@ void Connection::flush() {
   written_ = 0;
   body_writing_ = std::exchange(body_buffered_, 0);
   write_in_progress_ = true;
-  write_started_ = SteadyClock::now();
+  write_progress_ = SteadyClock::now();
   write_more();
 }
 
@@ -482,7 +484,7 @@ void Connection::write_more() {
                                return;
                              }
                              self->written_ += n;
-                             self->write_started_ = SteadyClock::now();
+                             self->write_progress_ = SteadyClock::now();
                              if (self->written_ < self->writing_.size()) {
                                self->write_more();
                                return;
@@ -548,7 +550,7 @@ void Connection::log_access(uint16_t status) {
 }
 
 void Connection::check_deadline(SteadyClock::time_point now) {
-  if (write_in_progress_ && now - write_started_ >= server_->options().header_timeout) {
+  if (write_in_progress_ && now - write_progress_ >= server_->options().header_timeout) {
     log::info("{} {} {}: the client read nothing for {} ms; closing", function_, parser_.method(),
               parser_.target(), server_->options().header_timeout.count());
     close();

@@ -121,7 +121,7 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   bool write_in_progress_ = false;
   bool close_after_write_ = false;
   size_t written_ = 0;  // bytes of writing_ already on their way
-  std::chrono::steady_clock::time_point write_started_;  // the write in progress's last progress
+  std::chrono::steady_clock::time_point write_progress_;  // when the write in progress last moved bytes
   uint64_t body_buffered_ = 0;  // response body bytes (as the function sent them) in output_
   uint64_t body_writing_ = 0;   // and in writing_
 

@@ -595,19 +595,14 @@ void FunctionPool::on_frame(Instance& instance, const frame::Frame& f) {
   auto& in_flight = instance.in_flight();
   auto it = std::find_if(in_flight.begin(), in_flight.end(), [&](const auto& i) { return i->id == f.stream; });
   if (it == in_flight.end()) {
-    log::info("instance {} pid={} answered an unknown request; killing it", config_.name, instance.pid());
-    kill(instance, "protocol error");
-    retire(instance, 502, "instance of " + config_.name + " failed");
+    protocol_error(instance, "answered an unknown request");
     return;
   }
   std::shared_ptr<Invocation> invocation = *it;
   if (!in_order(*invocation, f.type)) {
     // Only a function writing raw frames to its socket gets here; its
     // clients must not wait on a stream that can no longer end properly.
-    log::info("instance {} pid={} sent a frame of type {} out of order; killing it", config_.name, instance.pid(),
-              static_cast<int>(f.type));
-    kill(instance, "protocol error");
-    retire(instance, 502, "instance of " + config_.name + " failed");
+    protocol_error(instance, fmt::format("sent a frame of type {} out of order", static_cast<int>(f.type)));
     return;
   }
   bool end = f.end();
@@ -670,11 +665,8 @@ void FunctionPool::on_frame(Instance& instance, const frame::Frame& f) {
       if (invocation->sink && frame::decode_drained(f.payload, bytes)) invocation->sink->on_messages_taken(bytes);
       break;
     }
-    default:
-      log::info("instance {} pid={} sent an unexpected frame; killing it", config_.name, instance.pid());
-      kill(instance, "protocol error");
-      retire(instance, 502, "instance of " + config_.name + " failed");
-      return;
+    default:  // in_order() refused every other type
+      break;
   }
   if (end) end_stream(instance, invocation);
 }
@@ -727,7 +719,11 @@ void FunctionPool::on_instance_frame(Instance& instance, const frame::Frame& f) 
     retire(instance, 503, "function " + config_.name + " failed to start");
     return;
   }
-  log::info("instance {} pid={} sent an unexpected frame; killing it", config_.name, instance.pid());
+  protocol_error(instance, "sent an unexpected frame");
+}
+
+void FunctionPool::protocol_error(Instance& instance, std::string_view what) {
+  log::info("instance {} pid={} {}; killing it", config_.name, instance.pid(), what);
   kill(instance, "protocol error");
   retire(instance, 502, "instance of " + config_.name + " failed");
 }

@@ -169,6 +169,9 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   void retire(Instance& instance, uint16_t status, const std::string& message);
   void kill(Instance& instance, const std::string& reason);
   void send_cancel(const std::shared_ptr<Invocation>& invocation, std::string_view reason);
+  // An instance broke the frame protocol (function code can write to its
+  // socket): it is killed, and its requests answered 502.
+  void protocol_error(Instance& instance, std::string_view what);
   // Whether an instance may send a frame of `type` on `invocation`'s stream now.
   static bool in_order(const Invocation& invocation, frame::Type type);
   // Flow control for a handler instance: stops reading it while the client
