@@ -430,7 +430,10 @@ size_t FunctionPool::waiting() const {
 
 // The instance a request should go to without forking: an idle one first;
 // then (handler) the least busy one with pipeline room, or (ASGI) the least
-// busy one below max_concurrency. nullptr when none has room.
+// busy one below max_concurrency. nullptr when none has room. An ASGI
+// instance that has not yet ended a cancelled request takes no new ones: a
+// working event loop ends it within a turn, a blocked one is killed at
+// kCancelGrace, with every request sent to it meanwhile.
 Instance* FunctionPool::instance_with_room() const {
   size_t limit = kind_ == config::Kind::kAsgi ? config_.max_concurrency : kPipelineDepth;
   Instance* best = nullptr;
@@ -438,9 +441,15 @@ Instance* FunctionPool::instance_with_room() const {
     // A handler instance held back by a slow client (flow control) would
     // keep what is sent to it waiting on that client.
     if (instance->closed() || instance->reading_paused() || instance->in_flight().size() >= limit) continue;
+    if (!cancel_deadlines_.empty() && awaits_cancel(*instance)) continue;
     if (best == nullptr || instance->in_flight().size() < best->in_flight().size()) best = instance.get();
   }
   return best;
+}
+
+bool FunctionPool::awaits_cancel(const Instance& instance) const {
+  return std::any_of(cancel_deadlines_.begin(), cancel_deadlines_.end(),
+                     [&](const auto& invocation) { return invocation->instance == &instance; });
 }
 
 void FunctionPool::place(const std::shared_ptr<Invocation>& invocation) {

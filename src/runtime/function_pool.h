@@ -23,6 +23,8 @@
 //   - once the response started: stream_idle_timeout_ms between messages;
 //   - a cancelled ASGI request must end within kCancelGrace, or the
 //     instance's event loop is taken to be blocked and the instance is killed.
+//     Until it ends, its instance takes no new requests (they go to another
+//     instance, or wait), so none is lost with a blocked one.
 //
 // Single-threaded: all methods run on the host's event loop.
 #pragma once
@@ -143,6 +145,7 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   void finish_start(Status status);
   void place(const std::shared_ptr<Invocation>& invocation);
   Instance* instance_with_room() const;
+  bool awaits_cancel(const Instance& instance) const;  // a cancel sent to it is unanswered
   void dispatch(Instance& instance, const std::shared_ptr<Invocation>& invocation);
   std::shared_ptr<Instance> spawn_instance();
   // Keeps kStandbys standbys prepared in the template (see python/zygote.cc):

@@ -97,6 +97,8 @@ class DeadlineQueue {
   bool empty() const { return entries_.empty(); }
   size_t size() const { return entries_.size(); }
   const std::shared_ptr<Invocation>& front() const { return entries_.front(); }
+  auto begin() const { return entries_.begin(); }
+  auto end() const { return entries_.end(); }
 
  private:
   Clock::duration span_;

@@ -257,6 +257,27 @@ def test_blocked_event_loop_kills_the_instance(coil, tmp_path):
     assert r.json()["pid"] != pid1
 
 
+def test_no_request_goes_to_an_instance_whose_cancel_is_unanswered(coil, tmp_path):
+    # After the blocker's 504 its instance has a second (kCancelGrace) to end
+    # the cancelled request. A request arriving meanwhile must not be sent to
+    # it: with max_instances = 1 it waits for the kill and a new instance
+    # (within its own timeout_ms, which is longer than the grace).
+    c = start(coil, tmp_path, max_instances=1, timeout_ms=1500)
+    pid1 = c.get("/pid").json()["pid"]
+    mark = c.mark()
+    blocker = BgRequest(c.port, "GET", "/block-loop", timeout=10)
+    host_pid = c.wait_for_line(fn_line("conc", rf"blocking the loop pid={pid1}$"), since=mark, timeout=10).group(1)
+    r = blocker.response(timeout=15)
+    assert r.status == 504, r
+    exited = rf"^coil: instance conc pid={host_pid} exited"
+    in_grace = not c.find_lines(exited, since=mark)
+    o = c.get("/pid", timeout=15)
+    assert o.status == 200, o
+    assert o.json()["pid"] != pid1, "a request answered by a blocked instance?"
+    assert in_grace, "the instance was killed before the second request was sent: nothing was tested"
+    c.wait_for_line(exited, since=mark, timeout=10)
+
+
 def test_timeout_ms_does_not_apply_after_the_response_started(coil, tmp_path):
     # a 1.5 s pause inside the stream: longer than timeout_ms, shorter than stream_idle_timeout_ms
     c = start(coil, tmp_path, env={"PAUSE": "1.5"}, timeout_ms=700, stream_idle_timeout_ms=10000)
