@@ -103,18 +103,82 @@ def is_coroutine_function(f):
 def root_path_in_path(app, option):
     """Whether scope["path"] keeps the route prefix (today's reading of the
     ASGI spec, which Quart and Starlette >= 0.33 expect) or has it stripped
-    (what Starlette < 0.33, Debian's 0.26 under FastAPI 0.92, expects)."""
+    (what Starlette < 0.33, Debian's 0.26 under FastAPI 0.92, expects). The
+    framework is the first one found behind `app` (see framework_app)."""
     if option in ("true", "false"):
         return option == "true"
     starlette = sys.modules.get("starlette")
-    module = type(app).__module__ or ""
-    if starlette is not None and module.split(".")[0] in ("starlette", "fastapi"):
-        try:
-            version = tuple(int(part) for part in starlette.__version__.split(".")[:2])
-        except ValueError:
-            return True
-        return version >= (0, 33)
+    if starlette is None or not _is_starlette_app(framework_app(app)):
+        return True
+    try:
+        version = tuple(int(part) for part in starlette.__version__.split(".")[:2])
+    except ValueError:
+        return True
+    return version >= (0, 33)
+
+
+_WRAPPED_APP_ATTRIBUTES = (
+    "app",             # Starlette's and uvicorn's middleware, Sentry, OpenTelemetry
+    "other_asgi_app",  # python-socketio's ASGIApp
+    "__wrapped__",     # functools.wraps
+)
+_FRAMEWORK_SEARCH_LIMIT = 64  # objects looked at, at most
+
+
+def framework_app(app):
+    """The framework application nearest to `app`, looking through the
+    middleware and functions that wrap it: the attributes middleware keeps
+    the app it wraps in, a bound method's object, and a function's closure
+    and the module globals its code names. The recognised frameworks are
+    Starlette (FastAPI and any subclass), Quart and Django's ASGIHandler;
+    None when no such application is found."""
+    seen = set()
+    todo = [app]
+    while todo and len(seen) < _FRAMEWORK_SEARCH_LIMIT:
+        candidate = todo.pop(0)
+        if id(candidate) in seen:
+            continue
+        seen.add(id(candidate))
+        if _is_framework_app(candidate):
+            return candidate
+        if isinstance(candidate, types.MethodType):
+            todo.append(candidate.__self__)
+            todo.append(candidate.__func__)
+            continue
+        if isinstance(candidate, types.FunctionType):
+            todo.extend(cell.cell_contents for cell in candidate.__closure__ or () if _cell_is_set(cell))
+            names = candidate.__globals__
+            todo.extend(names[name] for name in candidate.__code__.co_names if callable(names.get(name)))
+        for attribute in _WRAPPED_APP_ATTRIBUTES:
+            wrapped = getattr(candidate, attribute, None)
+            if wrapped is not None and callable(wrapped):
+                todo.append(wrapped)
+    return None
+
+
+def _cell_is_set(cell):
+    try:
+        cell.cell_contents
+    except ValueError:
+        return False
     return True
+
+
+def _is_starlette_app(obj):
+    applications = sys.modules.get("starlette.applications")
+    routing = sys.modules.get("starlette.routing")
+    return ((applications is not None and isinstance(obj, applications.Starlette))
+            or (routing is not None and isinstance(obj, routing.Router)))
+
+
+def _is_framework_app(obj):
+    if _is_starlette_app(obj):
+        return True
+    quart = sys.modules.get("quart.app")
+    if quart is not None and isinstance(obj, quart.Quart):
+        return True
+    django = sys.modules.get("django.core.handlers.asgi")
+    return django is not None and isinstance(obj, django.ASGIHandler)
 
 
 def _encode_body(body):

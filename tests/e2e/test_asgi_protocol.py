@@ -386,6 +386,71 @@ def test_root_path_nested_prefix_and_bare_prefix(coil, tmp_path):
     assert s["path"] == "/v1/api"
 
 
+WRAPPED_APPS = r'''
+from fastapi import FastAPI
+from quart import Quart
+from starlette.middleware.cors import CORSMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+
+class MyAPI(FastAPI):
+    pass
+
+
+sub = MyAPI()
+
+
+@sub.get("/hello")
+async def hello():
+    return {"from": "fastapi"}
+
+
+plain = FastAPI()
+plain.get("/hello")(hello)
+
+
+class Timing:  # a user's own middleware
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        await self.app(scope, receive, send)
+
+
+wrapped = Timing(plain)
+proxied = ProxyHeadersMiddleware(plain, trusted_hosts="*")
+
+
+async def function_wrapper(scope, receive, send):
+    await plain(scope, receive, send)
+
+
+quart_app = Quart(__name__)
+
+
+@quart_app.route("/hello")
+async def quart_hello():
+    return {"from": "quart"}
+
+
+quart_with_cors = CORSMiddleware(quart_app, allow_origins=["*"])
+'''
+
+
+def test_framework_detected_behind_middleware_and_subclasses(coil, tmp_path):
+    # Starlette 0.26 (under FastAPI) needs the prefix stripped, Quart needs it
+    # kept: what decides is the framework app behind the entrypoint, not the
+    # type of the entrypoint object itself.
+    entrypoints = ["sub", "wrapped", "proxied", "function_wrapper", "quart_with_cors"]
+    c = coil({"coil.toml": manifest(*(fn_toml(name.replace("_", "-"), f"/{name}/...", entrypoint=f"main:{name}")
+                                      for name in entrypoints)),
+              "main.py": WRAPPED_APPS})
+    for name in entrypoints:
+        r = c.get(f"/{name}/hello")
+        assert r.status == 200, (name, r)
+        assert r.json()["from"] == ("quart" if name.startswith("quart") else "fastapi"), (name, r)
+
+
 # ---------------------------------------------------------------- receive()
 
 def test_request_body_with_content_length(coil, tmp_path):
