@@ -60,11 +60,14 @@ bool split_prefixed(std::string_view path, std::string_view prefix, std::string_
 }
 
 const char* reserved_route_prefix(const std::string& route) {
-  for (const char* reserved : {"/fn/", "/v/", "/v1/", "/healthz"}) {
+  // The server's own paths: everything under these prefixes ...
+  for (const char* reserved : {"/fn/", "/v/", "/v1/"}) {
     std::string bare(reserved);
-    if (bare.back() == '/') bare.pop_back();
+    bare.pop_back();
     if (route == bare || route.rfind(reserved, 0) == 0 || route == bare + "/...") return reserved;
   }
+  // ... and this one path (a route such as /healthz-ui/... is a function's).
+  if (route == "/healthz" || route == "/healthz/...") return "/healthz";
   return nullptr;
 }
 

@@ -838,6 +838,9 @@ def test_manifest_routes_the_server_uses_or_another_function_serves_are_refused(
         assert r.status == 400, r
         assert route in r.json()["error"], r
     assert srv.get("/shared").text == "first"
+    # Only the server's own paths are reserved: a route that merely starts like one is not.
+    api_deploy(srv, handler_bundle("near healthz", name="nearhealthz", route="/healthzz"))
+    assert srv.get("/healthzz").text == "near healthz"
     # A function may take the catch-all route: every path the server does not use.
     api_deploy(srv, handler_bundle("everything else", name="catchall", route="/..."))
     assert srv.get("/anything/at/all").text == "everything else"
