@@ -18,6 +18,13 @@ PyObject* bytes_of(std::string_view s) { return PyBytes_FromStringAndSize(s.data
 PyObject* str_of(std::string_view s) {
   return PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "surrogateescape");
 }
+// A percent-decoded path that is not UTF-8 gets U+FFFD for each bad byte, as
+// uvicorn's unquote() gives it (lone surrogates would make every framework
+// that encodes the path again, in a URL or a JSON body, fail with a 500).
+// raw_path keeps the bytes.
+PyObject* path_str_of(std::string_view s) {
+  return PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "replace");
+}
 
 // A new tuple made of new references (`items` may hold nullptr when making
 // one failed: then every other is released and the result is nullptr).
@@ -240,9 +247,9 @@ PyObject* scope_of(const frame::RequestHeadView& head, PyObject* state, bool roo
             set_item(scope, k->asgi, PyDict_Copy(k->asgi_versions)) &&  // an app may change its own
             set_item(scope, k->http_version, common_str_of(k, head.version)) &&
             (websocket || set_item(scope, k->method, common_str_of(k, head.method))) &&
-            set_item(scope, k->scheme, common_str_of(k, head.scheme)) && set_item(scope, k->path, str_of(path)) &&
+            set_item(scope, k->scheme, common_str_of(k, head.scheme)) && set_item(scope, k->path, path_str_of(path)) &&
             set_item(scope, k->raw_path, bytes_of(raw_path)) && set_item(scope, k->query_string, bytes_of(query)) &&
-            set_item(scope, k->root_path, str_of(root_path)) &&
+            set_item(scope, k->root_path, path_str_of(root_path)) &&
             set_item(scope, k->headers, headers_list(head.headers)) &&
             set_item(scope, k->client, address_of(head.client)) &&
             set_item(scope, k->server, server_address_of(head.server)) &&
@@ -268,7 +275,7 @@ PyObject* frame_tuple(const frame::Frame& f, PyObject* state, bool root_path_in_
         return nullptr;
       }
       // Text fields may hold any bytes a client sent (a percent-decoded path,
-      // a Host header): decoded with surrogateescape, they never fail.
+      // a Host header): decoded with "replace" or surrogateescape, they never fail.
       return tuple_of({type_of(f), PyLong_FromUnsignedLong(f.stream), bool_of(f.end()),
                        scope_of(head, state, root_path_in_path), bytes_of(body)});
     }

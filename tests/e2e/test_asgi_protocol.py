@@ -864,7 +864,9 @@ def test_paths_and_hosts_that_are_not_utf8_do_not_break_the_instance(coil):
         conn.send(b"GET /%ff/x HTTP/1.1\r\nHost: \xff\xfe\r\n\r\n")
         r = conn.read_response()
         assert r.status == 200, r
-        assert r.body == repr("/\udcff/x").encode(), r  # undecodable bytes kept as surrogates
+        # as uvicorn has it: U+FFFD for the bad byte (a lone surrogate would fail
+        # every framework that encodes the path again: a 500)
+        assert r.body == repr("/\ufffd/x").encode(), r
         conn.send(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
         r = conn.read_response()
         assert (r.status, r.body) == (200, b"'/after'"), r
