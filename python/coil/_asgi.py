@@ -15,8 +15,14 @@ Contract with the host (see src/protocol/frame.h):
     (the app raised after starting it, or the host cancelled the stream);
   - CANCEL from the host makes receive() return http.disconnect; when its
     reason is a deadline (b"timeout"), it also cancels the request's task,
-    when the client went away (b"disconnect"), the app runs on to its end;
-  - when the host closes the socket, lifespan shutdown runs and the process exits.
+    when the client went away (b"disconnect"), the app runs on to its end.
+    A CANCEL of a stream that has not ended is answered CANCEL_TAKEN at once:
+    the event loop is alive, whatever the app's cancellation then takes;
+  - a timed-out request whose work runs on in a thread that cannot be
+    stopped (a sync endpoint) makes the instance send RECYCLE: the host
+    sends it no more requests and closes it once they have ended;
+  - when the host closes the socket, the requests' tasks still running get
+    _CLOSE_GRACE to finish, then lifespan shutdown runs and the process exits.
 """
 import asyncio
 import os
@@ -26,8 +32,8 @@ import traceback
 
 import _coil
 
-REQUEST_HEAD, REQUEST_BODY, CANCEL, RESET, READY, FAILED, WS_CLOSE, PAGE_HINTS, DRAINED, CONTINUE = (
-    1, 2, 5, 6, 7, 8, 9, 10, 11, 12)
+(REQUEST_HEAD, REQUEST_BODY, CANCEL, RESET, READY, FAILED, WS_CLOSE, PAGE_HINTS, DRAINED, CONTINUE, CANCEL_TAKEN,
+ RECYCLE) = (1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14)
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _LIFESPAN_TIMEOUT = 30.0
 _DISCONNECT = {"type": "http.disconnect"}
@@ -42,6 +48,22 @@ _READ_SIZE = 65536  # bytes per read from the host
 _WINDOW = 1 << 20
 _SLICE = 256 << 10
 _FLUSH_AFTER = 0.0002  # seconds
+# When the host closes the instance (idle, or coil stopping), the tasks of
+# requests still running (background tasks after a response, requests whose
+# client left) get this long to finish before they are cancelled and
+# lifespan shutdown runs. coil kills instances still running 5 s after it
+# began stopping, whatever this says.
+_CLOSE_GRACE = 30.0
+# The coroutines that wait on work running in another thread, which a
+# cancelled task leaves running (file name suffix, function name): anyio's
+# (Starlette's and FastAPI's sync endpoints, run_in_threadpool), asyncio's
+# to_thread, asgiref's sync_to_async (Django's sync views), Quart's run_sync.
+_THREAD_WAITS = frozenset({
+    ("/anyio/_backends/_asyncio.py", "run_sync_in_worker_thread"),
+    ("/asyncio/threads.py", "to_thread"),
+    ("/asgiref/sync.py", "__call__"),
+    ("/quart/utils.py", "_wrapper"),
+})
 _TASK_NAME = "coil-request"  # the name of every request's task
 
 
@@ -156,6 +178,7 @@ class _Server:
         self.lifespan_receive = None
         self.lifespan_send = None
         self.hints_reported = False
+        self.recycling = False  # RECYCLE was sent
 
     # ------------------------------------------------------------------ life
 
@@ -179,10 +202,29 @@ class _Server:
         self.loop.add_reader(self.fd, self.on_readable)
         await self.closed
         self.loop.remove_reader(self.fd)
-        for exchange in list(self.exchanges.values()):
-            exchange.cancel()
+        await self.finish_tasks()
         await self.shutdown()
         return 0
+
+    async def finish_tasks(self):
+        """After the host closed the socket: what no client waits for any more
+        (background tasks after a response, a request whose client left, a
+        cancelled one cleaning up) gets _CLOSE_GRACE to end, as uvicorn waits
+        for its tasks when it stops. Their sends go nowhere."""
+        for exchange in list(self.exchanges.values()):
+            exchange.host_closed()
+        tasks = {exchange.task for exchange in self.exchanges.values() if exchange.task is not None}
+        if not tasks:
+            return
+        print(f"coil: waiting up to {_CLOSE_GRACE:.0f} s for {len(tasks)} running task(s) of answered or "
+              f"abandoned requests (background tasks) before shutdown", file=sys.stderr)
+        _, pending = await asyncio.wait(tasks, timeout=_CLOSE_GRACE)
+        if pending:
+            print(f"coil: {len(pending)} request task(s) still running after {_CLOSE_GRACE:.0f} s are cancelled",
+                  file=sys.stderr)
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=1.0)
 
     async def startup(self):
         """Runs lifespan startup. Returns (ok, message)."""
@@ -224,7 +266,19 @@ class _Server:
             return
         self.lifespan_receive.put_nowait({"type": "lifespan.shutdown"})
         event = self.loop.create_task(self.lifespan_send.get())
-        await asyncio.wait({event, self.lifespan_task}, timeout=10.0, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({event, self.lifespan_task}, timeout=10.0, return_when=asyncio.FIRST_COMPLETED)
+        if event in done:
+            message = event.result()
+            if message.get("type") == "lifespan.shutdown.failed":
+                print(f"coil: lifespan shutdown failed: {message.get('message', '') or 'lifespan.shutdown.failed'}",
+                      file=sys.stderr)
+        elif self.lifespan_task in done:
+            task = self.lifespan_task
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                print(f"coil: lifespan shutdown failed: {type(error).__name__}: {error}", file=sys.stderr)
+        else:
+            print("coil: lifespan shutdown did not complete within 10 s", file=sys.stderr)
         event.cancel()
 
     # ------------------------------------------------------------------ I/O
@@ -270,6 +324,11 @@ class _Server:
             elif kind == CANCEL:
                 exchange = self.exchanges.get(frame[1])
                 if exchange is not None:
+                    if not exchange.finished:
+                        # The host waits for this (its kill of a blocked loop
+                        # depends on it); a stream that has ended is over there too.
+                        _coil.put_frame(self.out, CANCEL_TAKEN, frame[1], b"")
+                        self.schedule_flush()
                     exchange.cancel(frame[2])
             elif kind == DRAINED:
                 exchange = self.exchanges.get(frame[1])
@@ -342,6 +401,16 @@ class _Server:
             _coil.put_frame(self.out, PAGE_HINTS, 0, hints)
             self.schedule_flush()
 
+    def recycle(self, why):
+        """Asks the host for no more requests, and to close the instance once
+        those it has are done (see _Stream.cancel_task)."""
+        if self.recycling:
+            return
+        self.recycling = True
+        print(f"coil: {why}; this instance takes no new requests and is replaced", file=sys.stderr)
+        _coil.put_frame(self.out, RECYCLE, 0, why.encode("utf-8", "replace"))
+        self.schedule_flush()
+
 
 class _Stream:
     """What HTTP and WebSocket exchanges share: the task running the app, a
@@ -400,9 +469,18 @@ class _Stream:
     def drained(self, count):
         """Flow control: `count` more bytes of the response reached the client."""
 
+    def host_closed(self):
+        """The host closed the instance: no client waits on this stream."""
+        self.disconnected = True
+        self.wake()
+        self.drained(0)
+
     def cancel_task(self):
         if self.task is None or self.task.done():
             return
+        if _waits_on_thread(self.task):
+            self.server.recycle(f"a cancelled request of {self.server.function} goes on in a thread, which "
+                                f"cannot be stopped")
         if not self.running and not self.task.cancelling():
             # Cancelled before its first step: run() never starts, so its
             # final frame and the server's bookkeeping are done from here
@@ -598,6 +676,21 @@ class _Exchange(_Stream):
         self.server.schedule_flush()
 
 
+def _waits_on_thread(task):
+    """Whether `task` waits, somewhere down its chain of awaited coroutines,
+    on work running in another thread (see _THREAD_WAITS)."""
+    coroutine = task.get_coro()
+    for _ in range(256):  # a chain this deep is not one to walk further
+        code = getattr(coroutine, "cr_code", None)
+        if code is None:
+            return False
+        filename = code.co_filename
+        if any(code.co_name == name and filename.endswith(suffix) for suffix, name in _THREAD_WAITS):
+            return True
+        coroutine = coroutine.cr_await
+    return False
+
+
 def _valid_close_code(code):
     """A code an endpoint may send in a close frame (RFC 6455 7.4, and the IANA registry)."""
     return (isinstance(code, int) and not isinstance(code, bool)  # an IntEnum is a code too
@@ -655,6 +748,10 @@ class _WebSocket(_Stream):
         self.disconnected = True
         self.close_code = code
         self.wake()
+
+    def host_closed(self):
+        # As when its client leaves: under uvicorn the app's next send raises.
+        self.cancel()
 
     async def send(self, message):
         kind = message["type"]

@@ -79,6 +79,10 @@ enum class Type : uint8_t {
                     // more bytes of client messages
   kContinue = 12,   // ASGI instance -> host: the app waits for the request body; a client
                     // that sent "Expect: 100-continue" gets its 100 Continue now
+  kCancelTaken = 13,  // ASGI instance -> host: its event loop took the kCancel of a stream
+                      // that has not ended (it ends when the app's cancellation does)
+  kRecycle = 14,    // ASGI instance -> host, stream 0: send no more requests, close the
+                    // instance once those in flight have ended; payload says why
 };
 
 inline constexpr uint8_t kFlagEnd = 0x01;

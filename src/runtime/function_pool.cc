@@ -441,7 +441,7 @@ Instance* FunctionPool::instance_with_room() const {
     // A handler instance held back by a slow client (flow control) would
     // keep what is sent to it waiting on that client.
     if (instance->closed() || instance->reading_paused() || instance->in_flight().size() >= limit) continue;
-    if (!cancel_deadlines_.empty() && awaits_cancel(*instance)) continue;
+    if (instance->recycled() || (!cancel_deadlines_.empty() && awaits_cancel(*instance))) continue;
     if (best == nullptr || instance->in_flight().size() < best->in_flight().size()) best = instance.get();
   }
   return best;
@@ -674,6 +674,12 @@ void FunctionPool::on_frame(Instance& instance, const frame::Frame& f) {
       if (invocation->sink && frame::decode_drained(f.payload, bytes)) invocation->sink->on_messages_taken(bytes);
       break;
     }
+    case frame::Type::kCancelTaken:
+      // The event loop is alive: the app's cancellation (its cleanup) may
+      // take what it takes; the client already has its answer.
+      end = false;
+      if (invocation->deadline_queue == &cancel_deadlines_) DeadlineQueue::remove(*invocation);
+      break;
     default:  // in_order() refused every other type
       break;
   }
@@ -689,6 +695,7 @@ bool FunctionPool::in_order(const Invocation& invocation, frame::Type type) {
     case frame::Type::kReset: return true;
     case frame::Type::kContinue: return true;  // the front knows whether it still means anything
     case frame::Type::kDrained: return invocation.websocket;
+    case frame::Type::kCancelTaken: return invocation.cancel_sent || invocation.disconnect_sent;
     default: return false;  // not a frame an instance sends on a stream
   }
 }
@@ -719,6 +726,14 @@ void FunctionPool::on_instance_frame(Instance& instance, const frame::Frame& f) 
     }
     return;
   }
+  if (f.type == frame::Type::kRecycle) {
+    if (kind_ != config::Kind::kAsgi || instance.recycled()) return;
+    std::string why = f.payload.empty() ? std::string("it asked to be") : std::string(f.payload);
+    log::info("instance {} pid={} is replaced: {}; it takes no new requests", config_.name, instance.pid(), why);
+    instance.recycle(std::move(why));
+    retire_if_recycled(instance);
+    return;
+  }
   if (f.type == frame::Type::kFailed) {
     std::string why(f.payload);
     if (trial_ == &instance) {
@@ -745,7 +760,19 @@ void FunctionPool::end_stream(Instance& instance, const std::shared_ptr<Invocati
   auto& in_flight = instance.in_flight();
   in_flight.erase(std::find(in_flight.begin(), in_flight.end(), invocation));
   if (in_flight.empty()) instance.mark_idle(Clock::now());
+  if (instance.recycled() && retire_if_recycled(instance)) return;
   drain_queue();
+}
+
+bool FunctionPool::retire_if_recycled(Instance& instance) {
+  // What is still in flight only matters while a client waits for it:
+  // requests cancelled already are left to end with the instance.
+  bool waited_for = std::any_of(instance.in_flight().begin(), instance.in_flight().end(),
+                                [](const auto& invocation) { return !invocation->cancel_sent; });
+  if (waited_for) return false;
+  exit_reasons_[instance.pid()] = "replaced: " + instance.recycle_reason();
+  retire(instance, 502, "instance of " + config_.name + " was replaced");
+  return true;
 }
 
 void FunctionPool::on_instance_lost(Instance& instance) {
@@ -783,6 +810,7 @@ void FunctionPool::retire(Instance& instance, uint16_t status, const std::string
   auto in_flight = std::move(instance.in_flight());
   instance.in_flight().clear();
   bool handler = kind_ == config::Kind::kHandler;
+  if (kind_ == config::Kind::kAsgi) log_requests_lost(instance, in_flight);
   // Walk backwards so that requeued requests keep their order at the queue's front.
   for (auto it = in_flight.rbegin(); it != in_flight.rend(); ++it) {
     const std::shared_ptr<Invocation>& invocation = *it;
@@ -805,6 +833,27 @@ void FunctionPool::retire(Instance& instance, uint16_t status, const std::string
   prepare_standbys();
 }
 
+void FunctionPool::log_requests_lost(const Instance& instance,
+                                     const std::deque<std::shared_ptr<Invocation>>& in_flight) const {
+  // Which request brought an instance down, the log cannot say; it can say
+  // which ones, with a client waiting, went down with it (the cause is
+  // among them, unless it had been answered already).
+  size_t waiting = std::count_if(in_flight.begin(), in_flight.end(), [](const auto& i) { return i->sink != nullptr; });
+  if (waiting < 2) return;
+  std::string named;
+  size_t count = 0;
+  for (const auto& invocation : in_flight) {
+    if (!invocation->sink) continue;
+    if (count++ == kRequestsNamed) {
+      named += fmt::format(" and {} more", waiting - kRequestsNamed);
+      break;
+    }
+    named += fmt::format("{}{} {}", count == 1 ? "" : ", ", invocation->head.method, invocation->head.target);
+  }
+  log::info("instance {} pid={} had {} requests in flight, which fail with it: {}", config_.name, instance.pid(),
+            waiting, named);
+}
+
 void FunctionPool::send_cancel(const std::shared_ptr<Invocation>& invocation, std::string_view reason) {
   Instance* instance = invocation->instance;
   if (instance == nullptr || invocation->cancel_sent) return;
@@ -815,6 +864,7 @@ void FunctionPool::send_cancel(const std::shared_ptr<Invocation>& invocation, st
   if (kind_ == config::Kind::kAsgi) {
     cancel_deadlines_.push(invocation, Clock::now());
     arm_deadline_timer();
+    if (instance->recycled()) retire_if_recycled(*instance);
   }
 }
 

@@ -72,6 +72,8 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   static constexpr size_t kPipelineDepth = 32;
   static constexpr size_t kStandbys = 1;
   static constexpr auto kCancelGrace = std::chrono::milliseconds(1000);
+  // How many of the requests that fail with a lost ASGI instance its log line names.
+  static constexpr size_t kRequestsNamed = 8;
   // A trial instance that reports neither ready nor failed within this is
   // killed, and the start fails. An ASGI instance bounds lifespan startup
   // itself (30 s), but not when startup blocks its event loop.
@@ -146,6 +148,9 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   void place(const std::shared_ptr<Invocation>& invocation);
   Instance* instance_with_room() const;
   bool awaits_cancel(const Instance& instance) const;  // a cancel sent to it is unanswered
+  // Retires a recycled instance (kRecycle) once no client waits on it; true if it did.
+  bool retire_if_recycled(Instance& instance);
+  void log_requests_lost(const Instance& instance, const std::deque<std::shared_ptr<Invocation>>& in_flight) const;
   void dispatch(Instance& instance, const std::shared_ptr<Invocation>& invocation);
   std::shared_ptr<Instance> spawn_instance();
   // Keeps kStandbys standbys prepared in the template (see python/zygote.cc):

@@ -59,6 +59,11 @@ class Instance : public std::enable_shared_from_this<Instance> {
   std::deque<std::shared_ptr<Invocation>>& in_flight() { return in_flight_; }
   Clock::time_point idle_since() const { return idle_since_; }
   void mark_idle(Clock::time_point now) { idle_since_ = now; }
+  // A recycled instance takes no new requests; its pool closes it once
+  // those in flight have ended (see FunctionPool::retire_if_recycled).
+  void recycle(std::string why) { recycle_reason_ = std::move(why); }
+  bool recycled() const { return !recycle_reason_.empty(); }
+  const std::string& recycle_reason() const { return recycle_reason_; }
 
  private:
   void read();
@@ -77,6 +82,7 @@ class Instance : public std::enable_shared_from_this<Instance> {
   bool flush_posted_ = false;
   bool closed_ = false;
   bool kill_requested_ = false;
+  std::string recycle_reason_;  // non-empty once recycled
   bool reading_ = false;      // an async read is outstanding
   bool read_paused_ = false;  // see pause_reading()
   pid_t pid_ = 0;

@@ -92,6 +92,17 @@ async def app(scope, receive, send):
             log("stalling")
             await asyncio.sleep(3600)
             return
+        if path == "/exit":
+            os._exit(3)
+        if path == "/slow-cleanup":
+            # cleanup that awaits (a rollback) for longer than the kill grace
+            log("slow-cleanup started pid=%d" % os.getpid())
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                await asyncio.sleep(1.6)
+                log("slow-cleanup done")
+                raise
         if path == "/block-loop":
             log("blocking the loop pid=%d" % os.getpid())
             time.sleep(3600)          # a sync call inside async code
@@ -177,6 +188,13 @@ def sync_barrier():
 @app.get("/async")
 async def async_endpoint():
     return {"pid": os.getpid()}
+
+
+@app.get("/sync-stuck")
+def sync_stuck():
+    # a sync call that outlives timeout_ms: its thread cannot be stopped
+    print("stuck pid=%d" % os.getpid(), flush=True)
+    threading.Event().wait(3600)
 '''
 
 
@@ -191,6 +209,24 @@ def test_fastapi_sync_endpoints_run_in_its_thread_pool(coil):
     assert all(r.status == 200 for r in results), results
     assert len({r.json()["pid"] for r in results}) == 1
     assert c.get("/async").status == 200
+
+
+def test_timed_out_sync_endpoint_recycles_its_instance(coil):
+    # The timed-out request's thread goes on (nothing can stop it); without
+    # recycling, such threads pile up in the instance until none can start.
+    c = coil({"coil.toml": asgi_manifest("fa", "/...", max_instances=1, timeout_ms=1000),
+              "main.py": FASTAPI_SYNC_APP})
+    pid1 = c.get("/async").json()["pid"]
+    mark = c.mark()
+    r = c.get("/sync-stuck", timeout=15)
+    assert r.status == 504, r
+    host_pid = c.wait_for_line(fn_line("fa", rf"stuck pid={pid1}$"), since=mark).group(1)
+    c.wait_for_line(rf"^coil: instance fa pid={host_pid} is replaced: a cancelled request of fa goes on in a "
+                    r"thread, which cannot be stopped; it takes no new requests$", since=mark)
+    c.wait_for_line(rf"^coil: instance fa pid={host_pid} exited \(replaced: ", since=mark)
+    r = c.get("/sync")
+    assert r.status == 200, r
+    assert r.json()["pid"] != pid1
 
 
 # ---------------------------------------------------------------- timeouts
@@ -233,6 +269,44 @@ def test_timed_out_request_that_listens_gets_disconnect(coil, tmp_path):
     c.wait_for_line(fn_line("conc", r"never-listens (got http\.disconnect|cancelled)$"), since=mark, timeout=10)
     pid = c.get("/pid").json()["pid"]
     assert not c.find_lines(rf"^coil: instance conc pid={pid} exited", since=mark)
+
+
+def test_slow_cleanup_of_a_cancelled_request_is_not_a_blocked_loop(coil, tmp_path):
+    # The cancelled request awaits its cleanup for longer than the kill grace:
+    # the loop is alive (it said so), so the instance and the requests on it live.
+    c = start(coil, tmp_path, max_instances=1, timeout_ms=1000)
+    mark = c.mark()
+    g = c.gates.new()
+    # a bystander on the same instance, its response started (timeout_ms is past for it)
+    held = RawConn(c.port, timeout=20)
+    try:
+        held.send(f"GET /stream-gated/{g} HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert held.read_head().status == 200
+        assert read_chunked_bytes(held, len(b"part1;")) == b"part1;"
+        host_pid, pid = c.wait_for_line(fn_line("conc", r"streaming pid=(\d+)$"), since=mark).groups()
+        r = c.get("/slow-cleanup", timeout=15)
+        assert r.status == 504, r
+        c.wait_for_line(fn_line("conc", r"slow-cleanup done$"), since=mark, timeout=10)
+        c.gates.open(g)
+        assert read_chunked_rest(held) == f"part2 pid={pid}".encode()
+    finally:
+        held.close()
+    assert str(c.get("/pid").json()["pid"]) == pid
+    assert not c.find_lines(rf"^coil: instance conc pid={host_pid} (exited|did not end)", since=mark)
+
+
+def test_the_log_names_the_requests_lost_with_an_instance(coil, tmp_path):
+    c = start(coil, tmp_path, max_instances=1, timeout_ms=10000)
+    mark = c.mark()
+    g = c.gates.new()
+    bystander = BgRequest(c.port, "GET", f"/gate/{g}?x=1", timeout=15)
+    host_pid = c.wait_for_line(fn_line("conc", r"at gate pid=\d+$"), since=mark).group(1)
+    r = c.get("/exit", timeout=15)
+    assert r.status == 502, r
+    b = bystander.response(timeout=15)
+    assert b.status == 502, b
+    c.wait_for_line(rf"^coil: instance conc pid={host_pid} had 2 requests in flight, which fail with it: "
+                    rf"GET /gate/{g}\?x=1, GET /exit$", since=mark)
 
 
 def test_blocked_event_loop_kills_the_instance(coil, tmp_path):

@@ -3,6 +3,7 @@ instance at `coil up`, lifespan.startup.failed refusing the start, apps without 
 support, and the lifespan state reaching requests as a copy."""
 
 import re
+import signal
 
 import pytest
 
@@ -44,6 +45,11 @@ async def lifespan(scope, receive, send):
             await send({"type": "lifespan.startup.complete"})
         elif m["type"] == "lifespan.shutdown":
             log("shutdown pid=%d" % os.getpid())
+            if MODE == "shutdown-fails":
+                await send({"type": "lifespan.shutdown.failed", "message": "could not flush: marker-1618"})
+                return
+            if MODE == "shutdown-raises":
+                raise ValueError("cleanup broke: marker-1414")
             await send({"type": "lifespan.shutdown.complete"})
             return
 
@@ -65,6 +71,11 @@ async def app(scope, receive, send):
     body = json.dumps({"pid": os.getpid(), "state": state}).encode()
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": body})
+    if path.startswith("/background/"):
+        # work after the response (what BackgroundTasks do)
+        log("background started pid=%d" % os.getpid())
+        await gate(path[len("/background/"):])
+        log("background done pid=%d" % os.getpid())
 '''
 
 
@@ -226,3 +237,38 @@ def test_state_is_a_copy_for_each_request(coil, tmp_path):
     assert second["pid"] == first["pid"]
     assert "mutated" not in second["state"], "a key set by one request leaked into the next one's state"
     assert second["state"]["startup_pid"] == second["pid"]
+
+
+@pytest.mark.parametrize("mode,message", [("shutdown-fails", "could not flush: marker-1618"),
+                                          ("shutdown-raises", "ValueError: cleanup broke: marker-1414")])
+def test_a_failing_lifespan_shutdown_is_reported(coil, tmp_path, mode, message):
+    c = start(coil, tmp_path, mode=mode, idle_timeout_ms=300, min_instances=0)
+    host_pid = c.wait_for_line(fn_line("life", r"startup pid=(\d+)$"), timeout=15).group(1)
+    c.wait_for_line(rf"^\[life pid={host_pid}\] coil: lifespan shutdown failed: {re.escape(message)}$", timeout=15)
+
+
+def test_background_work_finishes_before_an_idle_instance_exits(coil, tmp_path):
+    c = start(coil, tmp_path, idle_timeout_ms=300, min_instances=0)
+    g = c.gates.new()
+    r = c.get(f"/background/{g}")
+    assert r.status == 200, r
+    host_pid = c.wait_for_line(fn_line("life", r"background started pid=(\d+)$"), timeout=15).group(1)
+    # the instance is idle (nothing in flight) and closed; its task is waited for
+    c.wait_for_line(rf"^\[life pid={host_pid}\] coil: waiting up to 30 s for 1 running task", timeout=15)
+    c.gates.open(g)
+    c.wait_for_line(fn_line("life", r"background done pid=\d+$"), timeout=15)
+    c.wait_for_line(fn_line("life", r"shutdown pid=\d+$"), timeout=15)
+    c.wait_for_line(rf"^coil: instance life pid={host_pid} exited \(idle\)", timeout=15)
+
+
+def test_background_work_finishes_when_coil_stops(coil, tmp_path):
+    c = start(coil, tmp_path)
+    g = c.gates.new()
+    assert c.get(f"/background/{g}").status == 200
+    host_pid = c.wait_for_line(fn_line("life", r"background started pid=(\d+)$"), timeout=15).group(1)
+    c.signal(signal.SIGTERM)
+    c.wait_for_line(rf"^\[life pid={host_pid}\] coil: waiting up to 30 s for 1 running task", timeout=15)
+    c.gates.open(g)
+    c.wait_for_line(fn_line("life", r"background done pid=\d+$"), timeout=15)
+    assert c.wait_exit() == 0
+    assert c.find_lines(fn_line("life", r"shutdown pid=\d+$")), c.log()
