@@ -66,6 +66,9 @@ def load(entrypoint, options=None):
     if kind == "handler" and asgi:
         raise LoadError(f'kind = "handler", but \'{entrypoint}\' is an ASGI application (async); '
                         f"a handler is a plain function handle_request(request)")
+    if not asgi and options.get("root_path_in_path", ""):
+        raise LoadError(f"root_path_in_path is set, but '{entrypoint}' is a handler, not an ASGI application; "
+                        f"the setting only applies to ASGI apps (a handler sees the full path in request.uri)")
     if asgi:
         from coil import _asgi
 

@@ -846,6 +846,13 @@ def test_invalid_asgi_manifest_values(coil_fail, key, value):
     assert "coil.toml:" in err and f": {key}:" in err, err
 
 
+def test_root_path_in_path_on_a_handler_is_refused(coil_fail):
+    toml = fn_toml("h", "/api/...", entrypoint="app:handle_request", root_path_in_path=True)
+    rc, err = coil_fail({"coil.toml": toml, "app.py": "def handle_request(request):\n    pass\n"})
+    assert rc == 2, err
+    assert "root_path_in_path is set, but 'app:handle_request' is a handler" in err, err
+
+
 # ---------------------------------------------------------------- found in review
 
 PLAIN_ASGI = '''
