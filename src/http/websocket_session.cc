@@ -58,6 +58,14 @@ void WebSocketSession::on_response_head(const frame::ResponseHead& head, std::st
     for (const auto& [name, value] : headers) response.set(name, value);
   }));
   ws_.set_option(websocket::stream_base::timeout::suggested(boost::beast::role_type::server));
+  // A client's pings (and pongs) keep the session from idling out
+  // (stream_idle_timeout_ms), as its messages do. Beast answers the pings.
+  ws_.control_callback([self = weak_from_this()](websocket::frame_type kind, boost::beast::string_view) {
+    auto session = self.lock();
+    if (session && kind != websocket::frame_type::close && !session->finished_ && session->server_ != nullptr) {
+      session->target_->client_alive(session->invocation_);
+    }
+  });
   ws_.read_message_max(frame::kMaxWebSocketMessage);
   ws_.async_accept(request_, [self = shared_from_this()](boost::system::error_code ec) {
     self->log_access(ec ? 400 : 101);

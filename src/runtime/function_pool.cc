@@ -410,6 +410,10 @@ void FunctionPool::send_websocket_message(const std::shared_ptr<Invocation>& inv
   instance->send(frames);
 }
 
+void FunctionPool::client_alive(const std::shared_ptr<Invocation>& invocation) {
+  if (invocation->deadline_queue == &stream_deadlines_) stream_deadlines_.push(invocation, Clock::now());
+}
+
 void FunctionPool::send_websocket_close(const std::shared_ptr<Invocation>& invocation, uint16_t code) {
   Instance* instance = invocation->instance;
   if (instance == nullptr || invocation->cancel_sent) return;
@@ -1029,6 +1033,9 @@ void FunctionPool::expire_stream(const std::shared_ptr<Invocation>& invocation) 
   if (invocation->sink && invocation->sink->unsent_bytes() > 0) {
     // Flow control held the function back: the client is the one idle.
     log::info("function {}: the client took none of the response for stream_idle_timeout_ms={}; aborting it",
+              config_.name, config_.stream_idle_timeout_ms);
+  } else if (invocation->websocket) {
+    log::info("function {}: no WebSocket message either way for stream_idle_timeout_ms={}; closing it",
               config_.name, config_.stream_idle_timeout_ms);
   } else {
     log::info("function {}: no response data for stream_idle_timeout_ms={}; aborting the response", config_.name,

@@ -112,6 +112,7 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   void send_websocket_message(const std::shared_ptr<Invocation>& invocation, std::string_view data,
                               bool text) override;
   void send_websocket_close(const std::shared_ptr<Invocation>& invocation, uint16_t code) override;
+  void client_alive(const std::shared_ptr<Invocation>& invocation) override;
   // The client is gone: the invocation is forgotten. A queued one is dropped;
   // an executing ASGI request is told (http.disconnect) and runs on, within
   // its deadlines; a running handler is let finish, one pipelined behind it

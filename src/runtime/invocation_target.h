@@ -36,6 +36,9 @@ class InvocationTarget {
   virtual void send_websocket_message(const std::shared_ptr<Invocation>& /*invocation*/, std::string_view /*data*/,
                                       bool /*text*/) {}
   virtual void send_websocket_close(const std::shared_ptr<Invocation>& /*invocation*/, uint16_t /*code*/) {}
+  // The client showed it is there without sending a message (a WebSocket
+  // ping or pong): the stream is not idle.
+  virtual void client_alive(const std::shared_ptr<Invocation>& /*invocation*/) {}
   // The client is gone: the invocation is forgotten.
   virtual void abandon(const std::shared_ptr<Invocation>& invocation) = 0;
   // Flow control (see frame.h): `bytes` more of the response body given to

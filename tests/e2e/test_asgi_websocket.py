@@ -365,6 +365,24 @@ def test_stream_idle_timeout_closes_an_idle_websocket(coil):
     ws_run(session())
 
 
+def test_client_pings_keep_a_websocket_from_idling_out(coil):
+    c = start(coil, stream_idle_timeout_ms=800)
+
+    async def session():
+        async with websockets.connect(ws_url(c, "/echo"), ping_interval=None) as ws:
+            await ws.send("a")
+            assert await ws.recv() == "echo:a"
+            # three times stream_idle_timeout_ms without a message, but with pings
+            loop = asyncio.get_running_loop()
+            until = loop.time() + 2.4
+            while loop.time() < until:
+                await asyncio.wait_for(await ws.ping(), 5)
+                await asyncio.sleep(0.2)
+            await ws.send("b")
+            assert await ws.recv() == "echo:b"
+    ws_run(session())
+
+
 def test_timeout_bounds_the_time_until_accept(coil):
     c = start(coil, timeout_ms=1000)
 
