@@ -609,7 +609,7 @@ TEST(Reader, OversizedLengthIsAnErrorAsSoonAsTheHeaderIsIn) {
 }
 
 TEST(Reader, UnknownTypeIsAnError) {
-  for (uint8_t type : {uint8_t{0}, uint8_t{13}, uint8_t{0xff}}) {
+  for (uint8_t type : {uint8_t{0}, uint8_t{15}, uint8_t{0xff}}) {
     SCOPED_TRACE(static_cast<int>(type));
     Status error;
     std::vector<Owned> frames = read_all(raw_header(0, type), kHeaderSize, &error);
