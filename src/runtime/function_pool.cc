@@ -79,6 +79,7 @@ FunctionPool::FunctionPool(boost::asio::io_context& io, config::FunctionConfig c
       response_deadlines_(std::chrono::milliseconds(config_.timeout_ms)),
       stream_deadlines_(std::chrono::milliseconds(config_.stream_idle_timeout_ms)),
       cancel_deadlines_(kCancelGrace),
+      cleanup_deadlines_(kCleanupGrace),
       deadline_timer_(io),
       trial_timer_(io) {
   // A kind the manifest forces (or coil server recorded at deploy) is known
@@ -682,7 +683,10 @@ void FunctionPool::on_frame(Instance& instance, const frame::Frame& f) {
       // The event loop is alive: the app's cancellation (its cleanup) may
       // take what it takes; the client already has its answer.
       end = false;
-      if (invocation->deadline_queue == &cancel_deadlines_) DeadlineQueue::remove(*invocation);
+      if (invocation->deadline_queue == &cancel_deadlines_) {
+        cleanup_deadlines_.push(invocation, Clock::now());
+        arm_deadline_timer();
+      }
       break;
     default:  // in_order() refused every other type
       break;
@@ -962,7 +966,7 @@ void FunctionPool::remove_from_queue(const Invocation& invocation) {
 
 void FunctionPool::arm_deadline_timer() {
   Clock::time_point next = Clock::time_point::max();
-  for (const DeadlineQueue* queue : {&response_deadlines_, &stream_deadlines_, &cancel_deadlines_}) {
+  for (const DeadlineQueue* queue : {&response_deadlines_, &stream_deadlines_, &cancel_deadlines_, &cleanup_deadlines_}) {
     if (!queue->empty()) next = std::min(next, queue->front()->deadline);
   }
   if (next == Clock::time_point::max()) return;
@@ -992,11 +996,22 @@ void FunctionPool::on_deadline() {
     std::shared_ptr<Invocation> invocation = cancel_deadlines_.front();
     DeadlineQueue::remove(*invocation);
     if (Instance* instance = invocation->instance) {
-      log::info("instance {} pid={} did not end a cancelled request within {} ms: its event loop is blocked; "
+      log::info("instance {} pid={} did not take the cancel of a request within {} ms: its event loop is blocked; "
                 "killing it", config_.name, instance->pid(), kCancelGrace.count());
       kill(*instance, "event loop blocked");
       retire(*instance, 502, "instance of " + config_.name + " was killed: its event loop was blocked");
     }
+  }
+  while (!cleanup_deadlines_.empty() && cleanup_deadlines_.front()->deadline <= now) {
+    std::shared_ptr<Invocation> invocation = cleanup_deadlines_.front();
+    DeadlineQueue::remove(*invocation);
+    Instance* instance = invocation->instance;
+    if (instance == nullptr || instance->recycled()) continue;
+    std::string why = fmt::format("a cancelled request ({} {}) did not end within {} s of its cancel",
+                                  invocation->head.method, invocation->head.target, kCleanupGrace.count());
+    log::info("instance {} pid={} is replaced: {}; it takes no new requests", config_.name, instance->pid(), why);
+    instance->recycle(std::move(why));
+    retire_if_recycled(*instance);
   }
   arm_deadline_timer();
 }

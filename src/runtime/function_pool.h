@@ -21,10 +21,12 @@
 //     to the queue); an executing ASGI request is answered 504 and cancelled
 //     on its instance;
 //   - once the response started: stream_idle_timeout_ms between messages;
-//   - a cancelled ASGI request must end within kCancelGrace, or the
-//     instance's event loop is taken to be blocked and the instance is killed.
-//     Until it ends, its instance takes no new requests (they go to another
-//     instance, or wait), so none is lost with a blocked one.
+//   - a cancelled ASGI request must be taken by its instance (kCancelTaken)
+//     within kCancelGrace, or the instance's event loop is taken to be
+//     blocked and the instance is killed. Until then the instance takes no
+//     new requests (they go to another instance, or wait), so none is lost
+//     with a blocked one. Once taken, the request's cleanup has kCleanupGrace
+//     to end before the instance is recycled.
 //
 // Single-threaded: all methods run on the host's event loop.
 #pragma once
@@ -72,6 +74,11 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   static constexpr size_t kPipelineDepth = 32;
   static constexpr size_t kStandbys = 1;
   static constexpr auto kCancelGrace = std::chrono::milliseconds(1000);
+  // How long the cleanup of a cancelled ASGI request may take once its
+  // instance took the cancel. Past it the instance is recycled: a task that
+  // ignores its cancellation would otherwise hold its slot, and keep the
+  // instance from idling out, for ever.
+  static constexpr auto kCleanupGrace = std::chrono::seconds(30);
   // How many of the requests that fail with a lost ASGI instance its log line names.
   static constexpr size_t kRequestsNamed = 8;
   // A trial instance that reports neither ready nor failed within this is
@@ -255,6 +262,7 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   DeadlineQueue response_deadlines_;  // unanswered, response not started
   DeadlineQueue stream_deadlines_;    // response started, not complete
   DeadlineQueue cancel_deadlines_;    // cancelled on an ASGI instance, not yet ended there
+  DeadlineQueue cleanup_deadlines_;   // ... and the instance took the cancel (kCancelTaken)
   boost::asio::steady_timer deadline_timer_;
   boost::asio::steady_timer trial_timer_;  // bounds the trial instance's start (kTrialTimeout)
   bool timer_armed_ = false;

@@ -92,6 +92,14 @@ async def app(scope, receive, send):
             log("stalling")
             await asyncio.sleep(3600)
             return
+        if path == "/swallow":
+            # ignores its cancellation, and goes on for ever
+            log("swallow started pid=%d" % os.getpid())
+            while True:
+                try:
+                    await asyncio.sleep(0.1)
+                except asyncio.CancelledError:
+                    pass
         if path == "/exit":
             os._exit(3)
         if path == "/slow-cleanup":
@@ -292,7 +300,19 @@ def test_slow_cleanup_of_a_cancelled_request_is_not_a_blocked_loop(coil, tmp_pat
     finally:
         held.close()
     assert str(c.get("/pid").json()["pid"]) == pid
-    assert not c.find_lines(rf"^coil: instance conc pid={host_pid} (exited|did not end)", since=mark)
+    assert not c.find_lines(rf"^coil: instance conc pid={host_pid} (exited|did not take|is replaced)", since=mark)
+
+
+def test_a_request_that_ignores_its_cancel_recycles_its_instance(coil, tmp_path):
+    # It would hold its slot, and keep its instance from idling out, for ever.
+    c = start(coil, tmp_path, max_instances=1, timeout_ms=1000)
+    mark = c.mark()
+    r = c.get("/swallow", timeout=15)
+    assert r.status == 504, r
+    host_pid, pid = c.wait_for_line(fn_line("conc", r"swallow started pid=(\d+)$"), since=mark).groups()
+    c.wait_for_line(rf"^coil: instance conc pid={host_pid} is replaced: a cancelled request \(GET /swallow\) did "
+                    r"not end within 30 s of its cancel; it takes no new requests$", since=mark, timeout=45)
+    assert str(c.get("/pid").json()["pid"]) != pid
 
 
 def test_the_log_names_the_requests_lost_with_an_instance(coil, tmp_path):
