@@ -2,6 +2,7 @@
 timeouts with several requests in flight on one instance (timeout_ms until the response
 starts, a blocked event loop, stream_idle_timeout_ms after it)."""
 
+import contextlib
 import select
 
 import pytest
@@ -239,32 +240,41 @@ def test_timed_out_sync_endpoint_recycles_its_instance(coil):
 
 # ---------------------------------------------------------------- timeouts
 
-def test_request_over_timeout_gets_504_others_in_flight_complete(coil, tmp_path):
-    c = start(coil, tmp_path, max_instances=1, timeout_ms=1500)
+@contextlib.contextmanager
+def started_stream(c, mark):
+    """A response on the function's instance that has started (timeout_ms no longer
+    applies to it), the rest held back by a gate. Yields (host pid, pid in the sandbox,
+    finish): finish() opens the gate and checks that the rest arrives whole."""
     g = c.gates.new()
-    mark = c.mark()
-    # a request whose response started (timeout_ms no longer applies to it) ...
     held = RawConn(c.port, timeout=20)
     try:
         held.send(f"GET /stream-gated/{g} HTTP/1.1\r\nHost: x\r\n\r\n")
         head = held.read_head()
         assert head.status == 200, head
         assert read_chunked_bytes(held, len(b"part1;")) == b"part1;"
-        m = c.wait_for_line(fn_line("conc", r"streaming pid=(\d+)$"), since=mark, timeout=10)
-        pid = m.group(2)
-        # ... and one that never starts its response, on the same instance
+        host_pid, pid = c.wait_for_line(fn_line("conc", r"streaming pid=(\d+)$"), since=mark, timeout=10).groups()
+
+        def finish():
+            c.gates.open(g)
+            assert read_chunked_rest(held) == f"part2 pid={pid}".encode()
+        yield host_pid, pid, finish
+    finally:
+        held.close()
+
+
+def test_request_over_timeout_gets_504_others_in_flight_complete(coil, tmp_path):
+    c = start(coil, tmp_path, max_instances=1, timeout_ms=1500)
+    mark = c.mark()
+    with started_stream(c, mark) as (host_pid, pid, finish):
+        # a request that never starts its response, on the same instance
         r = c.get("/never", timeout=10)
         assert r.status == 504, r
         assert r.body.startswith(b"timeout after 1500 ms"), r
         c.wait_for_line(fn_line("conc", rf"never started pid={pid}$"), since=mark, timeout=5)
-        # the streaming one was not disturbed
-        c.gates.open(g)
-        assert read_chunked_rest(held) == f"part2 pid={pid}".encode()
-    finally:
-        held.close()
+        finish()  # the streaming one was not disturbed
     # the instance was not killed
     assert str(c.get("/pid").json()["pid"]) == pid
-    assert not c.find_lines(rf"^coil: instance conc pid={pid} exited", since=mark)
+    assert not c.find_lines(rf"^coil: instance conc pid={host_pid} exited", since=mark)
 
 
 def test_timed_out_request_that_listens_gets_disconnect(coil, tmp_path):
@@ -273,10 +283,10 @@ def test_timed_out_request_that_listens_gets_disconnect(coil, tmp_path):
     r = c.get("/never-listens", timeout=10)
     assert r.status == 504, r
     # the timed-out request's task ends: it gets http.disconnect, or it is cancelled
-    c.wait_for_line(fn_line("conc", r"never-listens started$"), since=mark, timeout=5)
+    host_pid = c.wait_for_line(fn_line("conc", r"never-listens started$"), since=mark, timeout=5).group(1)
     c.wait_for_line(fn_line("conc", r"never-listens (got http\.disconnect|cancelled)$"), since=mark, timeout=10)
-    pid = c.get("/pid").json()["pid"]
-    assert not c.find_lines(rf"^coil: instance conc pid={pid} exited", since=mark)
+    assert c.get("/pid").status == 200
+    assert not c.find_lines(rf"^coil: instance conc pid={host_pid} exited", since=mark)
 
 
 def test_slow_cleanup_of_a_cancelled_request_is_not_a_blocked_loop(coil, tmp_path):
@@ -284,21 +294,11 @@ def test_slow_cleanup_of_a_cancelled_request_is_not_a_blocked_loop(coil, tmp_pat
     # the loop is alive (it said so), so the instance and the requests on it live.
     c = start(coil, tmp_path, max_instances=1, timeout_ms=1000)
     mark = c.mark()
-    g = c.gates.new()
-    # a bystander on the same instance, its response started (timeout_ms is past for it)
-    held = RawConn(c.port, timeout=20)
-    try:
-        held.send(f"GET /stream-gated/{g} HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert held.read_head().status == 200
-        assert read_chunked_bytes(held, len(b"part1;")) == b"part1;"
-        host_pid, pid = c.wait_for_line(fn_line("conc", r"streaming pid=(\d+)$"), since=mark).groups()
+    with started_stream(c, mark) as (host_pid, pid, finish):
         r = c.get("/slow-cleanup", timeout=15)
         assert r.status == 504, r
         c.wait_for_line(fn_line("conc", r"slow-cleanup done$"), since=mark, timeout=10)
-        c.gates.open(g)
-        assert read_chunked_rest(held) == f"part2 pid={pid}".encode()
-    finally:
-        held.close()
+        finish()
     assert str(c.get("/pid").json()["pid"]) == pid
     assert not c.find_lines(rf"^coil: instance conc pid={host_pid} (exited|did not take|is replaced)", since=mark)
 
