@@ -53,11 +53,19 @@ void Connection::start() { read(); }
 
 void Connection::read() {
   if (reading_ || phase_ == Phase::kClosed) return;
+  if (read_closed_) {
+    on_read_closed();
+    return;
+  }
   reading_ = true;
   socket_.async_read_some(boost::asio::buffer(read_buffer_),
                           [self = shared_from_this()](boost::system::error_code ec, size_t n) {
                             self->reading_ = false;
                             if (self->phase_ == Phase::kClosed) return;
+                            if (ec == boost::asio::error::eof) {
+                              self->on_read_closed();
+                              return;
+                            }
                             if (ec) {
                               self->close();
                               return;
@@ -586,6 +594,15 @@ void Connection::linger() {
   boost::system::error_code ignored;
   socket_.shutdown(boost::asio::ip::tcp::socket::shutdown_send, ignored);
   read();
+}
+
+void Connection::on_read_closed() {
+  read_closed_ = true;
+  if (phase_ == Phase::kWaiting || phase_ == Phase::kResponding) {
+    keep_alive_ = false;  // the response is the last; read() ends the connection after it
+    return;
+  }
+  close();
 }
 
 void Connection::close() {

@@ -143,6 +143,46 @@ def test_pipelined_with_error_in_between(coil):
     assert rs[2].json()["uri"] == "/only?3"
 
 
+@pytest.mark.parametrize("request_bytes,uris", [
+    (b"GET /slow/half HTTP/1.0\r\n\r\n", ["/slow/half"]),
+    (b"POST /slow/half HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", ["/slow/half"]),
+    (b"POST /slow/half HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", ["/slow/half"]),
+    (b"GET /slow/one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\n", ["/slow/one", "/two"]),
+], ids=["http10-get", "post-content-length", "post-chunked", "pipelined"])
+def test_a_client_that_half_closes_after_its_request_gets_the_response(coil, request_bytes, uris):
+    # RFC 9112 9.6: a read EOF after a complete request only means the client sends
+    # nothing more (printf ... | nc -N); the response still goes, then the connection closes.
+    c = start(coil, app=SLOW_APP)
+    mark = c.mark()
+    with RawConn(c.port) as rc:
+        rc.send(request_bytes)
+        rc.sock.shutdown(socket.SHUT_WR)
+        for uri in uris:
+            r = rc.read_response()
+            assert r.status == 200, r
+            assert r.json()["uri"] == uri
+        assert rc.wait_closed(5)
+    c.wait_for_lines(r"^coil: access front \S+ /\S+ 200 ", len(uris), since=mark, timeout=5)
+    assert c.count_lines(r" 499 ", since=mark) == 0
+
+
+@pytest.mark.parametrize("partial", [
+    b"GET /x HTTP/1.1\r\nHost: x\r\n",
+    b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello",
+    b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /tw",
+], ids=["in-the-head", "in-the-body", "after-a-complete-one"])
+def test_a_half_close_in_the_middle_of_a_request_closes_the_connection(coil, partial):
+    c = start(coil)
+    mark = c.mark()
+    with RawConn(c.port) as rc:
+        rc.send(partial)
+        rc.sock.shutdown(socket.SHUT_WR)
+        if partial.startswith(b"GET /one"):
+            assert rc.read_response().json()["uri"] == "/one"
+        assert rc.wait_closed(5)
+    assert c.count_lines(r"^\[front pid=\d+\].*/x", since=mark) == 0
+
+
 # ---------------------------------------------------------------- request bodies
 
 def test_content_length_body_intact(coil):
