@@ -157,20 +157,50 @@ bool Connection::on_head() {
   function_ = "-";
   bool has_body = parser_.chunked() || parser_.content_length().value_or(0) > 0;
 
+  // RFC 9112 3.2: an HTTP/1.1 request has exactly one Host, and any Host is
+  // a valid host[:port] (empty only where the target has no authority).
+  const std::string* host_field = nullptr;
+  for (const auto& [name, value] : parser_.headers()) {
+    if (name != "host") continue;
+    if (host_field != nullptr) {
+      respond_error(400, "bad request: more than one Host header", true);
+      return false;
+    }
+    host_field = &value;
+  }
+  if (host_field == nullptr && parser_.version() >= 11) {
+    respond_error(400, "bad request: no Host header", true);
+    return false;
+  }
+  if (host_field != nullptr && !host_field->empty() && !valid_host(*host_field)) {
+    respond_error(400, "bad request: invalid Host header", true);
+    return false;
+  }
+  if (parser_.target() == "*") {
+    // Asterisk-form (RFC 9112 3.2.4) asks about the server, not a function:
+    // the front answers OPTIONS * itself. The methods a path allows are its
+    // function's to say (OPTIONS /path goes to it), so there is no Allow.
+    if (parser_.method() != "OPTIONS") {
+      respond_error(400, "bad request: the target '*' is only for OPTIONS", true);
+    } else {
+      if (has_body) keep_alive_ = false;  // the body is not read
+      response_status_ = 200;
+      append_head(output_, 200, {}, BodyFraming::kContentLength, 0, keep_alive_, parser_.version() < 11);
+      phase_ = Phase::kResponding;
+      response_complete_ = true;
+      flush();
+    }
+    return false;
+  }
   Result<std::string> path = router::decode_path(parser_.target());
   if (!path) {
     respond_error(400, "bad request: " + path.message(), true);
     return false;
   }
-  std::string_view host = parser_.authority();  // an absolute-form target's host comes first
-  if (host.empty()) {
-    for (const auto& [name, value] : parser_.headers()) {
-      if (name == "host") {
-        host = value;
-        break;
-      }
-    }
-  }
+  // An absolute-form target's host comes first (RFC 9112 3.2.2).
+  std::string_view host = !parser_.authority().empty() ? std::string_view(parser_.authority())
+                          : host_field != nullptr      ? std::string_view(*host_field)
+                                                       : std::string_view();
   auto match = server_->dispatcher().route(host, *path);
   if (!match) {
     respond_error(404, "no route for " + *path, has_body);

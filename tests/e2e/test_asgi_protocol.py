@@ -281,6 +281,16 @@ def scope_of(c, raw_request):
 
 # ---------------------------------------------------------------- the http scope
 
+def test_a_percent_that_is_not_an_escape_reaches_the_app_as_it_is(coil, tmp_path):
+    # as under uvicorn: apps with such paths keep working
+    c = start_raw(coil, tmp_path)
+    s = scope_of(c, b"GET /items/100%?q=%zz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (s["path"], s["raw_path"], s["query_string"]) == (
+        "/items/100%", {"bytes": "/items/100%"}, {"bytes": "q=%zz"}), s
+    s = scope_of(c, b"GET /a%zz/%41 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert s["path"] == "/a%zz/A", s
+
+
 def test_http_scope_is_complete_and_exact(coil, tmp_path):
     c = start_raw(coil, tmp_path)
     with c.raw() as conn:
@@ -903,13 +913,18 @@ async def app(scope, receive, send):
 def test_paths_and_hosts_that_are_not_utf8_do_not_break_the_instance(coil):
     c = coil({"coil.toml": asgi_manifest("bytes", "/..."), "main.py": PLAIN_ASGI})
     with c.raw() as conn:
-        conn.send(b"GET /%ff/x HTTP/1.1\r\nHost: \xff\xfe\r\n\r\n")
+        conn.send(b"GET /%ff/x HTTP/1.1\r\nHost: x\r\nX-Bytes: \xff\xfe\r\n\r\n")
         r = conn.read_response()
         assert r.status == 200, r
         assert r.body == repr("/\udcff/x").encode(), r  # undecodable bytes kept as surrogates
         conn.send(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
         r = conn.read_response()
         assert (r.status, r.body) == (200, b"'/after'"), r
+    # a host that is not ASCII is no host (RFC 9110 7.2): the front refuses it
+    with c.raw() as conn:
+        conn.send(b"GET /x HTTP/1.1\r\nHost: \xff\xfe\r\n\r\n")
+        r = conn.read_response()
+        assert (r.status, r.body) == (400, b"bad request: invalid Host header\n"), r
 
 
 ENDLESS_STREAM = '''

@@ -625,7 +625,6 @@ def test_running_out_of_file_descriptors_pauses_accepting_and_recovers(tmp_path)
         assert c.stop() == 0
 
 
-
 # ---------------------------------------------------------------- RFC 9110/9112 review
 
 def assert_refused(c, request_bytes, status, body=None):
@@ -651,6 +650,63 @@ def test_invalid_request_targets_are_400(coil, target, reason):
     mark = c.mark()
     assert_refused(c, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n", 400, b"bad request: " + reason + b"\n")
     assert c.count_lines(r"^\[front pid=", since=mark) == 0
+
+
+def test_a_percent_that_is_not_an_escape_is_kept_literally(coil):
+    # as under uvicorn and Starlette: /items/100% reaches the function as it is
+    c = start(coil)
+    for target, path in [("/items/100%", "/items/100%"), ("/a%zz", "/a%zz"), ("/a%4", "/a%4"),
+                         ("/%%30%30", "/%00"), ("/a/%.%2e", "/a/%.."), ("/%25%2e%2e", "/%..")]:
+        r = c.get(target)
+        assert r.status == 200, (target, r)
+        assert r.json()["uri"] == target
+        assert r.json()["headers"]["spin-path-info"] == path, target
+    # a literal '%' neither hides a '..' segment nor a NUL
+    for target in ["/a/%2e%2e/b", "/a/.%2e", "/%00", "/a%%00", "/a%zz/../b"]:
+        with RawConn(c.port, timeout=5) as rc:
+            rc.send(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert rc.read_response().status == 400, target
+
+
+def test_options_asterisk_is_answered_by_the_front(coil):
+    c = start(coil)
+    mark = c.mark()
+    with RawConn(c.port, timeout=5) as rc:
+        rc.send(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = rc.read_response()
+        assert (r.status, r.body, r.header("content-length")) == (200, b"", "0"), r
+        rc.send(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")  # still usable
+        assert rc.read_response().json()["uri"] == "/after"
+    assert c.count_lines(r"^\[front pid=\d+\].*OPTIONS", since=mark) == 0
+    assert_refused(c, b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400,
+                   b"bad request: the target '*' is only for OPTIONS\n")
+
+
+@pytest.mark.parametrize("head,reason", [
+    (b"GET /h HTTP/1.1\r\n\r\n", b"no Host header"),
+    (b"GET /h HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", b"more than one Host header"),
+    (b"GET /h HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", b"more than one Host header"),
+    (b"GET /h HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", b"more than one Host header"),
+    (b"GET /h HTTP/1.1\r\nHost: a b\r\n\r\n", b"invalid Host header"),
+    (b"GET /h HTTP/1.1\r\nHost: a/b\r\n\r\n", b"invalid Host header"),
+    (b"GET /h HTTP/1.1\r\nHost: user@a\r\n\r\n", b"invalid Host header"),
+    (b"GET /h HTTP/1.1\r\nHost: a:8x\r\n\r\n", b"invalid Host header"),
+    (b"GET /h HTTP/1.1\r\nHost: [::1\r\n\r\n", b"invalid Host header"),
+], ids=["missing", "two", "two-equal", "two-http10", "space", "slash", "userinfo", "bad-port", "bracket"])
+def test_an_invalid_host_is_400(coil, head, reason):
+    c = start(coil)
+    assert_refused(c, head, 400, b"bad request: " + reason + b"\n")
+
+
+def test_valid_hosts_are_accepted(coil):
+    c = start(coil)
+    for host in ["example.com", "example.com:8080", "127.0.0.1:1", "[::1]:80", "[::1]", "xn--bcher-kva.example", ""]:
+        with RawConn(c.port, timeout=5) as rc:
+            rc.send(f"GET /h HTTP/1.1\r\nHost: {host}\r\n\r\n")
+            assert rc.read_response().status == 200, host
+    with RawConn(c.port, timeout=5) as rc:
+        rc.send(b"GET /h HTTP/1.0\r\n\r\n")  # HTTP/1.0 may leave it out
+        assert rc.read_response().status == 200
 
 
 def test_empty_lines_before_a_request_line_are_ignored(coil):
