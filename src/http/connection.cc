@@ -29,6 +29,10 @@ std::string endpoint_string(const boost::asio::ip::tcp::endpoint& endpoint) {
 
 bool body_forbidden(uint16_t status) { return status < 200 || status == 204 || status == 304; }
 
+// 205 Reset Content has no content either, but is framed (RFC 9110 15.3.6):
+// it is sent with Content-Length: 0 whatever the function gave.
+bool body_dropped(uint16_t status) { return body_forbidden(status) || status == 205; }
+
 }  // namespace
 
 Connection::Connection(Server& server, boost::asio::ip::tcp::socket socket)
@@ -371,6 +375,8 @@ void Connection::on_response_head(const frame::ResponseHead& head, std::string_v
   response_remaining_.reset();
   if (body_forbidden(head.status)) {
     framing = BodyFraming::kNone;
+  } else if (head.status == 205) {
+    length = 0;
   } else if (head_request_ && declared) {
     length = *declared;
   } else if (!end && declared) {
@@ -387,7 +393,7 @@ void Connection::on_response_head(const frame::ResponseHead& head, std::string_v
     }
   }
   append_head(output_, head.status, head.headers, framing, length, keep_alive_, parser_.version() < 11);
-  if (head_request_ || framing == BodyFraming::kNone) {
+  if (head_request_ || body_dropped(head.status)) {
     // no body bytes on the wire
   } else if (response_chunked_) {
     append_chunk(output_, body);
@@ -414,7 +420,7 @@ void Connection::on_response_body(std::string_view body, bool end) {
   if (phase_ != Phase::kResponding) return;
   if (client_too_slow()) return;
   body_buffered_ += body.size();
-  if (!head_request_ && !body_forbidden(response_status_)) {
+  if (!head_request_ && !body_dropped(response_status_)) {
     if (response_chunked_) {
       append_chunk(output_, body);
       if (end) append_last_chunk(output_);

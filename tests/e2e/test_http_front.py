@@ -752,3 +752,37 @@ def test_a_transfer_coding_coil_does_not_implement_is_501(coil, te, coding):
 def test_a_method_longer_than_the_request_line_limit_is_501(coil):
     c = start(coil)
     assert_refused(c, b"A" * 9000 + b" / HTTP/1.1\r\nHost: x\r\n\r\n", 501, b"method too long\n")
+
+
+STATUS_APP = '''
+from spin_http import Response
+
+def handle_request(request):
+    status = int(request.uri.rsplit("/", 1)[1])
+    return Response(status, [("content-type", "text/plain"), ("content-length", "11")], b"not allowed")
+'''
+
+
+def test_a_205_response_has_no_content(coil):
+    c = start(coil, app=STATUS_APP)
+    with RawConn(c.port, timeout=5) as rc:
+        rc.send(b"GET /s/205 HTTP/1.1\r\nHost: x\r\n\r\nGET /s/200 HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = rc.read_head()
+        assert (r.status, r.reason, r.header("content-length")) == (205, "Reset Content", "0"), r
+        # the next response follows at once: no body bytes after the 205's head
+        r = rc.read_response()
+        assert (r.status, r.body) == (200, b"not allowed"), r
+
+
+@pytest.mark.parametrize("status,reason", [
+    (203, "Non-Authoritative Information"), (207, "Multi-Status"), (226, "IM Used"), (300, "Multiple Choices"),
+    (402, "Payment Required"), (410, "Gone"), (418, "I'm a teapot"), (421, "Misdirected Request"),
+    (425, "Too Early"), (451, "Unavailable For Legal Reasons"), (505, "HTTP Version Not Supported"),
+    (511, "Network Authentication Required"),
+])
+def test_registered_statuses_have_their_reason_phrase(coil, status, reason):
+    c = start(coil, app=STATUS_APP)
+    with RawConn(c.port, timeout=5) as rc:
+        rc.send(f"GET /s/{status} HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = rc.read_response()
+        assert (r.status, r.reason) == (status, reason), r
