@@ -29,6 +29,10 @@ std::string endpoint_string(const boost::asio::ip::tcp::endpoint& endpoint) {
 
 bool body_forbidden(uint16_t status) { return status < 200 || status == 204 || status == 304; }
 
+// 205 Reset Content has no content either, but is framed (RFC 9110 15.3.6):
+// it is sent with Content-Length: 0 whatever the function gave.
+bool body_dropped(uint16_t status) { return body_forbidden(status) || status == 205; }
+
 }  // namespace
 
 Connection::Connection(Server& server, boost::asio::ip::tcp::socket socket)
@@ -53,11 +57,19 @@ void Connection::start() { read(); }
 
 void Connection::read() {
   if (reading_ || phase_ == Phase::kClosed) return;
+  if (read_closed_) {
+    on_read_closed();
+    return;
+  }
   reading_ = true;
   socket_.async_read_some(boost::asio::buffer(read_buffer_),
                           [self = shared_from_this()](boost::system::error_code ec, size_t n) {
                             self->reading_ = false;
                             if (self->phase_ == Phase::kClosed) return;
+                            if (ec == boost::asio::error::eof) {
+                              self->on_read_closed();
+                              return;
+                            }
                             if (ec) {
                               self->close();
                               return;
@@ -149,20 +161,50 @@ bool Connection::on_head() {
   function_ = "-";
   bool has_body = parser_.chunked() || parser_.content_length().value_or(0) > 0;
 
+  // RFC 9112 3.2: an HTTP/1.1 request has exactly one Host, and any Host is
+  // a valid host[:port] (empty only where the target has no authority).
+  const std::string* host_field = nullptr;
+  for (const auto& [name, value] : parser_.headers()) {
+    if (name != "host") continue;
+    if (host_field != nullptr) {
+      respond_error(400, "bad request: more than one Host header", true);
+      return false;
+    }
+    host_field = &value;
+  }
+  if (host_field == nullptr && parser_.version() >= 11) {
+    respond_error(400, "bad request: no Host header", true);
+    return false;
+  }
+  if (host_field != nullptr && !host_field->empty() && !valid_host(*host_field)) {
+    respond_error(400, "bad request: invalid Host header", true);
+    return false;
+  }
+  if (parser_.target() == "*") {
+    // Asterisk-form (RFC 9112 3.2.4) asks about the server, not a function:
+    // the front answers OPTIONS * itself. The methods a path allows are its
+    // function's to say (OPTIONS /path goes to it), so there is no Allow.
+    if (parser_.method() != "OPTIONS") {
+      respond_error(400, "bad request: the target '*' is only for OPTIONS", true);
+    } else {
+      if (has_body) keep_alive_ = false;  // the body is not read
+      response_status_ = 200;
+      append_head(output_, 200, {}, BodyFraming::kContentLength, 0, keep_alive_, parser_.version() < 11);
+      phase_ = Phase::kResponding;
+      response_complete_ = true;
+      flush();
+    }
+    return false;
+  }
   Result<std::string> path = router::decode_path(parser_.target());
   if (!path) {
     respond_error(400, "bad request: " + path.message(), true);
     return false;
   }
-  std::string_view host = parser_.authority();  // an absolute-form target's host comes first
-  if (host.empty()) {
-    for (const auto& [name, value] : parser_.headers()) {
-      if (name == "host") {
-        host = value;
-        break;
-      }
-    }
-  }
+  // An absolute-form target's host comes first (RFC 9112 3.2.2).
+  std::string_view host = !parser_.authority().empty() ? std::string_view(parser_.authority())
+                          : host_field != nullptr      ? std::string_view(*host_field)
+                                                       : std::string_view();
   auto match = server_->dispatcher().route(host, *path);
   if (!match) {
     respond_error(404, "no route for " + *path, has_body);
@@ -333,6 +375,8 @@ void Connection::on_response_head(const frame::ResponseHead& head, std::string_v
   response_remaining_.reset();
   if (body_forbidden(head.status)) {
     framing = BodyFraming::kNone;
+  } else if (head.status == 205) {
+    length = 0;
   } else if (head_request_ && declared) {
     length = *declared;
   } else if (!end && declared) {
@@ -349,7 +393,7 @@ void Connection::on_response_head(const frame::ResponseHead& head, std::string_v
     }
   }
   append_head(output_, head.status, head.headers, framing, length, keep_alive_, parser_.version() < 11);
-  if (head_request_ || framing == BodyFraming::kNone) {
+  if (head_request_ || body_dropped(head.status)) {
     // no body bytes on the wire
   } else if (response_chunked_) {
     append_chunk(output_, body);
@@ -376,7 +420,7 @@ void Connection::on_response_body(std::string_view body, bool end) {
   if (phase_ != Phase::kResponding) return;
   if (client_too_slow()) return;
   body_buffered_ += body.size();
-  if (!head_request_ && !body_forbidden(response_status_)) {
+  if (!head_request_ && !body_dropped(response_status_)) {
     if (response_chunked_) {
       append_chunk(output_, body);
       if (end) append_last_chunk(output_);
@@ -586,6 +630,15 @@ void Connection::linger() {
   boost::system::error_code ignored;
   socket_.shutdown(boost::asio::ip::tcp::socket::shutdown_send, ignored);
   read();
+}
+
+void Connection::on_read_closed() {
+  read_closed_ = true;
+  if (phase_ == Phase::kWaiting || phase_ == Phase::kResponding) {
+    keep_alive_ = false;  // the response is the last; read() ends the connection after it
+    return;
+  }
+  close();
 }
 
 void Connection::close() {

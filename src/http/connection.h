@@ -13,6 +13,13 @@
 //     (or finish) within each header-timeout window, else 408;
 //   writing a response:     each write must complete within the header
 //     timeout, else the connection closes (a client that stopped reading).
+//
+// A read EOF (the client shut down its sending side) after a complete request
+// only means that no more requests come (RFC 9112 9.6): the requests already
+// received are answered, then the connection closes. Idle or in the middle
+// of a request, it ends the connection. Since a half-close and a full close
+// look the same from here, a function learns that such a client left only
+// when writing to it fails (or the connection is reset).
 #pragma once
 
 #include <boost/asio/ip/tcp.hpp>
@@ -93,6 +100,8 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   void report_drained(uint64_t bytes);
   size_t unsent_bytes() const override { return output_.size() + writing_.size() - written_; }
   void on_body_wanted() override;
+  // The read side saw EOF: see the header comment.
+  void on_read_closed();
   void close();
   void linger();
   void log_access(uint16_t status);
@@ -115,6 +124,7 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   std::string input_;
   size_t input_pos_ = 0;
   bool reading_ = false;
+  bool read_closed_ = false;  // the client sends nothing more (read EOF)
 
   std::string output_;
   std::string writing_;

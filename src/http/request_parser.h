@@ -5,11 +5,22 @@
 // class adds what a server in front of untrusted clients needs:
 //   - the request line and the header block have separate limits, so the
 //     answer can be 414 or 431;
-//   - framing is unambiguous or refused (400): Content-Length together with
-//     Transfer-Encoding, repeated Content-Length, any Transfer-Encoding other
-//     than exactly "chunked";
+//   - framing is unambiguous or refused: Content-Length together with
+//     Transfer-Encoding, repeated Content-Length, "chunked" repeated or not
+//     the last coding, a coding that is not a token (400); a transfer coding
+//     other than "chunked", which coil does not implement (501, RFC 9112 6.1);
+//   - the request line: HTTP/1.x with x > 1 is served as HTTP/1.1, another
+//     major version is 505 (RFC 9110 2.5); a target with a byte outside
+//     ASCII or a '#' is 400, as is an absolute-form target with userinfo or
+//     without a valid host; a method longer than the request-line limit is
+//     501; empty lines before the request line are skipped (RFC 9112 2.2),
+//     counted in the request line's length;
 //   - the body goes to a caller-owned string as it is parsed, up to a limit
-//     set after the head is known (it depends on the route).
+//     set after the head is known (it depends on the route);
+//   - what Beast buffers whole before parsing it, with no limit of its own,
+//     is bounded: a chunk-size line (with its extensions) to kMaxChunkLine
+//     (400), the trailer section after the last chunk to what is left of the
+//     header limit (431). Memory per request stays bounded whatever is sent.
 // Usage per request: feed() bytes until head_done(); inspect the head; call
 // begin_body(limit); feed() until done(). reset() before the next request.
 #pragma once
@@ -24,6 +35,11 @@
 
 namespace coil::http {
 
+// Whether `authority` is a valid "host[:port]" (RFC 9110 7.2, RFC 3986 3.2.2):
+// a registered name or IPv4 address, or an IPv6 address in brackets, and an
+// optional port of up to 5 digits. No userinfo ("user@"), nothing else.
+bool valid_host(std::string_view authority);
+
 struct ParseLimits {
   size_t request_line = 8 * 1024;
   size_t headers = 32 * 1024;
@@ -31,6 +47,9 @@ struct ParseLimits {
 
 class RequestParser {
  public:
+  // The longest chunk-size line accepted, extensions included, CRLF not.
+  static constexpr size_t kMaxChunkLine = 4 * 1024;
+
   enum class Outcome {
     kNeedMore,  // all input consumed, feed more
     kHeadDone,  // the head is complete (returned once per request)
@@ -81,7 +100,12 @@ class RequestParser {
     std::optional<uint64_t> declared_length_;
     int content_length_fields_ = 0;
     int transfer_encoding_fields_ = 0;
-    std::string framing_error_;
+    bool chunked_coding_ = false;  // "chunked" was in a Transfer-Encoding
+    std::string unknown_coding_;   // the first other coding seen
+    // Why the head was refused, when Beast's own error would not say it right.
+    uint16_t refusal_status_ = 400;
+    std::string refusal_;
+    uint64_t chunk_left_ = 0;  // data bytes of the current chunk not yet parsed
 
    private:
     void on_request_impl(boost::beast::http::verb, boost::beast::string_view method,
@@ -92,7 +116,10 @@ class RequestParser {
     void on_header_impl(boost::beast::error_code& ec) override;
     void on_body_init_impl(boost::optional<std::uint64_t> const& length, boost::beast::error_code&) override;
     std::size_t on_body_impl(boost::beast::string_view body, boost::beast::error_code&) override;
-    void on_chunk_header_impl(std::uint64_t, boost::beast::string_view, boost::beast::error_code&) override {}
+    void on_chunk_header_impl(std::uint64_t size, boost::beast::string_view,
+                              boost::beast::error_code&) override {
+      chunk_left_ = size;
+    }
     std::size_t on_chunk_body_impl(std::uint64_t, boost::beast::string_view body,
                                    boost::beast::error_code&) override;
     void on_finish_impl(boost::beast::error_code&) override {}
@@ -100,6 +127,7 @@ class RequestParser {
 
   void fail(uint16_t status, std::string reason);
   Outcome fail_with(const boost::beast::error_code& ec);
+  bool chunk_framing_too_large(std::string_view rest);
   void make_parser();
 
   ParseLimits limits_;
@@ -107,7 +135,10 @@ class RequestParser {
   bool head_reported_ = false;
   bool start_line_consumed_ = false;
   size_t start_line_length_ = 0;
+  size_t empty_lines_ = 0;     // bytes of CRLF skipped before the request line
+  std::string later_version_;  // the input with an HTTP/1.x request line as HTTP/1.1
   size_t head_bytes_ = 0;
+  size_t header_fields_ = 0;  // bytes of the header block, once the head is done
   std::optional<uint64_t> body_limit_;
   uint16_t error_status_ = 0;
   std::string error_reason_;

@@ -71,12 +71,15 @@ Result<std::string> decode_path(std::string_view target) {
       out.push_back(c);
       continue;
     }
-    if (i + 2 >= raw.size()) {
-      return Status::error("malformed percent-escape in path");
+    int hi = i + 2 < raw.size() ? hex_value(raw[i + 1]) : -1;
+    int lo = i + 2 < raw.size() ? hex_value(raw[i + 2]) : -1;
+    if (hi < 0 || lo < 0) {
+      // Not an escape: the '%' stands for itself. What follows it is decoded
+      // on its own, so no escape is made of it, and the result is checked
+      // for NUL and ".." below like any other.
+      out.push_back('%');
+      continue;
     }
-    int hi = hex_value(raw[i + 1]);
-    int lo = hex_value(raw[i + 2]);
-    if (hi < 0 || lo < 0) return Status::error("malformed percent-escape in path");
     char decoded = static_cast<char>(hi * 16 + lo);
     if (decoded == '\0') return Status::error("NUL byte in path");
     out.push_back(decoded);

@@ -44,9 +44,11 @@ class RouteTable {
   std::vector<Prefix> prefixes_;  // longest prefix first
 };
 
-// Percent-decodes the path part of a request target (up to '?'). Fails on a
-// malformed escape, a NUL byte, a target that is not origin-form, or a ".."
-// segment (before or after decoding): such requests are answered 400.
+// Percent-decodes the path part of a request target (up to '?'), once. A '%'
+// not followed by two hex digits ("/items/100%", "%zz") is kept as it is, as
+// uvicorn and Starlette do. Fails on a NUL byte (raw or "%00"), a target that
+// is not origin-form, or a ".." segment (before or after decoding): such
+// requests are answered 400.
 Result<std::string> decode_path(std::string_view target);
 
 }  // namespace coil::router

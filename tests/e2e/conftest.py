@@ -17,6 +17,7 @@ import re
 import secrets
 import signal
 import socket
+import struct
 import subprocess
 import textwrap
 import threading
@@ -720,6 +721,15 @@ class RawConn:
             self.sock.close()
         except OSError:
             pass
+
+    def abort(self):
+        """Closes with a reset (SO_LINGER 0): unlike a FIN, which may be a half-close
+        (the client still reads), a reset says that the client is gone."""
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        self.close()
 
     def __enter__(self):
         return self

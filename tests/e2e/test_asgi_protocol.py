@@ -4,6 +4,7 @@ root_path, kind detection, and apps that misbehave."""
 
 import hashlib
 import os
+import socket
 
 import pytest
 
@@ -280,6 +281,16 @@ def scope_of(c, raw_request):
 
 # ---------------------------------------------------------------- the http scope
 
+def test_a_percent_that_is_not_an_escape_reaches_the_app_as_it_is(coil, tmp_path):
+    # as under uvicorn: apps with such paths keep working
+    c = start_raw(coil, tmp_path)
+    s = scope_of(c, b"GET /items/100%?q=%zz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (s["path"], s["raw_path"], s["query_string"]) == (
+        "/items/100%", {"bytes": "/items/100%"}, {"bytes": "q=%zz"}), s
+    s = scope_of(c, b"GET /a%zz/%41 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert s["path"] == "/a%zz/A", s
+
+
 def test_http_scope_is_complete_and_exact(coil, tmp_path):
     c = start_raw(coil, tmp_path)
     with c.raw() as conn:
@@ -486,9 +497,50 @@ def test_http_disconnect_when_client_goes_away(coil, tmp_path):
     conn = c.raw()
     conn.send("GET /wait HTTP/1.1\r\nHost: x\r\nX-Do: disconnect\r\n\r\n")
     c.wait_for_line(fn_line("raw", "waiting for disconnect$"), since=mark, timeout=10)
-    conn.close()
+    conn.abort()  # a FIN alone may be a half-close: the client would still read the response
     c.wait_for_line(fn_line("raw", "got http.disconnect$"), since=mark, timeout=10)
     assert c.get("/after").status == 200
+
+
+def test_a_client_that_half_closes_after_its_request_gets_the_response(coil, tmp_path):
+    # RFC 9112 9.6: the read EOF (printf ... | nc -N) ends the client's sending, not the
+    # request: the app is not told http.disconnect, and its response arrives.
+    c = start_raw(coil, tmp_path)
+    g = c.gates.new()
+    mark = c.mark()
+    with c.raw() as conn:
+        conn.send(f"GET /work HTTP/1.1\r\nHost: x\r\nX-Do: work-after-disconnect\r\nX-Gate: {g}\r\n\r\n")
+        conn.sock.shutdown(socket.SHUT_WR)
+        c.wait_for_line(fn_line("raw", "working$"), since=mark, timeout=10)
+        c.gates.open(g)
+        r = conn.read_response()
+        assert (r.status, r.body) == (200, b"nobody reads this"), r
+        assert read_until_closed(conn, timeout=5) == b""
+    c.wait_for_line(r"^coil: access raw GET /work 200 ", since=mark, timeout=5)
+    # with a body, chunked, from an HTTP/1.0 client
+    with c.raw() as conn:
+        conn.send(b"POST /half HTTP/1.0\r\nX-Do: body\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"5\r\nhello\r\n0\r\n\r\n")
+        conn.sock.shutdown(socket.SHUT_WR)
+        r = conn.read_response()
+        assert r.status == 200, r
+        assert r.json()["sha256"] == hashlib.sha256(b"hello").hexdigest()
+        assert read_until_closed(conn, timeout=5) == b""
+
+
+def test_a_streamed_response_goes_on_after_the_client_half_closes(coil, tmp_path):
+    c = start_raw(coil, tmp_path)
+    g = c.gates.new("half")
+    with c.raw() as conn:
+        conn.send(f"GET /events HTTP/1.1\r\nHost: x\r\nX-Do: sse\r\nX-Gate: {g}\r\n\r\n")
+        conn.sock.shutdown(socket.SHUT_WR)
+        head = conn.read_head()
+        assert head.status == 200, head
+        assert (head.header("transfer-encoding") or "").lower() == "chunked"
+        assert read_chunked_bytes(conn, len(b"data: one\n\n")) == b"data: one\n\n"
+        c.gates.open(g)
+        assert read_chunked_rest(conn) == b"data: two\n\n"
+        assert read_until_closed(conn, timeout=5) == b""
 
 
 def test_100_continue_is_sent_only_when_the_app_reads_the_body(coil, tmp_path):
@@ -545,7 +597,7 @@ def test_a_request_whose_client_left_runs_to_its_end(coil, tmp_path):
     conn = c.raw()
     conn.send(f"GET /work HTTP/1.1\r\nHost: x\r\nX-Do: work-after-disconnect\r\nX-Gate: {g}\r\n\r\n")
     c.wait_for_line(fn_line("raw", "working$"), since=mark, timeout=10)
-    conn.close()
+    conn.abort()
     # the host saw the client leave (its access line), and told the instance before
     # the probe below reached it: frames to an instance keep their order
     c.wait_for_line(r"^coil: access raw GET /work 499 ", since=mark, timeout=10)
@@ -868,7 +920,7 @@ async def app(scope, receive, send):
 def test_paths_and_hosts_that_are_not_utf8_do_not_break_the_instance(coil):
     c = coil({"coil.toml": asgi_manifest("bytes", "/..."), "main.py": PLAIN_ASGI})
     with c.raw() as conn:
-        conn.send(b"GET /%ff/x HTTP/1.1\r\nHost: \xff\xfe\r\n\r\n")
+        conn.send(b"GET /%ff/x HTTP/1.1\r\nHost: x\r\nX-Bytes: \xff\xfe\r\n\r\n")
         r = conn.read_response()
         assert r.status == 200, r
         # as uvicorn has it: U+FFFD for the bad byte (a lone surrogate would fail
@@ -877,6 +929,11 @@ def test_paths_and_hosts_that_are_not_utf8_do_not_break_the_instance(coil):
         conn.send(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
         r = conn.read_response()
         assert (r.status, r.body) == (200, b"'/after'"), r
+    # a host that is not ASCII is no host (RFC 9110 7.2): the front refuses it
+    with c.raw() as conn:
+        conn.send(b"GET /x HTTP/1.1\r\nHost: \xff\xfe\r\n\r\n")
+        r = conn.read_response()
+        assert (r.status, r.body) == (400, b"bad request: invalid Host header\n"), r
 
 
 ENDLESS_STREAM = '''

@@ -143,6 +143,46 @@ def test_pipelined_with_error_in_between(coil):
     assert rs[2].json()["uri"] == "/only?3"
 
 
+@pytest.mark.parametrize("request_bytes,uris", [
+    (b"GET /slow/half HTTP/1.0\r\n\r\n", ["/slow/half"]),
+    (b"POST /slow/half HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", ["/slow/half"]),
+    (b"POST /slow/half HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", ["/slow/half"]),
+    (b"GET /slow/one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\n", ["/slow/one", "/two"]),
+], ids=["http10-get", "post-content-length", "post-chunked", "pipelined"])
+def test_a_client_that_half_closes_after_its_request_gets_the_response(coil, request_bytes, uris):
+    # RFC 9112 9.6: a read EOF after a complete request only means the client sends
+    # nothing more (printf ... | nc -N); the response still goes, then the connection closes.
+    c = start(coil, app=SLOW_APP)
+    mark = c.mark()
+    with RawConn(c.port) as rc:
+        rc.send(request_bytes)
+        rc.sock.shutdown(socket.SHUT_WR)
+        for uri in uris:
+            r = rc.read_response()
+            assert r.status == 200, r
+            assert r.json()["uri"] == uri
+        assert rc.wait_closed(5)
+    c.wait_for_lines(r"^coil: access front \S+ /\S+ 200 ", len(uris), since=mark, timeout=5)
+    assert c.count_lines(r" 499 ", since=mark) == 0
+
+
+@pytest.mark.parametrize("partial", [
+    b"GET /x HTTP/1.1\r\nHost: x\r\n",
+    b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello",
+    b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /tw",
+], ids=["in-the-head", "in-the-body", "after-a-complete-one"])
+def test_a_half_close_in_the_middle_of_a_request_closes_the_connection(coil, partial):
+    c = start(coil)
+    mark = c.mark()
+    with RawConn(c.port) as rc:
+        rc.send(partial)
+        rc.sock.shutdown(socket.SHUT_WR)
+        if partial.startswith(b"GET /one"):
+            assert rc.read_response().json()["uri"] == "/one"
+        assert rc.wait_closed(5)
+    assert c.count_lines(r"^\[front pid=\d+\].*/x", since=mark) == 0
+
+
 # ---------------------------------------------------------------- request bodies
 
 def test_content_length_body_intact(coil):
@@ -289,6 +329,51 @@ def test_chunked_body_over_max_is_413(coil):
     assert r.status == 413, r
 
 
+def _stream(sock, head, filler, total, stop):
+    """Sends `head`, then `filler` until `total` bytes, stopped, or coil closes."""
+    try:
+        sock.sendall(head)
+        sent = 0
+        while sent < total and not stop.is_set():
+            sock.sendall(filler)
+            sent += len(filler)
+    except OSError:
+        pass
+
+
+def vm_hwm_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.parametrize("start_of_it,filler,status", [
+    (b"3\r\nabc\r\n0\r\nX-Trailer: ", b"t" * (1 << 20), 431),
+    (b"5;a=", b"x" * (1 << 20), 400),
+    (b"", b"0" * (1 << 20), 400),
+], ids=["trailer", "chunk-extension", "leading-zeros"])
+def test_endless_chunk_framing_is_refused_with_memory_bounded(coil, start_of_it, filler, status):
+    # Beast buffers a chunk-size line and a trailer whole before parsing them:
+    # 200 MB of either is refused early, with the connection, whatever max_body_bytes.
+    c = start(coil, max_body_bytes=1000)
+    total = 200 << 20
+    stop = threading.Event()
+    with RawConn(c.port, timeout=10) as rc:
+        head = b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + start_of_it
+        t = threading.Thread(target=_stream, args=(rc.sock, head, filler, total, stop), daemon=True)
+        t.start()
+        try:
+            r = rc.read_response(timeout=10)
+            assert r.status == status, r
+            assert rc.wait_closed(10), "connection still open after the refusal"
+        finally:
+            stop.set()
+            t.join()
+    assert vm_hwm_bytes(c.pid) < 100 << 20
+
+
 # ---------------------------------------------------------------- timeouts
 
 def _trickle(sock, data, interval, stop):
@@ -432,14 +517,14 @@ def test_chunked_then_identity_is_400(coil):
 
 @pytest.mark.parametrize("te_lines", [
     b"Transfer-Encoding : chunked\r\n",
-    b"Transfer-Encoding: xchunked\r\n",
-    b"Transfer-Encoding: chunkedx\r\n",
-    b"Transfer-Encoding: identity\r\n",
-    b"Transfer-Encoding: gzip\r\n",
     b"Transfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n",
+    b"Transfer-Encoding: chunked, gzip\r\n",
+    b"Transfer-Encoding: chunked, chunked\r\n",
+    b"Transfer-Encoding: chunked;q=1\r\n",
+    b"Transfer-Encoding: chun ked\r\n",
     b"Transfer-Encoding:\r\n chunked\r\n",
     b"Transfer-Encoding: \x0bchunked\r\n",
-], ids=["space-before-colon", "xchunked", "chunkedx", "identity", "gzip-not-chunked-last", "second-te",
+], ids=["space-before-colon", "second-te", "chunked-not-last", "chunked-twice", "parameter", "space-inside",
         "obs-fold", "vertical-tab"])
 def test_obfuscated_transfer_encoding_is_400(coil, te_lines):
     c = start(coil)
@@ -538,3 +623,166 @@ def test_running_out_of_file_descriptors_pauses_accepting_and_recovers(tmp_path)
         for s in idle:
             s.close()
         assert c.stop() == 0
+
+
+# ---------------------------------------------------------------- RFC 9110/9112 review
+
+def assert_refused(c, request_bytes, status, body=None):
+    with RawConn(c.port, timeout=5) as rc:
+        rc.send(request_bytes)
+        r = rc.read_response()
+        assert r.status == status, r
+        if body is not None:
+            assert r.body == body, r
+        assert rc.wait_closed(5)
+    return r
+
+
+@pytest.mark.parametrize("target,reason", [
+    (b"/caf\xc3\xa9", b"byte outside ASCII in request target"),
+    (b"/a\x80", b"byte outside ASCII in request target"),
+    (b"/a#frag", b"'#' in request target"),
+    (b"http://user:pw@example.com/p", b"userinfo in request target"),
+    (b"http:///p", b"invalid host in request target"),
+], ids=["utf8", "high-byte", "fragment", "userinfo", "empty-host"])
+def test_invalid_request_targets_are_400(coil, target, reason):
+    c = start(coil)
+    mark = c.mark()
+    assert_refused(c, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n", 400, b"bad request: " + reason + b"\n")
+    assert c.count_lines(r"^\[front pid=", since=mark) == 0
+
+
+def test_a_percent_that_is_not_an_escape_is_kept_literally(coil):
+    # as under uvicorn and Starlette: /items/100% reaches the function as it is
+    c = start(coil)
+    for target, path in [("/items/100%", "/items/100%"), ("/a%zz", "/a%zz"), ("/a%4", "/a%4"),
+                         ("/%%30%30", "/%00"), ("/a/%.%2e", "/a/%.."), ("/%25%2e%2e", "/%..")]:
+        r = c.get(target)
+        assert r.status == 200, (target, r)
+        assert r.json()["uri"] == target
+        assert r.json()["headers"]["spin-path-info"] == path, target
+    # a literal '%' neither hides a '..' segment nor a NUL
+    for target in ["/a/%2e%2e/b", "/a/.%2e", "/%00", "/a%%00", "/a%zz/../b"]:
+        with RawConn(c.port, timeout=5) as rc:
+            rc.send(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert rc.read_response().status == 400, target
+
+
+def test_options_asterisk_is_answered_by_the_front(coil):
+    c = start(coil)
+    mark = c.mark()
+    with RawConn(c.port, timeout=5) as rc:
+        rc.send(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = rc.read_response()
+        assert (r.status, r.body, r.header("content-length")) == (200, b"", "0"), r
+        rc.send(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")  # still usable
+        assert rc.read_response().json()["uri"] == "/after"
+    assert c.count_lines(r"^\[front pid=\d+\].*OPTIONS", since=mark) == 0
+    assert_refused(c, b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400,
+                   b"bad request: the target '*' is only for OPTIONS\n")
+
+
+@pytest.mark.parametrize("head,reason", [
+    (b"GET /h HTTP/1.1\r\n\r\n", b"no Host header"),
+    (b"GET /h HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", b"more than one Host header"),
+    (b"GET /h HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", b"more than one Host header"),
+    (b"GET /h HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", b"more than one Host header"),
+    (b"GET /h HTTP/1.1\r\nHost: a b\r\n\r\n", b"invalid Host header"),
+    (b"GET /h HTTP/1.1\r\nHost: a/b\r\n\r\n", b"invalid Host header"),
+    (b"GET /h HTTP/1.1\r\nHost: user@a\r\n\r\n", b"invalid Host header"),
+    (b"GET /h HTTP/1.1\r\nHost: a:8x\r\n\r\n", b"invalid Host header"),
+    (b"GET /h HTTP/1.1\r\nHost: [::1\r\n\r\n", b"invalid Host header"),
+], ids=["missing", "two", "two-equal", "two-http10", "space", "slash", "userinfo", "bad-port", "bracket"])
+def test_an_invalid_host_is_400(coil, head, reason):
+    c = start(coil)
+    assert_refused(c, head, 400, b"bad request: " + reason + b"\n")
+
+
+def test_valid_hosts_are_accepted(coil):
+    c = start(coil)
+    for host in ["example.com", "example.com:8080", "127.0.0.1:1", "[::1]:80", "[::1]", "xn--bcher-kva.example", ""]:
+        with RawConn(c.port, timeout=5) as rc:
+            rc.send(f"GET /h HTTP/1.1\r\nHost: {host}\r\n\r\n")
+            assert rc.read_response().status == 200, host
+    with RawConn(c.port, timeout=5) as rc:
+        rc.send(b"GET /h HTTP/1.0\r\n\r\n")  # HTTP/1.0 may leave it out
+        assert rc.read_response().status == 200
+
+
+def test_empty_lines_before_a_request_line_are_ignored(coil):
+    c = start(coil)
+    with RawConn(c.port, timeout=5) as rc:
+        # the client ends its body with a CRLF it did not count
+        rc.send(b"POST /first HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\r\n"
+                b"GET /follow HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert rc.read_response().json()["uri"] == "/first"
+        assert rc.read_response().json()["uri"] == "/follow"
+        rc.send(b"\r\n\r\n\r\nGET /third HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert rc.read_response().json()["uri"] == "/third"
+    # but not without end: they count in the request line's length
+    assert_refused(c, b"\r\n" * 5000, 414, b"request line too long\n")
+
+
+def test_http_versions(coil):
+    c = start(coil)
+    with RawConn(c.port, timeout=5) as rc:
+        rc.send(b"GET /v HTTP/1.2\r\nHost: x\r\n\r\n")  # a later 1.x is served as HTTP/1.1
+        r = rc.read_response()
+        assert (r.status, r.version) == (200, "HTTP/1.1"), r
+        assert r.header("connection") is None  # kept alive, as HTTP/1.1
+        rc.send(b"GET /v2 HTTP/1.9\r\nHost: x\r\n\r\n")
+        assert rc.read_response().json()["uri"] == "/v2"
+    for version in [b"HTTP/2.0", b"HTTP/3.0", b"HTTP/0.9"]:
+        assert_refused(c, b"GET /v " + version + b"\r\nHost: x\r\n\r\n", 505, b"HTTP version not supported\n")
+
+
+@pytest.mark.parametrize("te,coding", [
+    (b"gzip, chunked", b"gzip"), (b"identity", b"identity"), (b"gzip", b"gzip"),
+    (b"deflate,chunked", b"deflate"), (b"xchunked", b"xchunked"), (b"chunkedx", b"chunkedx"),
+], ids=["gzip-chunked", "identity", "gzip", "deflate-chunked", "xchunked", "chunkedx"])
+def test_a_transfer_coding_coil_does_not_implement_is_501(coil, te, coding):
+    c = start(coil)
+    mark = c.mark()
+    r = assert_refused(c, b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + te + b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                       501, b'transfer coding "' + coding + b'" not implemented\n')
+    assert r.reason == "Not Implemented"
+    assert c.count_lines(r"^\[front pid=", since=mark) == 0
+
+
+def test_a_method_longer_than_the_request_line_limit_is_501(coil):
+    c = start(coil)
+    assert_refused(c, b"A" * 9000 + b" / HTTP/1.1\r\nHost: x\r\n\r\n", 501, b"method too long\n")
+
+
+STATUS_APP = '''
+from spin_http import Response
+
+def handle_request(request):
+    status = int(request.uri.rsplit("/", 1)[1])
+    return Response(status, [("content-type", "text/plain"), ("content-length", "11")], b"not allowed")
+'''
+
+
+def test_a_205_response_has_no_content(coil):
+    c = start(coil, app=STATUS_APP)
+    with RawConn(c.port, timeout=5) as rc:
+        rc.send(b"GET /s/205 HTTP/1.1\r\nHost: x\r\n\r\nGET /s/200 HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = rc.read_head()
+        assert (r.status, r.reason, r.header("content-length")) == (205, "Reset Content", "0"), r
+        # the next response follows at once: no body bytes after the 205's head
+        r = rc.read_response()
+        assert (r.status, r.body) == (200, b"not allowed"), r
+
+
+@pytest.mark.parametrize("status,reason", [
+    (203, "Non-Authoritative Information"), (207, "Multi-Status"), (226, "IM Used"), (300, "Multiple Choices"),
+    (402, "Payment Required"), (410, "Gone"), (418, "I'm a teapot"), (421, "Misdirected Request"),
+    (425, "Too Early"), (451, "Unavailable For Legal Reasons"), (505, "HTTP Version Not Supported"),
+    (511, "Network Authentication Required"),
+])
+def test_registered_statuses_have_their_reason_phrase(coil, status, reason):
+    c = start(coil, app=STATUS_APP)
+    with RawConn(c.port, timeout=5) as rc:
+        rc.send(f"GET /s/{status} HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = rc.read_response()
+        assert (r.status, r.reason) == (status, reason), r

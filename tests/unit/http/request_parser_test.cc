@@ -462,6 +462,86 @@ TEST(RequestParser, CustomLimits) {
   }
 }
 
+// ---- what Beast buffers whole: chunk-size lines and trailers ---------------------------------
+
+std::string chunked_request(std::string_view body) {
+  return "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + std::string(body);
+}
+
+TEST(RequestParser, ChunkExtensionsOverTheLineLimitAre400) {
+  std::string line = "5;a=" + std::string(RequestParser::kMaxChunkLine, 'x');
+  {
+    RequestParser p;  // all at once
+    EXPECT_EQ(run_all(p, chunked_request(line + "\r\nhello\r\n0\r\n\r\n"), 1000), Outcome::kError);
+    EXPECT_EQ(p.error_status(), 400);
+    EXPECT_EQ(p.error_reason(), "chunk-size line too long");
+  }
+  {
+    RequestParser p;  // its end never comes: refused once the limit is passed
+    EXPECT_EQ(in_pieces(p, chunked_request(line + std::string(100000, 'x')), 1000), Outcome::kError);
+    EXPECT_EQ(p.error_status(), 400);
+  }
+  {
+    RequestParser p;  // after a first chunk
+    EXPECT_EQ(run_all(p, chunked_request("3\r\nabc\r\n" + line), 1000), Outcome::kError);
+    EXPECT_EQ(p.error_status(), 400);
+  }
+}
+
+TEST(RequestParser, LeadingZerosInAChunkSizeCountAgainstTheLineLimit) {
+  RequestParser p;
+  std::string zeros(RequestParser::kMaxChunkLine + 10, '0');
+  EXPECT_EQ(in_pieces(p, chunked_request(zeros + "5\r\nhello\r\n0\r\n\r\n"), 100), Outcome::kError);
+  EXPECT_EQ(p.error_status(), 400);
+}
+
+TEST(RequestParser, AChunkSizeLineAtTheLimitIsAccepted) {
+  std::string line = "5;a=" + std::string(RequestParser::kMaxChunkLine - 4, 'x');
+  ASSERT_EQ(line.size(), RequestParser::kMaxChunkLine);
+  std::string last = "0" + line.substr(1);
+  RequestParser p;
+  EXPECT_EQ(run_all(p, chunked_request(line + "\r\nhello\r\n" + last + "\r\n\r\n"), 1000), Outcome::kDone)
+      << p.error_status() << " " << p.error_reason();
+  EXPECT_EQ(p.take_body(), "hello");
+}
+
+TEST(RequestParser, TrailersCountAgainstTheHeaderLimit) {
+  std::string big = "X-T: " + std::string(40000, 't') + "\r\n";
+  {
+    RequestParser p;  // whole
+    EXPECT_EQ(run_all(p, chunked_request("3\r\nabc\r\n0\r\n" + big + "\r\n")), Outcome::kError);
+    EXPECT_EQ(p.error_status(), 431);
+    EXPECT_EQ(p.error_reason(), "request trailers too large");
+  }
+  {
+    RequestParser p;  // endless: refused once over the limit
+    EXPECT_EQ(in_pieces(p, chunked_request("0\r\n" + big + big + big), 4096), Outcome::kError);
+    EXPECT_EQ(p.error_status(), 431);
+  }
+  {
+    // what the header block used is not available to the trailer
+    RequestParser p;
+    std::string head = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n" + headers_of(30000) + "\r\n";
+    std::string trailer = "X-T: " + std::string(5000, 't') + "\r\n";
+    EXPECT_EQ(run_all(p, head + "0\r\n" + trailer + "\r\n"), Outcome::kError);
+    EXPECT_EQ(p.error_status(), 431);
+  }
+}
+
+TEST(RequestParser, TrailersWithinTheLimitAreAcceptedAndDropped) {
+  RequestParser p;
+  std::string trailer = "X-T: " + std::string(20000, 't') + "\r\nHost: other\r\n";
+  std::string req = chunked_request("3\r\nabc\r\n0\r\n" + trailer + "\r\n");
+  std::string next =
+      "GET /next HTTP/1.1\r\nHost: h\r\n\r\n" + std::string(40000, 'n');  // pipelined behind it
+  std::string all = req + next;
+  std::string_view in = all;
+  ASSERT_EQ(run(p, in), Outcome::kDone) << p.error_status() << " " << p.error_reason();
+  EXPECT_EQ(in.size(), next.size());
+  EXPECT_EQ(p.take_body(), "abc");
+  EXPECT_EQ(p.headers(), (Headers{{"host", "h"}, {"transfer-encoding", "chunked"}}));
+}
+
 // ---- ambiguous framing: 400 ------------------------------------------------------------------
 
 void expect_400(const std::string& req) {
@@ -498,22 +578,35 @@ TEST_P(BadTransferEncoding, Is400) {
 }
 INSTANTIATE_TEST_SUITE_P(RequestParser, BadTransferEncoding,
                          ::testing::Values(
-                             // Codings other than exactly "chunked".
-                             "Transfer-Encoding: chunked, identity", "Transfer-Encoding: identity, chunked",
-                             "Transfer-Encoding: gzip, chunked", "Transfer-Encoding: identity",
-                             "Transfer-Encoding: gzip", "Transfer-Encoding: chunked,",
-                             "Transfer-Encoding: chunked, chunked",
+                             // "chunked" not last, or twice (RFC 9112 6.3).
+                             "Transfer-Encoding: chunked, identity", "Transfer-Encoding: chunked, gzip",
+                             "Transfer-Encoding: chunked,", "Transfer-Encoding: chunked, chunked",
                              // Obfuscations.
-                             "Transfer-Encoding: xchunked", "Transfer-Encoding: chunkedx",
                              "Transfer-Encoding: x chunked", "Transfer-Encoding: chunked;q=1",
                              "Transfer-Encoding: \"chunked\"", "Transfer-Encoding: chun ked",
                              "Transfer-Encoding: \x0b" "chunked", "Transfer-Encoding : chunked",
                              "Transfer-Encoding\t: chunked", "Transfer-Encoding:\r\n chunked",
-                             "Transfer-Encoding: chunked\r\n identity",
+                             "Transfer-Encoding: chunked\r\n identity", "Transfer-Encoding: ,chunked",
                              // Repeated.
                              "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
-                             "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity",
-                             "Transfer-Encoding: identity\r\nTransfer-Encoding: chunked"));
+                             "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity"));
+
+// A coding coil does not implement (RFC 9112 6.1), wherever it is in the list.
+class UnknownTransferCoding : public ::testing::TestWithParam<const char*> {};
+TEST_P(UnknownTransferCoding, Is501) {
+  RequestParser p;
+  std::string req =
+      std::string("POST / HTTP/1.1\r\nHost: h\r\n") + GetParam() + "\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+  EXPECT_EQ(run_all(p, req), Outcome::kError);
+  EXPECT_EQ(p.error_status(), 501) << p.error_reason();
+  EXPECT_NE(p.error_reason().find("not implemented"), std::string::npos) << p.error_reason();
+}
+INSTANTIATE_TEST_SUITE_P(RequestParser, UnknownTransferCoding,
+                         ::testing::Values("Transfer-Encoding: identity, chunked",
+                                           "Transfer-Encoding: gzip, chunked", "Transfer-Encoding: identity",
+                                           "Transfer-Encoding: gzip", "Transfer-Encoding: xchunked",
+                                           "Transfer-Encoding: chunkedx", "Transfer-Encoding: GZIP , Chunked",
+                                           "Transfer-Encoding: identity\r\nTransfer-Encoding: chunked"));
 
 class BadChunk : public ::testing::TestWithParam<const char*> {};
 TEST_P(BadChunk, Is400) {
@@ -582,12 +675,115 @@ TEST(RequestParser, KeepAliveByVersion) {
            Case{"GET / HTTP/1.0\r\n\r\n", 10, false},
            Case{"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 10, true},
            Case{"GET / HTTP/1.0\r\nConnection: close\r\n\r\n", 10, false},
+           // a later HTTP/1.x is HTTP/1.1 (RFC 9110 2.5)
+           Case{"GET / HTTP/1.2\r\n\r\n", 11, true},
+           Case{"GET / HTTP/1.9\r\nConnection: close\r\n\r\n", 11, false},
        }) {
     SCOPED_TRACE(c.request);
     RequestParser p;
     ASSERT_EQ(run_all(p, c.request), Outcome::kDone) << p.error_reason();
     EXPECT_EQ(p.version(), c.version);
     EXPECT_EQ(p.keep_alive(), c.keep_alive);
+  }
+}
+
+TEST(RequestParser, AnotherMajorVersionIs505) {
+  for (const char* version : {"HTTP/2.0", "HTTP/3.0", "HTTP/0.9", "HTTP/9.9"}) {
+    RequestParser p;
+    EXPECT_EQ(run_all(p, std::string("GET / ") + version + "\r\nHost: h\r\n\r\n"), Outcome::kError)
+        << version;
+    EXPECT_EQ(p.error_status(), 505) << version;
+  }
+}
+
+TEST(RequestParser, ALaterMinorVersionArrivingInPiecesIsHTTP11) {
+  RequestParser p;
+  EXPECT_EQ(trickle(p, "POST /p HTTP/1.5\r\nHost: h\r\nContent-Length: 2\r\n\r\nok"), Outcome::kDone)
+      << p.error_status() << " " << p.error_reason();
+  EXPECT_EQ(p.version(), 11);
+  EXPECT_EQ(p.target(), "/p");
+  EXPECT_EQ(p.take_body(), "ok");
+}
+
+// ---- the request target ----------------------------------------------------------------------------
+
+TEST(RequestParser, TargetsWithBytesOutsideAsciiOrAFragmentAre400) {
+  for (std::string target : {"/caf\xc3\xa9", "/\x80", "/a?q=\xff", "/a#b", "/#", "/a?b#c"}) {
+    RequestParser p;
+    EXPECT_EQ(run_all(p, "GET " + target + " HTTP/1.1\r\nHost: h\r\n\r\n"), Outcome::kError) << target;
+    EXPECT_EQ(p.error_status(), 400) << target;
+  }
+}
+
+TEST(RequestParser, AbsoluteFormWithUserinfoOrWithoutAValidHostIs400) {
+  for (const char* target : {"http://user:pw@host/p", "http://user@host/p", "http://@host/p", "http:///p",
+                             "http://", "https://:80/p", "http://a b/p", "http://host:x/p"}) {
+    RequestParser p;
+    EXPECT_EQ(run_all(p, std::string("GET ") + target + " HTTP/1.1\r\nHost: h\r\n\r\n"), Outcome::kError)
+        << target;
+    EXPECT_EQ(p.error_status(), 400) << target;
+  }
+}
+
+TEST(ValidHost, NamesAddressesAndPorts) {
+  for (const char* host :
+       {"example.com", "EXAMPLE.com:8080", "a", "a:", "127.0.0.1", "127.0.0.1:65535", "[::1]", "[::1]:80",
+        "[2001:db8::1]", "xn--bcher-kva.example", "a_b-c~d", "%41.example"}) {
+    EXPECT_TRUE(valid_host(host)) << host;
+  }
+  for (const char* host : {"", ":80", "a b", "a/b", "user@a", "a:b", "a:123456", "a:80:80", "[::1", "[]",
+                           "[::1]x", "[::1]:8x", "[g::1]", "a\tb", "a?b", "a#b", "caf\xc3\xa9"}) {
+    EXPECT_FALSE(valid_host(host)) << host;
+  }
+}
+
+// ---- before the request line -------------------------------------------------------------------------
+
+TEST(RequestParser, EmptyLinesBeforeTheRequestLineAreSkipped) {
+  for (const char* req :
+       {"\r\nGET /a HTTP/1.1\r\nHost: h\r\n\r\n", "\r\n\r\n\r\nGET /a HTTP/1.1\r\nHost: h\r\n\r\n"}) {
+    RequestParser p;
+    EXPECT_EQ(run_all(p, req), Outcome::kDone) << p.error_reason();
+    EXPECT_EQ(p.target(), "/a");
+  }
+  RequestParser p;
+  EXPECT_EQ(trickle(p, "\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n"), Outcome::kDone) << p.error_reason();
+  EXPECT_EQ(p.target(), "/b");
+}
+
+TEST(RequestParser, EmptyLinesCountInTheRequestLinesLength) {
+  {
+    RequestParser p;  // endless
+    std::string empty_lines;
+    for (int i = 0; i < 5000; ++i) empty_lines += "\r\n";
+    EXPECT_EQ(in_pieces(p, empty_lines, 100), Outcome::kError);
+    EXPECT_EQ(p.error_status(), 414);
+  }
+  {
+    RequestParser p;  // together over the limit
+    std::string req;
+    for (int i = 0; i < 1000; ++i) req += "\r\n";
+    req += request_line_of(7000) + "\r\nHost: h\r\n\r\n";
+    EXPECT_EQ(run_all(p, req), Outcome::kError);
+    EXPECT_EQ(p.error_status(), 414);
+  }
+}
+
+TEST(RequestParser, AMethodOverTheRequestLineLimitIs501) {
+  {
+    RequestParser p;
+    EXPECT_EQ(run_all(p, std::string(9000, 'A') + " / HTTP/1.1\r\nHost: h\r\n\r\n"), Outcome::kError);
+    EXPECT_EQ(p.error_status(), 501);
+  }
+  {
+    RequestParser p;  // before its end arrives
+    EXPECT_EQ(in_pieces(p, std::string(20000, 'A'), 1000), Outcome::kError);
+    EXPECT_EQ(p.error_status(), 501);
+  }
+  {
+    RequestParser p;  // a long target is still 414
+    EXPECT_EQ(run_all(p, "GET /" + std::string(9000, 'a') + " HTTP/1.1\r\n\r\n"), Outcome::kError);
+    EXPECT_EQ(p.error_status(), 414);
   }
 }
 

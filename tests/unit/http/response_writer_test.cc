@@ -188,6 +188,17 @@ TEST(ResponseWriter, ReasonPhrases) {
   EXPECT_EQ(reason_phrase(502), "Bad Gateway");
   EXPECT_EQ(reason_phrase(503), "Service Unavailable");
   EXPECT_EQ(reason_phrase(504), "Gateway Timeout");
+  // every registered code has its phrase
+  EXPECT_EQ(reason_phrase(203), "Non-Authoritative Information");
+  EXPECT_EQ(reason_phrase(205), "Reset Content");
+  EXPECT_EQ(reason_phrase(208), "Already Reported");
+  EXPECT_EQ(reason_phrase(305), "Use Proxy");
+  EXPECT_EQ(reason_phrase(407), "Proxy Authentication Required");
+  EXPECT_EQ(reason_phrase(416), "Range Not Satisfiable");
+  EXPECT_EQ(reason_phrase(426), "Upgrade Required");
+  EXPECT_EQ(reason_phrase(428), "Precondition Required");
+  EXPECT_EQ(reason_phrase(505), "HTTP Version Not Supported");
+  EXPECT_EQ(reason_phrase(508), "Loop Detected");
   EXPECT_EQ(reason_phrase(299), "Unknown");
   EXPECT_EQ(reason_phrase(599), "Unknown");
   std::string out;
