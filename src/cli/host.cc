@@ -65,6 +65,9 @@ Status to_server_options(const HostOptions& options, http::ServerOptions& out) {
     return Status::error("--listen: \"" + out.host + "\" is not an IP address (for example 127.0.0.1:3000, " +
                          "0.0.0.0:3000 or [::1]:3000)");
   }
+  Result<http::TrustedProxies> proxies = http::TrustedProxies::parse(options.forwarded_allow_ips);
+  if (!proxies) return Status::error("--forwarded-allow-ips: " + proxies.message());
+  out.trusted_proxies = std::move(*proxies);
   out.header_timeout = std::chrono::milliseconds(options.header_timeout_ms);
   out.keepalive_timeout = std::chrono::milliseconds(options.keepalive_timeout_ms);
   out.shutdown_timeout = std::chrono::milliseconds(options.shutdown_timeout_ms);

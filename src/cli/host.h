@@ -26,6 +26,7 @@ struct HostOptions {
   bool no_sandbox = false;  // for debugging only: function code runs without isolation
   std::string hosts_file;   // names the outbound proxy resolves from a file first (tests, operators)
   std::string data_dir;     // "" = $XDG_STATE_HOME/coil or ~/.local/state/coil
+  std::string forwarded_allow_ips;  // peers whose X-Forwarded-Proto/-For are believed (http/forwarded.h)
 };
 
 constexpr int kConfigError = 2;

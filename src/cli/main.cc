@@ -28,6 +28,9 @@ void add_host_options(CLI::App& command, coil::cli::HostOptions& host, const std
                      "Where coil keeps state (" + state + ") [default: $XDG_STATE_HOME/coil or ~/.local/state/coil]");
   command.add_option("--hosts-file", host.hosts_file,
                      "Resolve the names functions reach (allowed_outbound_hosts) from this hosts file first");
+  command.add_option("--forwarded-allow-ips", host.forwarded_allow_ips,
+                     "Reverse proxies (IP addresses, comma-separated, or *) whose X-Forwarded-Proto and "
+                     "X-Forwarded-For are believed [default: none]");
   command.add_flag("--no-sandbox", host.no_sandbox, "Run function code without isolation (debugging only)");
 }
 

@@ -39,7 +39,10 @@ Connection::Connection(Server& server, boost::asio::ip::tcp::socket socket)
     : server_(&server), socket_(std::move(socket)), parser_(server.options().limits) {
   boost::system::error_code ec;
   auto remote = socket_.remote_endpoint(ec);
-  if (!ec) client_ = endpoint_string(remote);
+  if (!ec) {
+    client_ = endpoint_string(remote);
+    behind_proxy_ = server.options().trusted_proxies.trusts(remote.address());
+  }
   auto local = socket_.local_endpoint(ec);
   if (!ec) local_ = endpoint_string(local);
   socket_.set_option(boost::asio::ip::tcp::no_delay(true), ec);
@@ -240,6 +243,12 @@ bool Connection::on_head() {
     std::erase_if(head.headers, [](const frame::Header& h) { return h.first == "host"; });
     head.headers.insert(head.headers.begin(), {"host", parser_.authority()});
   }
+  if (behind_proxy_) {
+    // What the proxy saw: the scheme its client used, and who that client is.
+    Forwarded forwarded = read_forwarded(head.headers);
+    if (!forwarded.scheme.empty()) head.scheme = std::move(forwarded.scheme);
+    if (!forwarded.client.empty()) head.client = std::move(forwarded.client);
+  }
   invocation_ = std::move(invocation);
   streaming_body_ = target.streams_request_body();
   watch_disconnect_ = target.watches_disconnect();
@@ -301,7 +310,7 @@ bool Connection::upgrade_to_websocket() {
     respond_error(400, "bad request: invalid WebSocket handshake", true);
     return false;
   }
-  head.scheme = "ws";
+  head.scheme = head.scheme == "https" ? "wss" : "ws";
   WebSocketSession::Request request;
   request.method(boost::beast::http::verb::get);
   request.target(head.target);

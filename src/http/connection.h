@@ -109,6 +109,7 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   Server* server_;  // null once the server is gone (see Server::~Server)
   boost::asio::ip::tcp::socket socket_;
   std::string client_;
+  bool behind_proxy_ = false;  // the peer is a trusted proxy (http/forwarded.h)
   std::string local_;
   RequestParser parser_;
   Phase phase_ = Phase::kIdle;

@@ -74,7 +74,8 @@ Forwarded read_forwarded(const std::vector<frame::Header>& headers) {
   boost::asio::ip::address address = boost::asio::ip::make_address(std::string(client), ec);
   if (!client.empty() && !ec) {
     address = unmapped(address);
-    forwarded.client = address.is_v6() ? "[" + address.to_string() + "]:0" : address.to_string() + ":0";
+    forwarded.client = address.is_v6() ? fmt::format("[{}]:0", address.to_string())
+                                       : fmt::format("{}:0", address.to_string());
   }
   return forwarded;
 }

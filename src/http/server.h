@@ -20,6 +20,7 @@
 #include "common/status.h"
 #include "http/request_parser.h"
 #include "http/dispatcher.h"
+#include "http/forwarded.h"
 
 namespace coil::http {
 
@@ -30,6 +31,7 @@ struct ServerOptions {
   std::chrono::milliseconds keepalive_timeout{60000};
   std::chrono::milliseconds shutdown_timeout{10000};
   ParseLimits limits;
+  TrustedProxies trusted_proxies;  // none: requests carry the front's own view
 };
 
 class Connection;

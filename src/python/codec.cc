@@ -224,7 +224,7 @@ bool set_constant(PyObject* scope, PyObject* key, PyObject* value) { return PyDi
 PyObject* scope_of(const frame::RequestHeadView& head, PyObject* state, bool root_path_in_path) {
   const ScopeKeys* k = scope_keys();
   if (k == nullptr) return nullptr;
-  bool websocket = head.scheme == "ws";
+  bool websocket = head.scheme == "ws" || head.scheme == "wss";
   std::string_view target = head.target;
   size_t question = target.find('?');
   std::string_view raw_path = target.substr(0, question);

@@ -58,7 +58,7 @@ struct Invocation {
   frame::RequestHead head;
   std::string body;            // body bytes not yet handed to an instance
   bool body_complete = true;   // false while the body still streams in
-  bool websocket = false;      // a WebSocket session (head.scheme "ws")
+  bool websocket = false;      // a WebSocket session (head.scheme "ws" or "wss")
   Clock::time_point started;
   State state = State::kQueued;
   std::shared_ptr<ResponseSink> sink;  // set until the client has its answer

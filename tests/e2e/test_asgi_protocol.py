@@ -462,6 +462,34 @@ def test_framework_detected_behind_middleware_and_subclasses(coil, tmp_path):
         assert r.json()["from"] == ("quart" if name.startswith("quart") else "fastapi"), (name, r)
 
 
+PROXY_HEADERS = [("X-Forwarded-Proto", "https"), ("X-Forwarded-For", "198.51.100.7, 203.0.113.9")]
+
+
+def test_proxy_headers_from_a_trusted_proxy(coil, tmp_path):
+    c = coil({"coil.toml": asgi_manifest("raw", "/..."), "main.py": RAW_APP},
+             "--forwarded-allow-ips", "127.0.0.1,::1")
+    s = c.request("GET", "/p", headers=PROXY_HEADERS).json()
+    assert s["scheme"] == "https"
+    assert s["client"] == ["203.0.113.9", 0], "the address the proxy next to coil saw"
+    s = c.get("/p").json()  # a request without them: the front's own view
+    assert s["scheme"] == "http"
+    assert s["client"][0] == "127.0.0.1"
+
+
+def test_proxy_headers_are_not_believed_unasked(coil, tmp_path):
+    c = coil({"coil.toml": asgi_manifest("raw", "/..."), "main.py": RAW_APP})
+    s = c.request("GET", "/p", headers=PROXY_HEADERS).json()
+    assert s["scheme"] == "http"
+    assert s["client"][0] == "127.0.0.1"
+
+
+def test_forwarded_allow_ips_must_be_addresses(coil_fail):
+    rc, err = coil_fail({"coil.toml": asgi_manifest("raw", "/..."), "main.py": RAW_APP},
+                        "--forwarded-allow-ips", "127.0.0.1,proxy.local")
+    assert rc == 2, err
+    assert '--forwarded-allow-ips: "proxy.local" is not an IP address' in err, err
+
+
 # ---------------------------------------------------------------- receive()
 
 def test_request_body_with_content_length(coil, tmp_path):

@@ -243,6 +243,18 @@ def test_websocket_scope(coil):
     assert s["client"][0] == "127.0.0.1"
 
 
+def test_a_trusted_proxy_over_tls_makes_the_scheme_wss(coil):
+    c = coil({"coil.toml": asgi_manifest("ws", "/..."), "main.py": WS_APP}, "--forwarded-allow-ips", "127.0.0.1")
+
+    async def session():
+        async with websockets.connect(ws_url(c, "/scope"), extra_headers=[("X-Forwarded-Proto", "https"),
+                                                                          ("X-Forwarded-For", "203.0.113.9")]) as ws:
+            return json.loads(await ws.recv())
+    s = ws_run(session())
+    assert s["scheme"] == "wss"
+    assert s["client"] == ["203.0.113.9", 0]
+
+
 def test_subprotocol_negotiation(coil):
     c = start(coil)
 
