@@ -25,6 +25,7 @@ Contract with the host (see src/protocol/frame.h):
     _CLOSE_GRACE to finish, then lifespan shutdown runs and the process exits.
 """
 import asyncio
+import gc
 import os
 import socket
 import sys
@@ -208,23 +209,31 @@ class _Server:
 
     async def finish_tasks(self):
         """After the host closed the socket: what no client waits for any more
-        (background tasks after a response, a request whose client left, a
-        cancelled one cleaning up) gets _CLOSE_GRACE to end, as uvicorn waits
-        for its tasks when it stops. Their sends go nowhere."""
+        (background tasks after a response, a request whose client left) gets
+        _CLOSE_GRACE to end, as uvicorn waits for its tasks when it stops.
+        Their sends go nowhere. Requests cancelled already (timed out) get a
+        second: they are over."""
         for exchange in list(self.exchanges.values()):
             exchange.host_closed()
-        tasks = {exchange.task for exchange in self.exchanges.values() if exchange.task is not None}
-        if not tasks:
-            return
-        print(f"coil: waiting up to {_CLOSE_GRACE:.0f} s for {len(tasks)} running task(s) of answered or "
-              f"abandoned requests (background tasks) before shutdown", file=sys.stderr)
-        _, pending = await asyncio.wait(tasks, timeout=_CLOSE_GRACE)
-        if pending:
-            print(f"coil: {len(pending)} request task(s) still running after {_CLOSE_GRACE:.0f} s are cancelled",
-                  file=sys.stderr)
-            for task in pending:
-                task.cancel()
-            await asyncio.wait(pending, timeout=1.0)
+        running = [exchange for exchange in self.exchanges.values()
+                   if exchange.task is not None and not exchange.task.done()]
+        # A WebSocket app is cancelled (host_closed), as when its client leaves.
+        working = {exchange.task for exchange in running
+                   if exchange.runs_on_after_disconnect and not exchange.task.cancelling()}
+        cancelled = {exchange.task for exchange in running} - working
+        if working:
+            print(f"coil: waiting up to {_CLOSE_GRACE:.0f} s for {len(working)} task(s) still running after "
+                  f"their response or their client's leaving (background work)", file=sys.stderr)
+            _, pending = await asyncio.wait(working, timeout=_CLOSE_GRACE)
+            if pending:
+                print(f"coil: {len(pending)} such task(s) still running after {_CLOSE_GRACE:.0f} s are cancelled",
+                      file=sys.stderr)
+                for task in pending:
+                    task.cancel()
+                cancelled |= pending
+        cancelled = {task for task in cancelled if not task.done()}
+        if cancelled:
+            await asyncio.wait(cancelled, timeout=1.0)
 
     async def startup(self):
         """Runs lifespan startup. Returns (ok, message)."""
@@ -677,17 +686,77 @@ class _Exchange(_Stream):
 
 
 def _waits_on_thread(task):
-    """Whether `task` waits, somewhere down its chain of awaited coroutines,
-    on work running in another thread (see _THREAD_WAITS)."""
-    coroutine = task.get_coro()
-    for _ in range(256):  # a chain this deep is not one to walk further
-        code = getattr(coroutine, "cr_code", None)
-        if code is None:
-            return False
-        filename = code.co_filename
-        if any(code.co_name == name and filename.endswith(suffix) for suffix, name in _THREAD_WAITS):
-            return True
+    """Whether the request run by `task` waits on work running in another
+    thread: somewhere down the chain of what the task awaits (coroutines,
+    the futures and tasks they await or hold, asyncio.gather's children), or
+    in a task of its own that holds the request's scope (an HTTP middleware
+    runs the endpoint in a task group). A thread wait is one of
+    _THREAD_WAITS, or a future chained to an executor's (run_in_executor).
+    Called when a timed-out request is cancelled, never per request."""
+    seen = set()
+    if _chain_waits_on_thread(task.get_coro(), seen):
+        return True
+    frame = getattr(task.get_coro(), "cr_frame", None)
+    scope = frame.f_locals.get("scope") if frame is not None else None  # _Stream.run(app, scope)
+    if scope is None:
+        return False
+    for other in asyncio.all_tasks(task.get_loop()):
+        if other is not task and not other.done() and _chain_holds(other.get_coro(), scope):
+            if _chain_waits_on_thread(other.get_coro(), seen):
+                return True
+    return False
+
+
+_CHAIN_LIMIT = 256  # awaitables looked at per question, at most
+
+
+def _coroutine_frames(coroutine):
+    """The frames of a chain of awaiting coroutines, outermost first."""
+    for _ in range(_CHAIN_LIMIT):
+        frame = getattr(coroutine, "cr_frame", None)
+        if frame is None:
+            return
+        yield frame, coroutine
         coroutine = coroutine.cr_await
+
+
+def _chain_holds(coroutine, obj):
+    return any(any(value is obj for value in frame.f_locals.values()) for frame, _ in _coroutine_frames(coroutine))
+
+
+def _chain_waits_on_thread(coroutine, seen):
+    for frame, current in _coroutine_frames(coroutine):
+        if len(seen) > _CHAIN_LIMIT:
+            return False
+        code = frame.f_code
+        if any(code.co_name == name and code.co_filename.endswith(suffix) for suffix, name in _THREAD_WAITS):
+            return True
+        # Futures it holds (asyncio.wait_for's inner task, shield's), and the one it awaits.
+        futures = [value for value in frame.f_locals.values() if isinstance(value, asyncio.Future)]
+        awaited = current.cr_await
+        if awaited is not None and getattr(awaited, "cr_frame", None) is None:
+            futures.extend(r for r in gc.get_referents(awaited) if isinstance(r, asyncio.Future))  # `await future`
+            if isinstance(awaited, asyncio.Future):
+                futures.append(awaited)
+        if any(_future_waits_on_thread(future, seen) for future in futures):
+            return True
+    return False
+
+
+def _future_waits_on_thread(future, seen):
+    if future.done() or id(future) in seen:
+        return False
+    seen.add(id(future))
+    if isinstance(future, asyncio.Task):
+        return _chain_waits_on_thread(future.get_coro(), seen)
+    children = getattr(future, "_children", None)  # asyncio.gather's
+    if children and any(isinstance(c, asyncio.Future) and _future_waits_on_thread(c, seen) for c in children):
+        return True
+    # asyncio.wrap_future (run_in_executor, to_thread) chains the future to the executor's.
+    for callback in getattr(future, "_callbacks", None) or ():
+        function = callback[0] if isinstance(callback, tuple) else callback
+        if getattr(function, "__name__", "") == "_call_check_cancel":
+            return True
     return False
 
 

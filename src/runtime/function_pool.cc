@@ -452,6 +452,11 @@ Instance* FunctionPool::instance_with_room() const {
   return best;
 }
 
+size_t FunctionPool::counted_instances() const {
+  size_t recycled = std::count_if(instances_.begin(), instances_.end(), [](const auto& i) { return i->recycled(); });
+  return instances_.size() - std::min<size_t>(recycled, config_.max_instances);
+}
+
 bool FunctionPool::awaits_cancel(const Instance& instance) const {
   return std::any_of(cancel_deadlines_.begin(), cancel_deadlines_.end(),
                      [&](const auto& invocation) { return invocation->instance == &instance; });
@@ -460,7 +465,7 @@ bool FunctionPool::awaits_cancel(const Instance& instance) const {
 void FunctionPool::place(const std::shared_ptr<Invocation>& invocation) {
   Instance* target = instance_with_room();
   bool idle = target != nullptr && (target->in_flight().empty() || kind_ == config::Kind::kAsgi);
-  if (!idle && instances_.size() < config_.max_instances) {
+  if (!idle && counted_instances() < config_.max_instances) {
     if (auto spawned = spawn_instance()) target = spawned.get();
   } else if (!idle && target != nullptr && waiting() >= config_.max_queue) {
     target = nullptr;  // pipelining would make it wait: the queue limit applies
@@ -583,7 +588,7 @@ void FunctionPool::drain_queue() {
   while (!queue_.empty() && template_state_ == TemplateState::kReady && !stopping_) {
     Instance* target = instance_with_room();
     if (target == nullptr || (!target->in_flight().empty() && kind_ == config::Kind::kHandler)) {
-      if (instances_.size() < config_.max_instances) {
+      if (counted_instances() < config_.max_instances) {
         if (auto spawned = spawn_instance()) target = spawned.get();
       }
     }

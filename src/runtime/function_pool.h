@@ -156,6 +156,10 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   void place(const std::shared_ptr<Invocation>& invocation);
   Instance* instance_with_room() const;
   bool awaits_cancel(const Instance& instance) const;  // a cancel sent to it is unanswered
+  // The instances that count toward max_instances. A recycled one does not
+  // (up to max_instances of them): it is replaced while the requests still
+  // in flight on it (a long stream, a WebSocket) finish.
+  size_t counted_instances() const;
   // Retires a recycled instance (kRecycle) once no client waits on it; true if it did.
   bool retire_if_recycled(Instance& instance);
   void log_requests_lost(const Instance& instance, const std::deque<std::shared_ptr<Invocation>>& in_flight) const;

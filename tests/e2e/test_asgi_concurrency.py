@@ -101,6 +101,9 @@ async def app(scope, receive, send):
                     await asyncio.sleep(0.1)
                 except asyncio.CancelledError:
                     pass
+        if path == "/thread-stuck":
+            log("thread-stuck pid=%d" % os.getpid())
+            await asyncio.to_thread(time.sleep, 3600)
         if path == "/exit":
             os._exit(3)
         if path == "/slow-cleanup":
@@ -181,6 +184,12 @@ from fastapi import FastAPI
 app = FastAPI()
 barrier = threading.Barrier(5, timeout=20)
 
+if os.environ.get("MIDDLEWARE"):
+    # an HTTP middleware runs the endpoint in a task of its own (a task group)
+    @app.middleware("http")
+    async def passthrough(request, call_next):
+        return await call_next(request)
+
 
 @app.get("/sync")
 def sync_endpoint():
@@ -220,10 +229,12 @@ def test_fastapi_sync_endpoints_run_in_its_thread_pool(coil):
     assert c.get("/async").status == 200
 
 
-def test_timed_out_sync_endpoint_recycles_its_instance(coil):
+@pytest.mark.parametrize("middleware", [False, True], ids=["plain", "http-middleware"])
+def test_timed_out_sync_endpoint_recycles_its_instance(coil, middleware):
     # The timed-out request's thread goes on (nothing can stop it); without
     # recycling, such threads pile up in the instance until none can start.
-    c = coil({"coil.toml": asgi_manifest("fa", "/...", max_instances=1, timeout_ms=1000),
+    env = {"MIDDLEWARE": "1"} if middleware else None
+    c = coil({"coil.toml": asgi_manifest("fa", "/...", max_instances=1, timeout_ms=1000, env=env),
               "main.py": FASTAPI_SYNC_APP})
     pid1 = c.get("/async").json()["pid"]
     mark = c.mark()
@@ -301,6 +312,22 @@ def test_slow_cleanup_of_a_cancelled_request_is_not_a_blocked_loop(coil, tmp_pat
         finish()
     assert str(c.get("/pid").json()["pid"]) == pid
     assert not c.find_lines(rf"^coil: instance conc pid={host_pid} (exited|did not take|is replaced)", since=mark)
+
+
+def test_a_recycled_instance_is_replaced_while_its_streams_finish(coil, tmp_path):
+    # max_instances = 1, and a stream still open on the instance being replaced:
+    # new requests go to its replacement, and the stream ends whole on the old one.
+    c = start(coil, tmp_path, max_instances=1, timeout_ms=1000)
+    mark = c.mark()
+    with started_stream(c, mark) as (host_pid, pid, finish):
+        r = c.get("/thread-stuck", timeout=15)
+        assert r.status == 504, r
+        c.wait_for_line(rf"^coil: instance conc pid={host_pid} is replaced: ", since=mark)
+        r = c.get("/pid", timeout=15)
+        assert r.status == 200, r
+        assert str(r.json()["pid"]) != pid
+        finish()
+    c.wait_for_line(rf"^coil: instance conc pid={host_pid} exited \(replaced: ", since=mark)
 
 
 def test_a_request_that_ignores_its_cancel_recycles_its_instance(coil, tmp_path):

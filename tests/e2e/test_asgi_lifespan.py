@@ -254,7 +254,7 @@ def test_background_work_finishes_before_an_idle_instance_exits(coil, tmp_path):
     assert r.status == 200, r
     host_pid = c.wait_for_line(fn_line("life", r"background started pid=(\d+)$"), timeout=15).group(1)
     # the instance is idle (nothing in flight) and closed; its task is waited for
-    c.wait_for_line(rf"^\[life pid={host_pid}\] coil: waiting up to 30 s for 1 running task", timeout=15)
+    c.wait_for_line(rf"^\[life pid={host_pid}\] coil: waiting up to 30 s for 1 task\(s\) still running after their response", timeout=15)
     c.gates.open(g)
     c.wait_for_line(fn_line("life", r"background done pid=\d+$"), timeout=15)
     c.wait_for_line(fn_line("life", r"shutdown pid=\d+$"), timeout=15)
@@ -267,7 +267,7 @@ def test_background_work_finishes_when_coil_stops(coil, tmp_path):
     assert c.get(f"/background/{g}").status == 200
     host_pid = c.wait_for_line(fn_line("life", r"background started pid=(\d+)$"), timeout=15).group(1)
     c.signal(signal.SIGTERM)
-    c.wait_for_line(rf"^\[life pid={host_pid}\] coil: waiting up to 30 s for 1 running task", timeout=15)
+    c.wait_for_line(rf"^\[life pid={host_pid}\] coil: waiting up to 30 s for 1 task\(s\) still running after their response", timeout=15)
     c.gates.open(g)
     c.wait_for_line(fn_line("life", r"background done pid=\d+$"), timeout=15)
     assert c.wait_exit() == 0
