@@ -810,7 +810,7 @@ void FunctionPool::retire(Instance& instance, uint16_t status, const std::string
   if (self == instances_.end()) return;
   std::shared_ptr<Instance> keep = *self;  // the instance outlives this call
   instances_.erase(self);
-  instance.close();
+  instance.close_when_written();
   // Never reported (its fork failed, or is still to come): no exit will
   // release its cgroup. If it does start after all, it starts retired and
   // its group's release has killed it.

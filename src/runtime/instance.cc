@@ -19,7 +19,7 @@ Instance::~Instance() { close(); }
 void Instance::start() { read(); }
 
 void Instance::send(std::string_view frames) {
-  if (closed_) return;
+  if (closed_ || closing_) return;
   pending_.append(frames);
   if (write_in_progress_ || flush_posted_) return;
   // Write after the handlers already queued on the event loop (other
@@ -33,7 +33,11 @@ void Instance::send(std::string_view frames) {
 }
 
 void Instance::flush() {
-  if (pending_.empty() || closed_) return;
+  if (closed_) return;
+  if (pending_.empty()) {
+    if (closing_) close();
+    return;
+  }
   writing_.swap(pending_);
   pending_.clear();
   write_in_progress_ = true;
@@ -50,13 +54,13 @@ void Instance::flush() {
 }
 
 void Instance::read() {
-  if (closed_ || reading_ || read_paused_) return;
+  if (closed_ || closing_ || reading_ || read_paused_) return;
   reading_ = true;
   char* area = reader_.write_area();
   socket_.async_read_some(boost::asio::buffer(area, reader_.write_space()),
                           [self = shared_from_this()](boost::system::error_code ec, size_t n) {
                             self->reading_ = false;
-                            if (self->closed_) return;
+                            if (self->closed_ || self->closing_) return;
                             if (ec) {
                               self->lost();
                               return;
@@ -72,7 +76,7 @@ void Instance::process() {
     std::optional<frame::Frame> f = reader_.next(error);
     if (!f) break;
     events_.on_frame(*this, *f);
-    if (closed_) return;
+    if (closed_ || closing_) return;
   }
   if (!error) {
     log::info("instance pid={} sent a corrupt frame stream: {}", pid_, error.message());
@@ -88,14 +92,21 @@ void Instance::resume_reading() {
   if (!read_paused_) return;
   read_paused_ = false;
   boost::asio::post(socket_.get_executor(), [self = shared_from_this()] {
-    if (!self->closed_ && !self->read_paused_ && !self->reading_) self->process();
+    if (!self->closed_ && !self->closing_ && !self->read_paused_ && !self->reading_) self->process();
   });
 }
 
 void Instance::lost() {
   if (closed_) return;
+  bool report = !closing_;  // a closing instance is its pool's no longer
   close();
-  events_.on_instance_lost(*this);
+  if (report) events_.on_instance_lost(*this);
+}
+
+void Instance::close_when_written() {
+  if (closed_ || closing_) return;
+  closing_ = true;
+  if (!write_in_progress_ && !flush_posted_) flush();  // closes now when nothing waits
 }
 
 void Instance::close() {

@@ -40,6 +40,10 @@ class Instance : public std::enable_shared_from_this<Instance> {
   void send(std::string_view frames);
   // Closes the socket; the instance exits when it reads EOF.
   void close();
+  // Closes the socket once the frames sent so far are written (a WebSocket's
+  // close, a cancel: the instance reads them before its EOF). From now on no
+  // frame is passed on, and the socket's loss is not reported.
+  void close_when_written();
   // SIGKILL through the pidfd (now, or as soon as the pidfd arrives).
   void kill();
   // Flow control for a handler instance (see frame.h): no frame is passed
@@ -81,6 +85,7 @@ class Instance : public std::enable_shared_from_this<Instance> {
   bool write_in_progress_ = false;
   bool flush_posted_ = false;
   bool closed_ = false;
+  bool closing_ = false;  // close_when_written()
   bool kill_requested_ = false;
   std::string recycle_reason_;  // non-empty once recycled
   bool reading_ = false;      // an async read is outstanding

@@ -14,7 +14,7 @@ import websockets
 from asgi_support import APP_DESCRIBE, APP_GATE, B, Gates, asgi_manifest, fn_line, ws_run, ws_url
 
 WS_APP = APP_DESCRIBE + r'''
-import asyncio, json, os
+import asyncio, json, os, time
 
 
 def log(*a):
@@ -23,6 +23,8 @@ def log(*a):
 
 async def app(scope, receive, send):
     if scope["type"] == "http":
+        if scope["path"] == "/thread-stuck":
+            await asyncio.to_thread(time.sleep, 3600)  # past timeout_ms: its instance is recycled
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": b"plain http"})
         return
@@ -309,6 +311,24 @@ def test_app_sees_the_clients_close_code(coil):
         async with websockets.connect(ws_url(c, "/echo")) as ws:
             await ws.send("x")
             assert await ws.recv() == "echo:x"
+            await ws.close(code=4002, reason="client done")
+    ws_run(session())
+    c.wait_for_line(fn_line("ws", r"disconnect code=4002$"), since=mark, timeout=10)
+
+
+def test_the_close_code_reaches_an_app_on_a_recycled_instance(coil):
+    # The instance is replaced while the socket is open, and closed when the
+    # socket ends: the client's close frame reaches the app before that.
+    c = start(coil, max_instances=1, timeout_ms=1000)
+    mark = c.mark()
+
+    async def session():
+        async with websockets.connect(ws_url(c, "/echo")) as ws:
+            await ws.send("x")
+            assert await ws.recv() == "echo:x"
+            r = await asyncio.get_running_loop().run_in_executor(None, lambda: c.get("/thread-stuck", timeout=15))
+            assert r.status == 504, r
+            c.wait_for_line(r"^coil: instance ws pid=\d+ is replaced: ", since=mark)
             await ws.close(code=4002, reason="client done")
     ws_run(session())
     c.wait_for_line(fn_line("ws", r"disconnect code=4002$"), since=mark, timeout=10)
