@@ -1128,6 +1128,11 @@ void FunctionPool::stop() {
   on_instances_stopped_ = nullptr;
   deadline_timer_.cancel();
   close_all_instances(false);
+  // Those still running now (background work, a lifespan shutdown that did
+  // not end) go with their template.
+  for (pid_t pid : live_pids_) {
+    log::info("instance {} pid={} is still running as its function stops; it is killed", config_.name, pid);
+  }
   if (template_) template_->close();
   template_.reset();
 }

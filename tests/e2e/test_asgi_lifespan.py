@@ -272,3 +272,14 @@ def test_background_work_finishes_when_coil_stops(coil, tmp_path):
     c.wait_for_line(fn_line("life", r"background done pid=\d+$"), timeout=15)
     assert c.wait_exit() == 0
     assert c.find_lines(fn_line("life", r"shutdown pid=\d+$")), c.log()
+
+
+def test_background_work_that_outlasts_the_stop_is_killed_and_named(coil, tmp_path):
+    c = start(coil, tmp_path)
+    g = c.gates.new()  # never opened
+    assert c.get(f"/background/{g}").status == 200
+    host_pid = c.wait_for_line(fn_line("life", r"background started pid=(\d+)$"), timeout=15).group(1)
+    c.signal(signal.SIGTERM)
+    assert c.wait_exit(timeout=30) == 0
+    c.wait_for_line(rf"^coil: instance life pid={host_pid} is still running as its function stops; it is killed$",
+                    timeout=10)
