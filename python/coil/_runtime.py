@@ -72,7 +72,10 @@ def load(entrypoint, options=None):
     if asgi:
         from coil import _asgi
 
-        in_path = root_path_in_path(target, options.get("root_path_in_path", ""))
+        option = options.get("root_path_in_path", "")
+        in_path = root_path_in_path(target, option)
+        if option not in ("true", "false"):
+            _report_path_convention(entrypoint, target, in_path)
         return "asgi", _asgi.Instance(target, options.get("function", attr), in_path)
     return "handler", _handler_invoker(target)
 
@@ -120,8 +123,26 @@ def root_path_in_path(app, option):
     return version >= (0, 33)
 
 
+def _report_path_convention(entrypoint, app, in_path):
+    """One line at start when the detection did something a user may need to
+    know (the override is root_path_in_path): a prefix stripped from
+    scope["path"], or no framework found behind the entrypoint."""
+    framework = framework_app(app)
+    if not in_path:
+        starlette = sys.modules.get("starlette")
+        version = getattr(starlette, "__version__", "?")
+        print(f"coil: {entrypoint} is a Starlette {version} app ({type(framework).__name__}): under a prefix "
+              f"route, scope[\"path\"] has the prefix stripped, as Starlette < 0.33 expects "
+              f"(root_path_in_path = true keeps it)", file=sys.stderr)
+    elif framework is None:
+        print(f"coil: {entrypoint}: no framework app recognised behind it: under a prefix route, "
+              f"scope[\"path\"] keeps the prefix, as the ASGI spec has it (root_path_in_path = false strips it)",
+              file=sys.stderr)
+
+
 _WRAPPED_APP_ATTRIBUTES = (
     "app",             # Starlette's and uvicorn's middleware, Sentry, OpenTelemetry
+    "application",     # what other wrappers name it
     "other_asgi_app",  # python-socketio's ASGIApp
     "__wrapped__",     # functools.wraps
 )
@@ -147,6 +168,12 @@ def framework_app(app):
         if isinstance(candidate, types.MethodType):
             todo.append(candidate.__self__)
             todo.append(candidate.__func__)
+            continue
+        functools = sys.modules.get("functools")
+        if functools is not None and isinstance(candidate, functools.partial):
+            todo.append(candidate.func)
+            todo.extend(candidate.args)
+            todo.extend(candidate.keywords.values())
             continue
         if isinstance(candidate, types.FunctionType):
             todo.extend(cell.cell_contents for cell in candidate.__closure__ or () if _cell_is_set(cell))

@@ -13,22 +13,27 @@ namespace {
 std::string_view view(beast::string_view s) { return {s.data(), s.size()}; }
 
 // An absolute-form target ("http://host:port/path?q", RFC 9112 3.2.2, which a
-// server must accept) as the origin form the rest of coil sees ("/path?q"),
-// and its authority ("host:port", `absolute` set). Anything else is returned
-// as it is, with no authority.
-std::string_view origin_form(std::string_view target, std::string_view& authority, bool& absolute) {
+// server must accept) as the origin form the rest of coil sees ("/path?q"; an
+// empty path is "/", RFC 9110 4.2.3), and its authority ("host:port",
+// `absolute` set). Anything else is returned as it is, with no authority.
+std::string origin_form(std::string_view target, std::string_view& authority, bool& absolute) {
   authority = {};
   absolute = false;
   for (std::string_view scheme : {std::string_view("http://"), std::string_view("https://")}) {
     if (target.size() < scheme.size() || !ascii::iequals(target.substr(0, scheme.size()), scheme)) continue;
     std::string_view rest = target.substr(scheme.size());
     size_t path = rest.find_first_of("/?");
-    if (path != std::string_view::npos && rest[path] == '?') return target;  // no path for the query: refused later
     authority = rest.substr(0, path);
     absolute = true;
-    return path == std::string_view::npos ? "/" : rest.substr(path);
+    if (path == std::string_view::npos) return "/";
+    if (rest[path] == '?') {
+      std::string origin(1, '/');
+      origin.append(rest.substr(path));
+      return origin;
+    }
+    return std::string(rest.substr(path));
   }
-  return target;
+  return std::string(target);
 }
 
 }  // namespace
@@ -66,10 +71,12 @@ bool valid_host(std::string_view authority) {
     }
   }
   if (port.size() > 5) return false;
+  uint32_t number = 0;
   for (char c : port) {
     if (!ascii::is_digit(c)) return false;
+    number = number * 10 + static_cast<uint32_t>(c - '0');
   }
-  return true;
+  return number <= 65535;
 }
 
 void RequestParser::Impl::on_request_impl(bhttp::verb, beast::string_view method, beast::string_view target,

@@ -54,7 +54,9 @@ void WebSocketSession::on_response_head(const frame::ResponseHead& head, std::st
   // handshake response; Beast writes the protocol's own.
   auto headers = head.headers;
   ws_.set_option(websocket::stream_base::decorator([headers](websocket::response_type& response) {
-    response.erase(boost::beast::http::field::server);  // no library banner
+    // Beast adds its own banner (library and version) unless a Server field is
+    // there: coil names itself, unless the application gave one.
+    response.set(boost::beast::http::field::server, "coil");
     for (const auto& [name, value] : headers) response.set(name, value);
   }));
   ws_.set_option(websocket::stream_base::timeout::suggested(boost::beast::role_type::server));

@@ -398,6 +398,8 @@ def test_root_path_nested_prefix_and_bare_prefix(coil, tmp_path):
 
 
 WRAPPED_APPS = r'''
+import functools
+
 from fastapi import FastAPI
 from quart import Quart
 from starlette.middleware.cors import CORSMiddleware
@@ -445,6 +447,24 @@ async def quart_hello():
 
 
 quart_with_cors = CORSMiddleware(quart_app, allow_origins=["*"])
+
+
+class Holder:  # keeps the app under another name
+    def __init__(self, application):
+        self.application = application
+
+    async def __call__(self, scope, receive, send):
+        await self.application(scope, receive, send)
+
+
+held = Holder(plain)
+
+
+async def call(app, scope, receive, send):
+    await app(scope, receive, send)
+
+
+partial = functools.partial(call, plain)
 '''
 
 
@@ -452,7 +472,7 @@ def test_framework_detected_behind_middleware_and_subclasses(coil, tmp_path):
     # Starlette 0.26 (under FastAPI) needs the prefix stripped, Quart needs it
     # kept: what decides is the framework app behind the entrypoint, not the
     # type of the entrypoint object itself.
-    entrypoints = ["sub", "wrapped", "proxied", "function_wrapper", "quart_with_cors"]
+    entrypoints = ["sub", "wrapped", "proxied", "function_wrapper", "quart_with_cors", "held", "partial"]
     c = coil({"coil.toml": manifest(*(fn_toml(name.replace("_", "-"), f"/{name}/...", entrypoint=f"main:{name}")
                                       for name in entrypoints)),
               "main.py": WRAPPED_APPS})
@@ -460,6 +480,9 @@ def test_framework_detected_behind_middleware_and_subclasses(coil, tmp_path):
         r = c.get(f"/{name}/hello")
         assert r.status == 200, (name, r)
         assert r.json()["from"] == ("quart" if name.startswith("quart") else "fastapi"), (name, r)
+    # what was decided is said at start
+    c.wait_for_line(r"^\[sub pid=\d+\] coil: main:sub is a Starlette 0\.\d+\.\d+ app \(MyAPI\): under a prefix "
+                    r'route, scope\["path"\] has the prefix stripped')
 
 
 PROXY_HEADERS = [("X-Forwarded-Proto", "https"), ("X-Forwarded-For", "198.51.100.7, 203.0.113.9")]

@@ -277,8 +277,10 @@ def test_accept_headers_reach_the_client(coil):
         async with websockets.connect(ws_url(c, "/headers")) as ws:
             await ws.send("x")
             assert await ws.recv() == "echo:x"
-            return ws.response_headers.get("x-ws-extra")
-    assert ws_run(session()) == "yes"
+            return ws.response_headers.get("x-ws-extra"), ws.response_headers.get_all("server")
+    extra, server = ws_run(session())
+    assert extra == "yes"
+    assert server == ["coil"], "no library banner (name and version) in the handshake"
 
 
 def test_client_sees_the_apps_close_code(coil):
