@@ -55,16 +55,12 @@ _FLUSH_AFTER = 0.0002  # seconds
 # lifespan shutdown runs. coil kills instances still running 5 s after it
 # began stopping, whatever this says.
 _CLOSE_GRACE = 30.0
-# The coroutines that wait on work running in another thread, which a
-# cancelled task leaves running (file name suffix, function name): anyio's
-# (Starlette's and FastAPI's sync endpoints, run_in_threadpool), asyncio's
-# to_thread, asgiref's sync_to_async (Django's sync views), Quart's run_sync.
-_THREAD_WAITS = frozenset({
-    ("/anyio/_backends/_asyncio.py", "run_sync_in_worker_thread"),
-    ("/asyncio/threads.py", "to_thread"),
-    ("/asgiref/sync.py", "__call__"),
-    ("/quart/utils.py", "_wrapper"),
-})
+# Work a cancelled task leaves running in another thread is awaited through
+# a future chained to an executor's (run_in_executor: asyncio's to_thread,
+# asgiref's sync_to_async under Django's sync views, Quart's run_sync), or
+# in anyio's own worker threads (Starlette's and FastAPI's sync endpoints,
+# run_in_threadpool), through this coroutine (file name suffix, name).
+_ANYIO_THREAD_WAIT = ("/anyio/_backends/_asyncio.py", "run_sync_in_worker_thread")
 _TASK_NAME = "coil-request"  # the name of every request's task
 
 
@@ -214,10 +210,10 @@ class _Server:
         Their sends go nowhere. Requests cancelled already (timed out) get a
         second: they are over."""
         for exchange in list(self.exchanges.values()):
-            exchange.host_closed()
+            exchange.cancel(b"disconnect")  # no client waits on any stream now
         running = [exchange for exchange in self.exchanges.values()
                    if exchange.task is not None and not exchange.task.done()]
-        # A WebSocket app is cancelled (host_closed), as when its client leaves.
+        # A WebSocket app is cancelled (cancel()), as when its client leaves.
         working = {exchange.task for exchange in running
                    if exchange.runs_on_after_disconnect and not exchange.task.cancelling()}
         cancelled = {exchange.task for exchange in running} - working
@@ -478,12 +474,6 @@ class _Stream:
     def drained(self, count):
         """Flow control: `count` more bytes of the response reached the client."""
 
-    def host_closed(self):
-        """The host closed the instance: no client waits on this stream."""
-        self.disconnected = True
-        self.wake()
-        self.drained(0)
-
     def cancel_task(self):
         if self.task is None or self.task.done():
             return
@@ -690,8 +680,7 @@ def _waits_on_thread(task):
     thread: somewhere down the chain of what the task awaits (coroutines,
     the futures and tasks they await or hold, asyncio.gather's children), or
     in a task of its own that holds the request's scope (an HTTP middleware
-    runs the endpoint in a task group). A thread wait is one of
-    _THREAD_WAITS, or a future chained to an executor's (run_in_executor).
+    runs the endpoint in a task group). See _ANYIO_THREAD_WAIT.
     Called when a timed-out request is cancelled, never per request."""
     seen = set()
     if _chain_waits_on_thread(task.get_coro(), seen):
@@ -728,8 +717,8 @@ def _chain_waits_on_thread(coroutine, seen):
     for frame, current in _coroutine_frames(coroutine):
         if len(seen) > _CHAIN_LIMIT:
             return False
-        code = frame.f_code
-        if any(code.co_name == name and code.co_filename.endswith(suffix) for suffix, name in _THREAD_WAITS):
+        suffix, name = _ANYIO_THREAD_WAIT
+        if frame.f_code.co_name == name and frame.f_code.co_filename.endswith(suffix):
             return True
         # Futures it holds (asyncio.wait_for's inner task, shield's), and the one it awaits.
         futures = [value for value in frame.f_locals.values() if isinstance(value, asyncio.Future)]
@@ -817,10 +806,6 @@ class _WebSocket(_Stream):
         self.disconnected = True
         self.close_code = code
         self.wake()
-
-    def host_closed(self):
-        # As when its client leaves: under uvicorn the app's next send raises.
-        self.cancel()
 
     async def send(self, message):
         kind = message["type"]

@@ -72,10 +72,7 @@ def load(entrypoint, options=None):
     if asgi:
         from coil import _asgi
 
-        option = options.get("root_path_in_path", "")
-        in_path = root_path_in_path(target, option)
-        if option not in ("true", "false"):
-            _report_path_convention(entrypoint, target, in_path)
+        in_path = root_path_in_path(entrypoint, target, options.get("root_path_in_path", ""))
         return "asgi", _asgi.Instance(target, options.get("function", attr), in_path)
     return "handler", _handler_invoker(target)
 
@@ -106,38 +103,35 @@ def is_coroutine_function(f):
     return isinstance(code, types.CodeType) and bool(code.co_flags & _CO_COROUTINE)
 
 
-def root_path_in_path(app, option):
+def root_path_in_path(entrypoint, app, option):
     """Whether scope["path"] keeps the route prefix (today's reading of the
     ASGI spec, which Quart and Starlette >= 0.33 expect) or has it stripped
-    (what Starlette < 0.33, Debian's 0.26 under FastAPI 0.92, expects). The
-    framework is the first one found behind `app` (see framework_app)."""
+    (what Starlette < 0.33, Debian's 0.26 under FastAPI 0.92, expects).
+    `option` is the manifest's "true" or "false", else the framework found
+    behind `app` (see framework_app) decides, and a line at start says so
+    when a user may need to know: the prefix stripped, or no framework found."""
     if option in ("true", "false"):
         return option == "true"
-    starlette = sys.modules.get("starlette")
-    if starlette is None or not _is_starlette_app(framework_app(app)):
-        return True
-    try:
-        version = tuple(int(part) for part in starlette.__version__.split(".")[:2])
-    except ValueError:
-        return True
-    return version >= (0, 33)
-
-
-def _report_path_convention(entrypoint, app, in_path):
-    """One line at start when the detection did something a user may need to
-    know (the override is root_path_in_path): a prefix stripped from
-    scope["path"], or no framework found behind the entrypoint."""
     framework = framework_app(app)
-    if not in_path:
-        starlette = sys.modules.get("starlette")
-        version = getattr(starlette, "__version__", "?")
-        print(f"coil: {entrypoint} is a Starlette {version} app ({type(framework).__name__}): under a prefix "
-              f"route, scope[\"path\"] has the prefix stripped, as Starlette < 0.33 expects "
-              f"(root_path_in_path = true keeps it)", file=sys.stderr)
-    elif framework is None:
+    version = _starlette_version() if _is_starlette_app(framework) else None
+    if version is not None and version < (0, 33):
+        print(f"coil: {entrypoint} is a Starlette {sys.modules['starlette'].__version__} app "
+              f"({type(framework).__name__}): under a prefix route, scope[\"path\"] has the prefix stripped, "
+              f"as Starlette < 0.33 expects (root_path_in_path = true keeps it)", file=sys.stderr)
+        return False
+    if framework is None:
         print(f"coil: {entrypoint}: no framework app recognised behind it: under a prefix route, "
               f"scope[\"path\"] keeps the prefix, as the ASGI spec has it (root_path_in_path = false strips it)",
               file=sys.stderr)
+    return True
+
+
+def _starlette_version():
+    """(major, minor) of the imported Starlette; None if it cannot be read."""
+    try:
+        return tuple(int(part) for part in sys.modules["starlette"].__version__.split(".")[:2])
+    except (KeyError, AttributeError, ValueError):
+        return None
 
 
 _WRAPPED_APP_ATTRIBUTES = (

@@ -435,10 +435,10 @@ size_t FunctionPool::waiting() const {
 
 // The instance a request should go to without forking: an idle one first;
 // then (handler) the least busy one with pipeline room, or (ASGI) the least
-// busy one below max_concurrency. nullptr when none has room. An ASGI
-// instance that has not yet ended a cancelled request takes no new ones: a
-// working event loop ends it within a turn, a blocked one is killed at
-// kCancelGrace, with every request sent to it meanwhile.
+// busy one below max_concurrency. nullptr when none has room. A recycled
+// instance takes no new requests, nor does an ASGI instance that has not yet
+// taken a cancel sent to it: a working event loop takes it within a turn, a
+// blocked one is killed at kCancelGrace, with every request sent to it meanwhile.
 Instance* FunctionPool::instance_with_room() const {
   size_t limit = kind_ == config::Kind::kAsgi ? config_.max_concurrency : kPipelineDepth;
   Instance* best = nullptr;
@@ -740,11 +740,9 @@ void FunctionPool::on_instance_frame(Instance& instance, const frame::Frame& f) 
     return;
   }
   if (f.type == frame::Type::kRecycle) {
-    if (kind_ != config::Kind::kAsgi || instance.recycled()) return;
-    std::string why = f.payload.empty() ? std::string("it asked to be") : std::string(f.payload);
-    log::info("instance {} pid={} is replaced: {}; it takes no new requests", config_.name, instance.pid(), why);
-    instance.recycle(std::move(why));
-    retire_if_recycled(instance);
+    if (kind_ == config::Kind::kAsgi) {
+      recycle(instance, f.payload.empty() ? "it asked to be" : std::string(f.payload));
+    }
     return;
   }
   if (f.type == frame::Type::kFailed) {
@@ -775,6 +773,13 @@ void FunctionPool::end_stream(Instance& instance, const std::shared_ptr<Invocati
   if (in_flight.empty()) instance.mark_idle(Clock::now());
   if (instance.recycled() && retire_if_recycled(instance)) return;
   drain_queue();
+}
+
+void FunctionPool::recycle(Instance& instance, std::string why) {
+  if (instance.recycled()) return;
+  log::info("instance {} pid={} is replaced: {}; it takes no new requests", config_.name, instance.pid(), why);
+  instance.recycle(std::move(why));
+  retire_if_recycled(instance);
 }
 
 bool FunctionPool::retire_if_recycled(Instance& instance) {
@@ -971,7 +976,8 @@ void FunctionPool::remove_from_queue(const Invocation& invocation) {
 
 void FunctionPool::arm_deadline_timer() {
   Clock::time_point next = Clock::time_point::max();
-  for (const DeadlineQueue* queue : {&response_deadlines_, &stream_deadlines_, &cancel_deadlines_, &cleanup_deadlines_}) {
+  for (const DeadlineQueue* queue :
+       {&response_deadlines_, &stream_deadlines_, &cancel_deadlines_, &cleanup_deadlines_}) {
     if (!queue->empty()) next = std::min(next, queue->front()->deadline);
   }
   if (next == Clock::time_point::max()) return;
@@ -1010,13 +1016,10 @@ void FunctionPool::on_deadline() {
   while (!cleanup_deadlines_.empty() && cleanup_deadlines_.front()->deadline <= now) {
     std::shared_ptr<Invocation> invocation = cleanup_deadlines_.front();
     DeadlineQueue::remove(*invocation);
-    Instance* instance = invocation->instance;
-    if (instance == nullptr || instance->recycled()) continue;
-    std::string why = fmt::format("a cancelled request ({} {}) did not end within {} s of its cancel",
-                                  invocation->head.method, invocation->head.target, kCleanupGrace.count());
-    log::info("instance {} pid={} is replaced: {}; it takes no new requests", config_.name, instance->pid(), why);
-    instance->recycle(std::move(why));
-    retire_if_recycled(*instance);
+    if (Instance* instance = invocation->instance) {
+      recycle(*instance, fmt::format("a cancelled request ({} {}) did not end within {} s of its cancel",
+                                     invocation->head.method, invocation->head.target, kCleanupGrace.count()));
+    }
   }
   arm_deadline_timer();
 }

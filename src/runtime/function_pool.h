@@ -160,7 +160,10 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   // (up to max_instances of them): it is replaced while the requests still
   // in flight on it (a long stream, a WebSocket) finish.
   size_t counted_instances() const;
-  // Retires a recycled instance (kRecycle) once no client waits on it; true if it did.
+  // An ASGI instance to be replaced (kRecycle, or a cleanup past kCleanupGrace):
+  // it takes no new requests, and is retired once no client waits on it
+  // (retire_if_recycled, true if it did).
+  void recycle(Instance& instance, std::string why);
   bool retire_if_recycled(Instance& instance);
   void log_requests_lost(const Instance& instance, const std::deque<std::shared_ptr<Invocation>>& in_flight) const;
   void dispatch(Instance& instance, const std::shared_ptr<Invocation>& invocation);
