@@ -28,17 +28,8 @@ PyMethodDef kMethods[] = {
 PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_coil", "coil's native helpers", -1, kMethods,
                        nullptr, nullptr, nullptr, nullptr};
 
-PyObject* init_native_module() {
-  PyObject* module = PyModule_Create(&kModule);
-  if (module != nullptr && (PyModule_AddFunctions(module, codec_methods()) != 0 || !prepare_codec())) {
-    Py_DECREF(module);
-    return nullptr;
-  }
-  return module;
-}
-
 // Puts a finder for the embedded modules first on sys.meta_path.
-constexpr const char* kBootstrap = R"py(
+constexpr const char* kFinderSource = R"py(
 import sys, importlib.abc, importlib.util, _coil
 
 class _EmbeddedLoader(importlib.abc.Loader):
@@ -70,39 +61,22 @@ sys.meta_path.insert(0, _EmbeddedFinder)
 
 }  // namespace
 
-Status start_interpreter() {
-  if (PyImport_AppendInittab("_coil", &init_native_module) != 0) {
-    return Status::error("cannot register the _coil module");
+PyObject* create_native_module() {
+  PyObject* module = PyModule_Create(&kModule);
+  if (module != nullptr && (PyModule_AddFunctions(module, codec_methods()) != 0 || !prepare_codec())) {
+    Py_DECREF(module);
+    return nullptr;
   }
-  // UTF-8 mode: file names, os.environ and stdio are UTF-8 whatever the
-  // locale (an isolated pre-configuration would otherwise leave it "C", ASCII).
-  PyPreConfig preconfig;
-  PyPreConfig_InitIsolatedConfig(&preconfig);
-  preconfig.utf8_mode = 1;
-  PyStatus pre = Py_PreInitialize(&preconfig);
-  if (PyStatus_Exception(pre)) {
-    return Status::error(std::string("cannot start Python: ") + (pre.err_msg ? pre.err_msg : "?"));
-  }
-  PyConfig config;
-  PyConfig_InitIsolatedConfig(&config);
-  config.buffered_stdio = 0;
-  config.install_signal_handlers = 0;
-  config.user_site_directory = 0;
-  config.site_import = 1;
-  // Debian's interpreter: its prefix (/usr) gives the stdlib and, through
-  // Debian's site.py, /usr/lib/python3/dist-packages.
-  PyStatus status = PyConfig_SetString(&config, &config.program_name, L"/usr/bin/python3.11");
-  if (!PyStatus_Exception(status)) {
-    wchar_t* argv[] = {const_cast<wchar_t*>(L"coil")};
-    status = PyConfig_SetArgv(&config, 1, argv);
-  }
-  if (!PyStatus_Exception(status)) status = Py_InitializeFromConfig(&config);
-  PyConfig_Clear(&config);
-  if (PyStatus_Exception(status)) {
-    return Status::error(std::string("cannot start Python: ") + (status.err_msg ? status.err_msg : "?"));
-  }
-  if (PyRun_SimpleString(kBootstrap) != 0) return Status::error("cannot install coil's module finder");
-  return Status::ok();
+  return module;
+}
+
+bool install_embedded_finder() {
+  PyObject* globals = PyDict_New();
+  if (globals == nullptr) return false;
+  PyObject* done = PyRun_String(kFinderSource, Py_file_input, globals, globals);
+  Py_DECREF(globals);
+  Py_XDECREF(done);
+  return done != nullptr;
 }
 
 std::string take_exception_summary() {

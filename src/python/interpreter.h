@@ -1,22 +1,23 @@
-// The embedded CPython interpreter (Debian's libpython3.11).
-//
-// Contract: start_interpreter() is called once, in the zygote, before any
-// fork. It configures an isolated interpreter (no PYTHON* environment
-// variables, no user site), unbuffered stdio, no Python signal handlers (the
-// host owns signals), Debian's /usr prefix so system packages import, and
-// makes coil's embedded Python package importable. On return the calling
-// thread holds the GIL.
+// coil's side of the interpreter it runs in (Debian's python3.11, started
+// as python/command_line.h says): the `_coil` native module, coil's Python
+// package compiled into it, and small helpers for the C API.
 #pragma once
 
 #include <Python.h>
 
 #include <string>
 
-#include "common/status.h"
 
 namespace coil::python {
 
-Status start_interpreter();
+// A new `_coil` module: the codec (codec.h) and embedded_source(), or
+// nullptr with the Python error set. Called by the module's PyInit (main.cc).
+PyObject* create_native_module();
+
+// Makes coil's Python package (python/, compiled in) importable: a finder
+// first on sys.meta_path. Called once, in the zygote or a fresh instance,
+// before coil's package is imported. False with the Python error set.
+bool install_embedded_finder();
 
 // The pending Python exception as "Type: message" (clears it).
 std::string take_exception_summary();

@@ -1,25 +1,98 @@
-// coil-python: the program that runs Python for the host, kept apart from
-// the `coil` binary so that every template and instance maps only what it
-// needs (libpython, libseccomp, the C++ runtime). The `coil` binary links
-// libcurl, libarchive, SQLite and OpenSSL, some sixty libraries in all; a
-// process that maps them has about 320 memory areas, and a fork's cost grows
-// with that count (it copies each area's bookkeeping). See ARCHITECTURE.md.
+// coil-python.so: coil's runtime for Python processes, loaded by Debian's
+// python3.11 as the `_coil` extension module (python/command_line.h). It is
+// kept apart from the `coil` binary so that every template and instance maps
+// only what it needs (the interpreter, libseccomp, the C++ runtime). The
+// `coil` binary links libcurl, libarchive, SQLite and OpenSSL, some sixty
+// libraries in all; a process that maps them has about 320 memory areas, and
+// a fork's cost grows with that count (it copies each area's bookkeeping).
+// See ARCHITECTURE.md.
 //
-// Internal: the host starts `coil-python __zygote FD`
-// (runtime/zygote_process.cc); a template whose import started threads
-// starts `coil-python __instance ...` (python/zygote.h). Nobody runs it by hand.
+// Internal: the host starts `python3.11 ... -c BOOTSTRAP coil-python.so
+// __zygote FD` (runtime/zygote_process.cc); a template whose import started
+// threads starts its instances as `... __instance ...` (python/zygote.h).
+// Nobody runs it by hand.
+#include <Python.h>
+#include <signal.h>
+#include <sys/prctl.h>
+
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
+#include <string>
+#include <vector>
 
+#include "python/interpreter.h"
 #include "python/zygote.h"
 
-int main(int argc, char** argv) {
-  // Set by the host for the loader only (runtime/zygote_process.cc): function
-  // code, and any program it starts, must not inherit it.
-  ::unsetenv("LD_BIND_NOW");
-  if (argc == 3 && std::strcmp(argv[1], "__zygote") == 0) return coil::python::run_zygote(std::atoi(argv[2]));
-  if (argc >= 4 && std::strcmp(argv[1], "__instance") == 0) coil::python::run_fresh_instance(argc, argv);
-  std::fprintf(stderr, "coil-python is started by coil (coil up, coil server), not by hand\n");
-  return 2;
+namespace coil::python {
+namespace {
+
+// The process as a plain interpreter leaves it, made into coil's: returns
+// the module's path (sys.argv[1]) and the command (sys.argv[2:]), and leaves
+// `module` in sys.modules as `_coil`, sys.argv as ["coil"], __main__ without
+// the bootstrap's names, no Python signal handler (the host owns signals),
+// and nothing of the host's loader settings in the environment.
+bool take_over_process(PyObject* module, std::string& module_path, std::vector<std::string>& command) {
+  if (PyDict_SetItemString(PyImport_GetModuleDict(), "_coil", module) != 0) return false;
+  PyObject* argv = PySys_GetObject("argv");  // borrowed
+  if (argv == nullptr || !PyList_Check(argv)) {
+    PyErr_SetString(PyExc_RuntimeError, "sys.argv is missing");
+    return false;
+  }
+  for (Py_ssize_t i = 1; i < PyList_GET_SIZE(argv); ++i) {
+    const char* arg = PyUnicode_AsUTF8(PyList_GET_ITEM(argv, i));
+    if (arg == nullptr) return false;
+    if (i == 1) {
+      module_path = arg;
+    } else {
+      command.emplace_back(arg);
+    }
+  }
+  constexpr const char* kSetUp = R"py(
+import os, signal, sys, __main__
+sys.argv = ["coil"]
+for name in ("m", "u", "sys"):  # bound by the bootstrap (command_line.h)
+    __main__.__dict__.pop(name, None)
+# Python's default SIGINT handler (KeyboardInterrupt) is not installed in
+# function processes: Ctrl-C is the host's, which stops them.
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+# Set by the host for the loader only (runtime/zygote_process.cc): function
+# code, and any program it starts, must not inherit it.
+os.environ.pop("LD_BIND_NOW", None)
+del os, signal, sys, __main__
+)py";
+  PyObject* globals = PyDict_New();
+  if (globals == nullptr) return false;
+  PyObject* done = PyRun_String(kSetUp, Py_file_input, globals, globals);
+  Py_DECREF(globals);
+  if (done == nullptr) return false;
+  Py_DECREF(done);
+  return install_embedded_finder();
+}
+
+// _coil.main(): never returns.
+PyObject* main_entry(PyObject* module, PyObject*) {
+  std::string module_path;
+  std::vector<std::string> command;
+  if (!take_over_process(module, module_path, command)) {
+    PyErr_Print();
+    _exit(1);
+  }
+  if (command.size() == 2 && command[0] == "__zygote") _exit(run_zygote(std::atoi(command[1].c_str()), module_path));
+  if (command.size() >= 3 && command[0] == "__instance") run_fresh_instance(command);
+  std::fprintf(stderr, "coil-python.so is loaded by coil (coil up, coil server), not by hand\n");
+  _exit(2);
+}
+
+PyMethodDef kEntry[] = {
+    {"main", main_entry, METH_NOARGS, "Runs coil's zygote or a fresh instance; does not return."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+}  // namespace
+}  // namespace coil::python
+
+PyMODINIT_FUNC PyInit__coil() {
+  PyObject* module = coil::python::create_native_module();
+  if (module != nullptr && PyModule_AddFunctions(module, coil::python::kEntry) != 0) Py_CLEAR(module);
+  return module;
 }

@@ -6,6 +6,7 @@
 #include <linux/close_range.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -26,6 +27,7 @@
 
 #include "protocol/control.h"
 #include "python/child_process.h"
+#include "python/command_line.h"
 #include "python/instance.h"
 #include "python/interpreter.h"
 #include "sandbox/contain.h"
@@ -39,6 +41,32 @@ uint64_t now_us() {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<uint64_t>(ts.tv_sec) * 1000000u + static_cast<uint64_t>(ts.tv_nsec) / 1000u;
+}
+
+#ifndef MFD_NOEXEC_SEAL
+#define MFD_NOEXEC_SEAL 0x0008U  // Linux 6.3 (glibc 2.36's headers predate it)
+#endif
+
+// A copy of the file at `path` in a memfd (close-on-exec), sealed so that
+// no process holding it can change it. Not executable where the kernel
+// allows saying so (6.3+, and required under vm.memfd_noexec = 2): it is
+// mapped by dlopen, never exec'd. Invalid (errno set) on failure.
+unique_fd copy_to_sealed_memfd(const std::string& path, const char* name) {
+  unique_fd source(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!source) return {};
+  unique_fd copy(::memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL));
+  if (!copy && errno == EINVAL) copy.reset(::memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!copy) return {};
+  char buffer[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(source.get(), buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return {};
+    if (n == 0) break;
+    if (!write_all(copy.get(), buffer, static_cast<size_t>(n))) return {};
+  }
+  if (::fcntl(copy.get(), F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) != 0) return {};
+  return copy;
 }
 
 [[noreturn]] void fail(const char* what) {
@@ -132,17 +160,27 @@ std::string extra_threads() {
 // processes: the command line and environment, built before any fork
 // (after fork, a child of a multi-threaded process may only make
 // async-signal-safe calls until it execs).
+//
+// The instance runs coil-python.so as the zygote does, loaded from
+// runtime_module (a sealed in-memory copy that the template inherited: the
+// sandbox cannot see the file on the host), which the child puts on fd 4.
 struct FreshStart {
+  static constexpr int kModuleFd = 4;
+  int runtime_module;
   std::vector<std::string> args;
   std::vector<char*> argv;
   std::vector<std::string> env;
   std::vector<char*> envp;
 
-  FreshStart(const control::BuildTemplate& spec, const std::string& kind,
-             const std::vector<sandbox::InstanceMount>& mounts) {
-    args = {"coil-instance", "__instance", spec.function, spec.entrypoint, "kind=" + kind};
-    for (const sandbox::InstanceMount& m : mounts) args.push_back("volume=" + m.mount + ":" + std::to_string(m.size_mib));
-    if (!spec.root_path_in_path.empty()) args.push_back("root_path_in_path=" + spec.root_path_in_path);
+  FreshStart(int module_fd, const control::BuildTemplate& spec, const std::string& kind,
+             const std::vector<sandbox::InstanceMount>& mounts)
+      : runtime_module(module_fd) {
+    std::vector<std::string> command = {"__instance", spec.function, spec.entrypoint, "kind=" + kind};
+    for (const sandbox::InstanceMount& m : mounts) {
+      command.push_back("volume=" + m.mount + ":" + std::to_string(m.size_mib));
+    }
+    if (!spec.root_path_in_path.empty()) command.push_back("root_path_in_path=" + spec.root_path_in_path);
+    args = python_command_line("/proc/self/fd/" + std::to_string(kModuleFd), command);
     for (const std::string& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
     argv.push_back(nullptr);
     for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);  // the function's, as Python set it
@@ -151,9 +189,10 @@ struct FreshStart {
   }
 };
 
-// fork + exec of `coil-python __instance`; the child only makes async-signal-safe
-// calls: it joins its cgroups, puts the instance socket on fd 3 and its
-// output on 1 and 2, closes everything else and execs.
+// fork + exec of python3.11 with coil-python.so's `__instance`; the child
+// only makes async-signal-safe calls: it joins its cgroups, puts the
+// instance socket on fd 3, the runtime module on fd 4 and its output on 1
+// and 2, closes everything else and execs.
 pid_t start_fresh_instance(const FreshStart& fresh, control::Message& request, int output) {
   int fds[control::kMaxFds];
   size_t count = request.fds.size();
@@ -170,8 +209,12 @@ pid_t start_fresh_instance(const FreshStart& fresh, control::Message& request, i
   // Out of the way first (a wanted fd may sit on 1, 2 or 3), then into place.
   int socket = ::fcntl(fds[0], F_DUPFD, 100);
   int out = ::fcntl(output, F_DUPFD, 100);
-  if (socket < 0 || out < 0 || ::dup2(out, 1) < 0 || ::dup2(out, 2) < 0 || ::dup2(socket, 3) < 0) _exit(126);
-  if (::close_range(4, ~0U, 0) != 0) _exit(126);
+  int module = ::fcntl(fresh.runtime_module, F_DUPFD, 100);
+  if (socket < 0 || out < 0 || module < 0 || ::dup2(out, 1) < 0 || ::dup2(out, 2) < 0 || ::dup2(socket, 3) < 0 ||
+      ::dup2(module, FreshStart::kModuleFd) < 0) {
+    _exit(126);
+  }
+  if (::close_range(FreshStart::kModuleFd + 1, ~0U, 0) != 0) _exit(126);
   ::execve("/proc/self/exe", fresh.argv.data(), fresh.envp.data());
   _exit(127);
 }
@@ -548,7 +591,10 @@ std::vector<sandbox::InstanceMount> instance_mounts(const TemplateSandbox& sandb
 // Runs in the freshly forked (or cloned) template: isolate it, enter the
 // function's directory, import its code once, freeze the heap, report, then
 // serve spawn requests.
-[[noreturn]] void build_template(pid_t zygote_pid, int zygote_control, control::Message& build,
+//
+// runtime_module: the zygote's copy of coil-python.so (run_zygote), which
+// only a template that must start fresh processes keeps.
+[[noreturn]] void build_template(pid_t zygote_pid, int zygote_control, int runtime_module, control::Message& build,
                                  const TemplateSandbox& sandbox) {
   const control::BuildTemplate& spec = build.build;
   int control = build.fds[0].release();
@@ -682,7 +728,13 @@ std::vector<sandbox::InstanceMount> instance_mounts(const TemplateSandbox& sandb
   // Everything imported so far is shared with every instance: move it out of
   // the collector's reach so that collections in instances do not write to
   // (and so copy) the shared pages.
-  if (PyRun_SimpleString("import gc; gc.collect(); gc.freeze()") != 0) _exit(1);
+  PyObject* gc = PyImport_ImportModule("gc");
+  PyObject* collected = gc ? PyObject_CallMethod(gc, "collect", nullptr) : nullptr;
+  PyObject* frozen = collected ? PyObject_CallMethod(gc, "freeze", nullptr) : nullptr;
+  if (frozen == nullptr) report_failure("gc.freeze: " + take_exception_summary());
+  Py_DECREF(frozen);
+  Py_DECREF(collected);
+  Py_DECREF(gc);
 
   control::Message ready;
   ready.type = control::Type::kTemplateReady;
@@ -696,7 +748,11 @@ std::vector<sandbox::InstanceMount> instance_mounts(const TemplateSandbox& sandb
   // there. Such a template starts each instance as a fresh process instead.
   std::unique_ptr<FreshStart> fresh;
   std::vector<sandbox::InstanceMount> mounts = instance_mounts(sandbox);
-  if (!threads.empty()) fresh = std::make_unique<FreshStart>(spec, kind_name, mounts);
+  if (threads.empty()) {
+    ::close(runtime_module);
+  } else {
+    fresh = std::make_unique<FreshStart>(runtime_module, spec, kind_name, mounts);
+  }
   serve_template(control, invoke, spec.function, kind_name, fresh.get(), std::move(mounts));
 }
 
@@ -709,7 +765,8 @@ void close_host_namespaces(const sandbox::HostNamespaces& own) {
 // Forks (or clones into fresh namespaces) the template of a kBuildTemplate.
 // A sandboxed template waits until the zygote has written its id maps and
 // assembled its root, then goes on by itself.
-void start_template(pid_t self, int control_fd, const sandbox::HostNamespaces& own, control::Message& message) {
+void start_template(pid_t self, int control_fd, int runtime_module, const sandbox::HostNamespaces& own,
+                    control::Message& message) {
   TemplateSandbox sandbox = sandbox_of(message.build);
   auto report_failure = [&](const std::string& what) {
     control::Message failed;
@@ -721,7 +778,7 @@ void start_template(pid_t self, int control_fd, const sandbox::HostNamespaces& o
     pid_t pid = fork_python();
     if (pid == 0) {
       close_host_namespaces(own);
-      build_template(self, control_fd, message, sandbox);
+      build_template(self, control_fd, runtime_module, message, sandbox);
     }
     if (pid < 0) report_failure(std::string("fork: ") + std::strerror(errno));
     return;
@@ -740,7 +797,7 @@ void start_template(pid_t self, int control_fd, const sandbox::HostNamespaces& o
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::read(release[0], &go, 1) != 1 || go != 'g') _exit(1);
     ::close(release[0]);
     close_host_namespaces(own);
-    build_template(self, control_fd, message, sandbox);
+    build_template(self, control_fd, runtime_module, message, sandbox);
   }
   ::close(release[0]);
   unique_fd release_fd(release[1]);
@@ -781,18 +838,20 @@ void start_template(pid_t self, int control_fd, const sandbox::HostNamespaces& o
 
 }  // namespace
 
-[[noreturn]] void run_fresh_instance(int argc, char** argv) {
-  // fd 3: the instance socket; fds 1 and 2: the output pipe (set up by
-  // start_fresh_instance). The sandbox came with the exec.
-  std::string function = argv[2];
-  std::string entrypoint = argv[3];
+[[noreturn]] void run_fresh_instance(const std::vector<std::string>& command) {
+  // fd 3: the instance socket; fds 1 and 2: the output pipe; fd 4: the
+  // runtime module, loaded by now (set up by start_fresh_instance). The
+  // sandbox came with the exec.
+  ::close(FreshStart::kModuleFd);
+  const std::string& function = command[1];
+  const std::string& entrypoint = command[2];
   auto die = [&](const std::string& message) {
     std::fprintf(stderr, "coil: instance of %s: %s\n", function.c_str(), message.c_str());
     _exit(1);
   };
   std::vector<sandbox::InstanceMount> mounts;
-  for (int i = 4; i < argc; ++i) {
-    std::string option = argv[i];
+  for (size_t i = 3; i < command.size(); ++i) {
+    const std::string& option = command[i];
     if (option.rfind("volume=", 0) != 0) continue;
     auto colon = option.rfind(':');
     mounts.push_back({option.substr(7, colon - 7), std::strtoull(option.c_str() + colon + 1, nullptr, 10)});
@@ -801,7 +860,6 @@ void start_template(pid_t self, int control_fd, const sandbox::HostNamespaces& o
   // The exec reset caught signals but kept ignored ones (the mask was
   // cleared before it): the same dispositions as a forked instance's.
   reset_signals(signals_not_default());
-  if (Status s = start_interpreter(); !s) die(s.message());
   char cwd[4096];
   if (::getcwd(cwd, sizeof(cwd)) == nullptr) die(std::string("getcwd: ") + std::strerror(errno));
   PyObject* sys_path = PySys_GetObject("path");  // borrowed
@@ -816,8 +874,8 @@ void start_template(pid_t self, int control_fd, const sandbox::HostNamespaces& o
     die(take_exception_summary());
   }
   Py_DECREF(name);
-  for (int i = 4; i < argc; ++i) {
-    std::string option = argv[i];
+  for (size_t i = 3; i < command.size(); ++i) {
+    const std::string& option = command[i];
     auto equals = option.find('=');
     if (equals == std::string::npos || option.rfind("volume=", 0) == 0) continue;
     PyObject* value = PyUnicode_FromString(option.substr(equals + 1).c_str());
@@ -841,15 +899,20 @@ void start_template(pid_t self, int control_fd, const sandbox::HostNamespaces& o
   _exit(1);
 }
 
-int run_zygote(int control_fd) {
+int run_zygote(int control_fd, const std::string& runtime_module_path) {
+  ::prctl(PR_SET_NAME, "coil-zygote");
   // Templates are reaped automatically; the host learns of their end when
   // their control socket closes.
   struct sigaction action {};
   action.sa_handler = SIG_IGN;
   ::sigaction(SIGCHLD, &action, nullptr);
 
-  if (Status s = start_interpreter(); !s) {
-    std::fprintf(stderr, "coil: zygote: %s\n", s.message().c_str());
+  // A template whose import started threads execs its instances, which load
+  // coil-python.so again, from inside the sandbox where the host's file is
+  // out of sight. They load this copy: in memory, sealed, inherited.
+  unique_fd runtime_module = copy_to_sealed_memfd(runtime_module_path, "coil-python.so");
+  if (!runtime_module) {
+    std::fprintf(stderr, "coil: zygote: cannot copy %s: %s\n", runtime_module_path.c_str(), std::strerror(errno));
     return 1;
   }
   // What every template needs, imported once here and shared by all: the
@@ -885,7 +948,7 @@ int run_zygote(int control_fd) {
       std::fprintf(stderr, "coil: zygote: unexpected control message\n");
       continue;
     }
-    start_template(self, control_fd, own, message);
+    start_template(self, control_fd, runtime_module.get(), own, message);
     // The parent's copies of the template's fds close with `message`.
   }
 }

@@ -1,22 +1,27 @@
-// The zygote: the process the host starts (fork+exec of the coil-python
-// program as `coil-python __zygote FD`, see main.cc) to hold an initialised CPython from which templates are
-// forked. See ARCHITECTURE.md for the process tree.
+// The zygote: the process the host starts (fork+exec of python3.11, which
+// loads coil-python.so and runs `__zygote FD`: command_line.h, main.cc) to
+// hold an initialised CPython from which templates are forked. See
+// ARCHITECTURE.md for the process tree.
 //
 // Contract: serves kBuildTemplate messages on `control_fd` until the host
 // closes it, then exits 0. Each template it forks reports to the host on the
 // template's own control socket, not through the zygote.
 #pragma once
 
+#include <string>
+#include <vector>
+
 namespace coil::python {
 
-int run_zygote(int control_fd);
+// runtime_module_path: the coil-python.so this process loaded.
+int run_zygote(int control_fd, const std::string& runtime_module_path);
 
-// `coil-python __instance FUNCTION ENTRYPOINT KEY=VALUE...`: an instance started
+// `__instance FUNCTION ENTRYPOINT KEY=VALUE...`: an instance started
 // as a fresh process, for a template that must not fork because its import
 // started threads. It runs inside the template's sandbox (inherited through
 // exec), with its instance socket on fd 3 and its output on fds 1 and 2; it
 // imports the entrypoint itself, runs both hook lists, and serves. Never
 // returns.
-[[noreturn]] void run_fresh_instance(int argc, char** argv);
+[[noreturn]] void run_fresh_instance(const std::vector<std::string>& command);
 
 }  // namespace coil::python

@@ -1,6 +1,7 @@
 #include "runtime/zygote_process.h"
 
 #include <fcntl.h>
+#include <link.h>
 #include <linux/close_range.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -10,10 +11,14 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <filesystem>
 #include <cstring>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
 
 #include "common/log.h"
+#include "python/command_line.h"
 #include "sandbox/contain.h"
 #include "sandbox/namespaces.h"
 
@@ -40,18 +45,47 @@ Status socket_pair(int type, unique_fd& a, unique_fd& b) {
   return Status::ok();
 }
 
-// coil-python (src/python/main.cc), installed next to the running coil
-// binary: the program the zygote runs.
-Result<std::string> python_program() {
+// coil-python.so (src/python/main.cc), installed next to the running coil
+// binary: coil's runtime, which the zygote's python3.11 loads.
+Result<std::string> runtime_module() {
   std::error_code error;
   std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", error);
   if (error) return Status::error("cannot find the coil binary (/proc/self/exe): " + error.message());
-  std::string program = (self.parent_path() / "coil-python").string();
-  if (::access(program.c_str(), X_OK) != 0) {
-    return Status::error("coil-python, the program that runs Python for coil, is missing next to the coil binary (" +
-                         program + ": " + std::strerror(errno) + "); it is built and installed with coil");
+  std::string module = (self.parent_path() / "coil-python.so").string();
+  if (::access(module.c_str(), R_OK) != 0) {
+    return Status::error("coil-python.so, coil's runtime for Python, is missing next to the coil binary (" + module +
+                         ": " + std::strerror(errno) + "); it is built and installed with coil");
   }
-  return program;
+  if (::access(python::kPythonProgram, X_OK) != 0) {
+    return Status::error(std::string("Debian's Python 3.11, which runs functions, is missing (") +
+                         python::kPythonProgram + ": " + std::strerror(errno) +
+                         "); install the python3.11 package (scripts/setup does)");
+  }
+  return module;
+}
+
+// The sanitizer runtimes this coil runs with, as an LD_PRELOAD value: ""
+// unless this is a sanitizer build (-DCOIL_SANITIZE=ON). Such a build's
+// coil-python.so is instrumented too, and python3.11, which is not, must
+// load ASan's runtime before anything else to run it.
+std::string sanitizer_runtimes() {
+#if defined(__SANITIZE_ADDRESS__)
+  std::string found;
+  ::dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* out) {
+        std::string_view name = info->dlpi_name != nullptr ? info->dlpi_name : "";
+        if (name.find("/libasan.so") != std::string_view::npos || name.find("/libubsan.so") != std::string_view::npos) {
+          auto& list = *static_cast<std::string*>(out);
+          if (!list.empty()) list += ':';
+          list += name;
+        }
+        return 0;
+      },
+      &found);
+  return found;
+#else
+  return "";
+#endif
 }
 
 }  // namespace
@@ -85,23 +119,33 @@ Result<std::unique_ptr<ZygoteProcess>> ZygoteProcess::start(boost::asio::io_cont
   unique_fd host_end, zygote_end;
   if (Status s = socket_pair(SOCK_SEQPACKET, host_end, zygote_end); !s) return s;
 
-  Result<std::string> program = python_program();
-  if (!program) return program.status();
+  Result<std::string> module = runtime_module();
+  if (!module) return module.status();
   // Everything the child needs is prepared before fork: after it, only
   // async-signal-safe calls until exec.
-  static char arg0[] = "coil-python";
-  static char arg1[] = "__zygote";
-  static char arg2[] = "3";
-  char* argv[] = {arg0, arg1, arg2, nullptr};
+  std::vector<std::string> command = python::python_command_line(*module, {"__zygote", "3"});
+  std::vector<char*> argv;
+  for (std::string& arg : command) argv.push_back(arg.data());
+  argv.push_back(nullptr);
   static char env_path[] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
   static char env_lang[] = "LANG=C.UTF-8";
   static char env_home[] = "HOME=/tmp";
   // Every library's symbols are bound when the zygote starts, once, rather
   // than on a first call in each forked instance (a symbol lookup, and a
-  // write that copies a page of the library's GOT). coil-python removes the
-  // variable at once: nothing it starts sees it.
+  // write that copies a page of the library's GOT). coil-python.so removes
+  // the variable at once: nothing it starts sees it.
   static char env_bind_now[] = "LD_BIND_NOW=1";
-  char* envp[] = {env_path, env_lang, env_home, env_bind_now, nullptr};
+  std::vector<char*> envp = {env_path, env_lang, env_home, env_bind_now};
+  // A sanitizer build (for tests only) runs functions with its sanitizers'
+  // runtimes preloaded, and without leak reports, which Python's exit (in a
+  // program a function starts) would turn into failures.
+  std::string preload = "LD_PRELOAD=" + sanitizer_runtimes();
+  static char env_asan_options[] = "ASAN_OPTIONS=detect_leaks=0:disable_coredump=0";
+  if (preload != "LD_PRELOAD=") {
+    envp.push_back(preload.data());
+    envp.push_back(env_asan_options);
+  }
+  envp.push_back(nullptr);
   pid_t host = ::getpid();
 
   pid_t pid = ::fork();
@@ -118,7 +162,7 @@ Result<std::unique_ptr<ZygoteProcess>> ZygoteProcess::start(boost::asio::io_cont
     int null_fd = ::open("/dev/null", O_RDONLY);
     if (null_fd < 0 || ::dup2(null_fd, 0) < 0) _exit(127);
     if (::close_range(4, ~0U, 0) != 0) _exit(127);
-    ::execve(program->c_str(), argv, envp);
+    ::execve(python::kPythonProgram, argv.data(), envp.data());
     _exit(127);
   }
   zygote_end.reset();

@@ -370,8 +370,8 @@ def test_a_dead_template_is_rebuilt_when_a_request_needs_it(coil, tmp_path):
     assert int(m.group(1)) != first_template
 
 
-def test_missing_python_program_is_named(tmp_path):
-    """coil runs Python through coil-python, installed next to it: a coil
+def test_missing_python_runtime_is_named(tmp_path):
+    """coil runs Python through coil-python.so, installed next to it: a coil
     binary copied without it refuses to start and says what is missing."""
     alone = tmp_path / "bin"
     alone.mkdir()
@@ -383,5 +383,5 @@ def test_missing_python_program_is_named(tmp_path):
                        stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
     err = p.stderr.decode(errors="replace")
     assert p.returncode != 0
-    assert f"coil-python, the program that runs Python for coil, is missing next to the coil binary " \
-           f"({alone / 'coil-python'}" in err, err
+    assert f"coil-python.so, coil's runtime for Python, is missing next to the coil binary " \
+           f"({alone / 'coil-python.so'}" in err, err

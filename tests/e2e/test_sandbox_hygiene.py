@@ -15,8 +15,12 @@ import pytest
 from conftest import COIL_BIN, LISTEN_RE, fn_toml, manifest, write_files
 
 PROBE_APP = '''
-import json, os
+import json, os, sys, __main__
 from spin_http import Response
+
+def interpreter():
+    return {"executable": sys.executable, "argv": sys.argv, "isolated": sys.flags.isolated,
+            "utf8_mode": sys.flags.utf8_mode, "main": sorted(n for n in vars(__main__) if not n.startswith("__"))}
 
 def signal_masks():
     masks = {}
@@ -33,7 +37,8 @@ def handle_request(request):
             fds[fd] = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
             pass  # the directory listing's own fd, closed by now
-    return Response(200, None, json.dumps({"fds": fds, "env": dict(os.environ), "signals": signal_masks()}))
+    return Response(200, None, json.dumps({"fds": fds, "env": dict(os.environ), "signals": signal_masks(),
+                                           "python": interpreter()}))
 '''
 
 
@@ -49,7 +54,8 @@ def coil_with_leaky_parent(tmp_path):
     blocked. Yields (port, leaked fd number)."""
     directory = write_files(tmp_path / "fn", {
         "coil.toml": manifest(fn_toml("probe", "/...", env={"GREETING": "hi"}),
-                              fn_toml("probe-threads", "/threads/...", entrypoint="threaded:handle_request")),
+                              fn_toml("probe-threads", "/threads/...", entrypoint="threaded:handle_request",
+                                      env={"GREETING": "hi"})),
         "app.py": PROBE_APP,
         # A thread at import: this template starts its instances as fresh processes.
         "threaded.py": "import threading, time\nthreading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n"
@@ -85,18 +91,32 @@ def probe(port, path="/"):
 
 
 def test_only_stdio_and_the_instance_socket_are_open(coil_with_leaky_parent):
+    # A forked instance, and one started fresh: nothing else, not the
+    # runtime module's copy that a fresh start is loaded from.
     port, leaked = coil_with_leaky_parent
-    fds = probe(port)["fds"]
-    assert str(leaked) not in fds or not fds[str(leaked)].startswith("pipe:"), fds
-    assert fds["0"] == "/dev/null"
-    assert fds["1"].startswith("pipe:") and fds["1"] == fds["2"], fds
-    others = {fd: target for fd, target in fds.items() if fd not in ("0", "1", "2")}
-    assert len(others) == 1 and re.match(r"^socket:\[\d+\]$", next(iter(others.values()))), fds
+    for path in ("/", "/threads/x"):
+        fds = probe(port, path)["fds"]
+        assert str(leaked) not in fds or not fds[str(leaked)].startswith("pipe:"), fds
+        assert fds["0"] == "/dev/null"
+        assert fds["1"].startswith("pipe:") and fds["1"] == fds["2"], fds
+        others = {fd: target for fd, target in fds.items() if fd not in ("0", "1", "2")}
+        assert len(others) == 1 and re.match(r"^socket:\[\d+\]$", next(iter(others.values()))), (path, fds)
 
 
-def test_environment_is_the_manifest_plus_documented_variables(coil_with_leaky_parent):
+def test_functions_run_on_debians_python_program(coil_with_leaky_parent):
+    # The interpreter is /usr/bin/python3.11 itself (not libpython embedded),
+    # isolated and in UTF-8 mode, and nothing of how coil started it shows:
+    # sys.argv is ["coil"] and __main__ holds no name of the bootstrap.
     port, _ = coil_with_leaky_parent
-    env = probe(port)["env"]
+    for path in ("/", "/threads/x"):
+        assert probe(port, path)["python"] == {"executable": "/usr/bin/python3.11", "argv": ["coil"], "isolated": 1,
+                                               "utf8_mode": 1, "main": []}, path
+
+
+@pytest.mark.parametrize("path", ["/", "/threads/x"])
+def test_environment_is_the_manifest_plus_documented_variables(coil_with_leaky_parent, path):
+    port, _ = coil_with_leaky_parent
+    env = probe(port, path)["env"]
     proxies = {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"}
     threads = {"OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"}
     assert set(env) == {"PATH", "LANG", "HOME", "GREETING"} | proxies | threads, env
