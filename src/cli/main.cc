@@ -1,5 +1,6 @@
-// The coil binary: the user-facing commands. Python runs in a separate
-// program, coil-python (src/python/main.cc), which the host starts.
+// The coil binary: the user-facing commands. Python runs in separate
+// processes: Debian's python3.11, running coil-python.so
+// (src/python/main.cc), which the host starts.
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <cstring>

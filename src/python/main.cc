@@ -7,19 +7,18 @@
 // a fork's cost grows with that count (it copies each area's bookkeeping).
 // See ARCHITECTURE.md.
 //
-// Internal: the host starts `python3.11 ... -c BOOTSTRAP coil-python.so
+// Internal: the host starts `python3.11 ... -c BOOTSTRAP /proc/self/fd/4
 // __zygote FD` (runtime/zygote_process.cc); a template whose import started
 // threads starts its instances as `... __instance ...` (python/zygote.h).
 // Nobody runs it by hand.
 #include <Python.h>
-#include <signal.h>
-#include <sys/prctl.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "python/command_line.h"
 #include "python/interpreter.h"
 #include "python/zygote.h"
 
@@ -27,29 +26,27 @@ namespace coil::python {
 namespace {
 
 // The process as a plain interpreter leaves it, made into coil's: returns
-// the module's path (sys.argv[1]) and the command (sys.argv[2:]), and leaves
-// `module` in sys.modules as `_coil`, sys.argv as ["coil"], __main__ without
-// the bootstrap's names, no Python signal handler (the host owns signals),
-// and nothing of the host's loader settings in the environment.
-bool take_over_process(PyObject* module, std::string& module_path, std::vector<std::string>& command) {
+// the command (sys.argv[2:]; sys.argv[1] is where the module was loaded
+// from), and leaves `module` in sys.modules as `_coil`, sys.argv and
+// sys.orig_argv as ["coil"], __main__ without the bootstrap's names, no
+// Python signal handler (the host owns signals), and nothing of the host's
+// loader settings in the environment.
+bool take_over_process(PyObject* module, std::vector<std::string>& command) {
   if (PyDict_SetItemString(PyImport_GetModuleDict(), "_coil", module) != 0) return false;
   PyObject* argv = PySys_GetObject("argv");  // borrowed
   if (argv == nullptr || !PyList_Check(argv)) {
     PyErr_SetString(PyExc_RuntimeError, "sys.argv is missing");
     return false;
   }
-  for (Py_ssize_t i = 1; i < PyList_GET_SIZE(argv); ++i) {
+  for (Py_ssize_t i = 2; i < PyList_GET_SIZE(argv); ++i) {
     const char* arg = PyUnicode_AsUTF8(PyList_GET_ITEM(argv, i));
     if (arg == nullptr) return false;
-    if (i == 1) {
-      module_path = arg;
-    } else {
-      command.emplace_back(arg);
-    }
+    command.emplace_back(arg);
   }
   constexpr const char* kSetUp = R"py(
 import os, signal, sys, __main__
 sys.argv = ["coil"]
+sys.orig_argv = ["coil"]
 for name in ("m", "u", "sys"):  # bound by the bootstrap (command_line.h)
     __main__.__dict__.pop(name, None)
 # Python's default SIGINT handler (KeyboardInterrupt) is not installed in
@@ -69,15 +66,23 @@ del os, signal, sys, __main__
   return install_embedded_finder();
 }
 
-// _coil.main(): never returns.
+// _coil.main(): never returns. Once only: function code that calls it gets
+// a RuntimeError.
 PyObject* main_entry(PyObject* module, PyObject*) {
-  std::string module_path;
+  static bool started = false;
+  if (started) {
+    PyErr_SetString(PyExc_RuntimeError, "coil's runtime is running already");
+    return nullptr;
+  }
+  started = true;
   std::vector<std::string> command;
-  if (!take_over_process(module, module_path, command)) {
+  if (!take_over_process(module, command)) {
     PyErr_Print();
     _exit(1);
   }
-  if (command.size() == 2 && command[0] == "__zygote") _exit(run_zygote(std::atoi(command[1].c_str()), module_path));
+  if (command.size() == 2 && command[0] == "__zygote") {
+    _exit(run_zygote(std::atoi(command[1].c_str()), kRuntimeModuleFd));
+  }
   if (command.size() >= 3 && command[0] == "__instance") run_fresh_instance(command);
   std::fprintf(stderr, "coil-python.so is loaded by coil (coil up, coil server), not by hand\n");
   _exit(2);

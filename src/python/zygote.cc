@@ -6,7 +6,6 @@
 #include <linux/close_range.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -41,32 +40,6 @@ uint64_t now_us() {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<uint64_t>(ts.tv_sec) * 1000000u + static_cast<uint64_t>(ts.tv_nsec) / 1000u;
-}
-
-#ifndef MFD_NOEXEC_SEAL
-#define MFD_NOEXEC_SEAL 0x0008U  // Linux 6.3 (glibc 2.36's headers predate it)
-#endif
-
-// A copy of the file at `path` in a memfd (close-on-exec), sealed so that
-// no process holding it can change it. Not executable where the kernel
-// allows saying so (6.3+, and required under vm.memfd_noexec = 2): it is
-// mapped by dlopen, never exec'd. Invalid (errno set) on failure.
-unique_fd copy_to_sealed_memfd(const std::string& path, const char* name) {
-  unique_fd source(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!source) return {};
-  unique_fd copy(::memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL));
-  if (!copy && errno == EINVAL) copy.reset(::memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING));
-  if (!copy) return {};
-  char buffer[1 << 16];
-  for (;;) {
-    ssize_t n = ::read(source.get(), buffer, sizeof(buffer));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return {};
-    if (n == 0) break;
-    if (!write_all(copy.get(), buffer, static_cast<size_t>(n))) return {};
-  }
-  if (::fcntl(copy.get(), F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) != 0) return {};
-  return copy;
 }
 
 [[noreturn]] void fail(const char* what) {
@@ -161,11 +134,10 @@ std::string extra_threads() {
 // (after fork, a child of a multi-threaded process may only make
 // async-signal-safe calls until it execs).
 //
-// The instance runs coil-python.so as the zygote does, loaded from
-// runtime_module (a sealed in-memory copy that the template inherited: the
-// sandbox cannot see the file on the host), which the child puts on fd 4.
+// The instance runs coil-python.so as the zygote does, from the copy the
+// template inherited (runtime_module), which the child puts on fd 4
+// (command_line.h).
 struct FreshStart {
-  static constexpr int kModuleFd = 4;
   int runtime_module;
   std::vector<std::string> args;
   std::vector<char*> argv;
@@ -180,7 +152,7 @@ struct FreshStart {
       command.push_back("volume=" + m.mount + ":" + std::to_string(m.size_mib));
     }
     if (!spec.root_path_in_path.empty()) command.push_back("root_path_in_path=" + spec.root_path_in_path);
-    args = python_command_line("/proc/self/fd/" + std::to_string(kModuleFd), command);
+    args = python_command_line(command);
     for (const std::string& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
     argv.push_back(nullptr);
     for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);  // the function's, as Python set it
@@ -211,10 +183,10 @@ pid_t start_fresh_instance(const FreshStart& fresh, control::Message& request, i
   int out = ::fcntl(output, F_DUPFD, 100);
   int module = ::fcntl(fresh.runtime_module, F_DUPFD, 100);
   if (socket < 0 || out < 0 || module < 0 || ::dup2(out, 1) < 0 || ::dup2(out, 2) < 0 || ::dup2(socket, 3) < 0 ||
-      ::dup2(module, FreshStart::kModuleFd) < 0) {
+      ::dup2(module, kRuntimeModuleFd) < 0) {
     _exit(126);
   }
-  if (::close_range(FreshStart::kModuleFd + 1, ~0U, 0) != 0) _exit(126);
+  if (::close_range(kRuntimeModuleFd + 1, ~0U, 0) != 0) _exit(126);
   ::execve("/proc/self/exe", fresh.argv.data(), fresh.envp.data());
   _exit(127);
 }
@@ -842,7 +814,7 @@ void start_template(pid_t self, int control_fd, int runtime_module, const sandbo
   // fd 3: the instance socket; fds 1 and 2: the output pipe; fd 4: the
   // runtime module, loaded by now (set up by start_fresh_instance). The
   // sandbox came with the exec.
-  ::close(FreshStart::kModuleFd);
+  ::close(kRuntimeModuleFd);
   const std::string& function = command[1];
   const std::string& entrypoint = command[2];
   auto die = [&](const std::string& message) {
@@ -899,7 +871,7 @@ void start_template(pid_t self, int control_fd, int runtime_module, const sandbo
   _exit(1);
 }
 
-int run_zygote(int control_fd, const std::string& runtime_module_path) {
+int run_zygote(int control_fd, int runtime_module) {
   ::prctl(PR_SET_NAME, "coil-zygote");
   // Templates are reaped automatically; the host learns of their end when
   // their control socket closes.
@@ -907,14 +879,9 @@ int run_zygote(int control_fd, const std::string& runtime_module_path) {
   action.sa_handler = SIG_IGN;
   ::sigaction(SIGCHLD, &action, nullptr);
 
-  // A template whose import started threads execs its instances, which load
-  // coil-python.so again, from inside the sandbox where the host's file is
-  // out of sight. They load this copy: in memory, sealed, inherited.
-  unique_fd runtime_module = copy_to_sealed_memfd(runtime_module_path, "coil-python.so");
-  if (!runtime_module) {
-    std::fprintf(stderr, "coil: zygote: cannot copy %s: %s\n", runtime_module_path.c_str(), std::strerror(errno));
-    return 1;
-  }
+  // Kept for templates whose instances must start fresh; nothing it execs
+  // inherits it.
+  if (::fcntl(runtime_module, F_SETFD, FD_CLOEXEC) != 0) fail("fcntl on coil-python.so's fd");
   // What every template needs, imported once here and shared by all: the
   // runtime, and nothing more. asyncio (with uvloop) is imported by the
   // templates of ASGI apps only (start_template): it would add 6.6 MiB of
@@ -948,7 +915,7 @@ int run_zygote(int control_fd, const std::string& runtime_module_path) {
       std::fprintf(stderr, "coil: zygote: unexpected control message\n");
       continue;
     }
-    start_template(self, control_fd, runtime_module.get(), own, message);
+    start_template(self, control_fd, runtime_module, own, message);
     // The parent's copies of the template's fds close with `message`.
   }
 }

@@ -13,13 +13,15 @@
 
 namespace coil::python {
 
-// runtime_module_path: the coil-python.so this process loaded.
-int run_zygote(int control_fd, const std::string& runtime_module_path);
+// runtime_module: the fd of the coil-python.so this process loaded
+// (command_line.h), which templates whose import started threads keep.
+int run_zygote(int control_fd, int runtime_module);
 
 // `__instance FUNCTION ENTRYPOINT KEY=VALUE...`: an instance started
 // as a fresh process, for a template that must not fork because its import
 // started threads. It runs inside the template's sandbox (inherited through
-// exec), with its instance socket on fd 3 and its output on fds 1 and 2; it
+// exec), with its instance socket on fd 3, its output on fds 1 and 2 and
+// coil-python.so on fd 4 (closed once loaded); it
 // imports the entrypoint itself, runs both hook lists, and serves. Never
 // returns.
 [[noreturn]] void run_fresh_instance(const std::vector<std::string>& command);

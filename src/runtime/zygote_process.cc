@@ -4,7 +4,9 @@
 #include <link.h>
 #include <linux/close_range.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -57,11 +59,40 @@ Result<std::string> runtime_module() {
                          ": " + std::strerror(errno) + "); it is built and installed with coil");
   }
   if (::access(python::kPythonProgram, X_OK) != 0) {
-    return Status::error(std::string("Debian's Python 3.11, which runs functions, is missing (") +
+    return Status::error(std::string("Debian's Python 3.11, which runs functions, cannot be run (") +
                          python::kPythonProgram + ": " + std::strerror(errno) +
                          "); install the python3.11 package (scripts/setup does)");
   }
   return module;
+}
+
+#ifndef MFD_NOEXEC_SEAL
+#define MFD_NOEXEC_SEAL 0x0008U  // Linux 6.3 (glibc 2.36's headers predate it)
+#endif
+
+// coil-python.so as the zygote gets it (python/command_line.h): a copy in a
+// memfd (close-on-exec), sealed so that no process holding it can change
+// it, and not executable where the kernel allows saying so (6.3+, and
+// required under vm.memfd_noexec = 2): it is mapped by dlopen, never
+// exec'd. Where memfds are refused, the file itself, read-only.
+Result<unique_fd> open_runtime_module(const std::string& path) {
+  unique_fd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!file) return Status::error("cannot open " + path + ": " + std::strerror(errno));
+  unique_fd copy(::memfd_create("coil-python.so", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL));
+  if (!copy && errno == EINVAL) copy.reset(::memfd_create("coil-python.so", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!copy) return file;
+  struct stat st {};
+  if (::fstat(file.get(), &st) != 0) return Status::error("cannot stat " + path + ": " + std::strerror(errno));
+  for (off_t copied = 0; copied < st.st_size;) {
+    ssize_t n = ::sendfile(copy.get(), file.get(), nullptr, static_cast<size_t>(st.st_size - copied));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return Status::error("cannot copy " + path + ": " + (n < 0 ? std::strerror(errno) : "file shrank"));
+    copied += n;
+  }
+  if (::fcntl(copy.get(), F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) != 0) {
+    return Status::error(std::string("cannot seal the copy of coil-python.so: ") + std::strerror(errno));
+  }
+  return copy;
 }
 
 // The sanitizer runtimes this coil runs with, as an LD_PRELOAD value: ""
@@ -119,11 +150,13 @@ Result<std::unique_ptr<ZygoteProcess>> ZygoteProcess::start(boost::asio::io_cont
   unique_fd host_end, zygote_end;
   if (Status s = socket_pair(SOCK_SEQPACKET, host_end, zygote_end); !s) return s;
 
-  Result<std::string> module = runtime_module();
+  Result<std::string> module_path = runtime_module();
+  if (!module_path) return module_path.status();
+  Result<unique_fd> module = open_runtime_module(*module_path);
   if (!module) return module.status();
   // Everything the child needs is prepared before fork: after it, only
   // async-signal-safe calls until exec.
-  std::vector<std::string> command = python::python_command_line(*module, {"__zygote", "3"});
+  std::vector<std::string> command = python::python_command_line({"__zygote", "3"});
   std::vector<char*> argv;
   for (std::string& arg : command) argv.push_back(arg.data());
   argv.push_back(nullptr);
@@ -156,12 +189,18 @@ Result<std::unique_ptr<ZygoteProcess>> ZygoteProcess::start(boost::asio::io_cont
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    if (::dup2(zygote_end.get(), 3) < 0) _exit(127);  // dup2 clears CLOEXEC on fd 3
+    // Out of the way first (either may sit on 3 or 4), then into place;
+    // dup2 clears CLOEXEC.
+    int control = ::fcntl(zygote_end.get(), F_DUPFD, 100);
+    int runtime = ::fcntl(module->get(), F_DUPFD, 100);
+    if (control < 0 || runtime < 0 || ::dup2(control, 3) < 0 || ::dup2(runtime, python::kRuntimeModuleFd) < 0) {
+      _exit(127);
+    }
     // Nothing the host inherited reaches function code: stdin is /dev/null,
-    // and every fd above the control socket is closed.
+    // and every fd above the control socket and the module is closed.
     int null_fd = ::open("/dev/null", O_RDONLY);
     if (null_fd < 0 || ::dup2(null_fd, 0) < 0) _exit(127);
-    if (::close_range(4, ~0U, 0) != 0) _exit(127);
+    if (::close_range(python::kRuntimeModuleFd + 1, ~0U, 0) != 0) _exit(127);
     ::execve(python::kPythonProgram, argv.data(), envp.data());
     _exit(127);
   }

@@ -1,5 +1,6 @@
 """Faults, timeouts, scaling, shutdown, process hygiene and logs."""
 
+import http.client
 import os
 import re
 import select
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import COIL_BIN, BgRequest, RawConn, describe, fn_toml, gate_volume, manifest, wait_gone, wait_port_closed
+from conftest import COIL_BIN, LISTEN_RE, BgRequest, RawConn, describe, fn_toml, gate_volume, manifest, wait_gone, wait_port_closed
 
 FAULT_APP = '''
 import ctypes, os, sys, time
@@ -368,6 +369,37 @@ def test_a_dead_template_is_rebuilt_when_a_request_needs_it(coil, tmp_path):
     assert r.status == 200, r
     m = c.wait_for_line(r"^coil: template reborn ready in [\d.]+ms \(pid (\d+)\)$", since=mark, timeout=10)
     assert int(m.group(1)) != first_template
+
+
+def test_coil_runs_from_a_directory_whose_name_is_not_utf8(tmp_path):
+    """coil and coil-python.so copied together anywhere run functions, even
+    from a directory whose name is not valid UTF-8."""
+    odd = tmp_path / os.fsdecode(b"bin-\xff")
+    odd.mkdir()
+    shutil.copy2(COIL_BIN, odd / "coil")
+    shutil.copy2(os.path.join(os.path.dirname(COIL_BIN), "coil-python.so"), odd / "coil-python.so")
+    app = tmp_path / "fn"
+    app.mkdir()
+    (app / "app.py").write_text("from spin_http import Response\n"
+                                "def handle_request(request):\n    return Response(200, None, b'odd ok')\n")
+    p = subprocess.Popen([str(odd / "coil"), "up", str(app), "app:handle_request", "--listen", "127.0.0.1:0"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         start_new_session=True)
+    try:
+        port = None
+        for raw in p.stderr:
+            m = LISTEN_RE.match(raw.decode(errors="replace").rstrip("\n"))
+            if m:
+                port = int(m.group(1))
+                break
+        assert port, "coil did not start"
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/")
+        r = conn.getresponse()
+        assert (r.status, r.read()) == (200, b"odd ok")
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(10)
 
 
 def test_missing_python_runtime_is_named(tmp_path):

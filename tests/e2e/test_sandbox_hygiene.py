@@ -19,8 +19,16 @@ import json, os, sys, __main__
 from spin_http import Response
 
 def interpreter():
-    return {"executable": sys.executable, "argv": sys.argv, "isolated": sys.flags.isolated,
-            "utf8_mode": sys.flags.utf8_mode, "main": sorted(n for n in vars(__main__) if not n.startswith("__"))}
+    import _coil
+    try:
+        _coil.main()
+        again = "returned"
+    except RuntimeError as e:
+        again = str(e)
+    return {"executable": sys.executable, "argv": sys.argv, "orig_argv": sys.orig_argv,
+            "isolated": sys.flags.isolated, "utf8_mode": sys.flags.utf8_mode,
+            "main": sorted(n for n in vars(__main__) if not n.startswith("__")),
+            "cmdline": open("/proc/self/cmdline", "rb").read().decode(errors="replace"), "main_again": again}
 
 def signal_masks():
     masks = {}
@@ -105,12 +113,18 @@ def test_only_stdio_and_the_instance_socket_are_open(coil_with_leaky_parent):
 
 def test_functions_run_on_debians_python_program(coil_with_leaky_parent):
     # The interpreter is /usr/bin/python3.11 itself (not libpython embedded),
-    # isolated and in UTF-8 mode, and nothing of how coil started it shows:
-    # sys.argv is ["coil"] and __main__ holds no name of the bootstrap.
+    # isolated and in UTF-8 mode, and little of how coil started it shows:
+    # sys.argv and sys.orig_argv are ["coil"], __main__ holds no name of the
+    # bootstrap, the command line names no host path, and coil's runtime
+    # cannot be started a second time from function code.
     port, _ = coil_with_leaky_parent
+    install_dir = os.path.dirname(os.path.abspath(COIL_BIN))
     for path in ("/", "/threads/x"):
-        assert probe(port, path)["python"] == {"executable": "/usr/bin/python3.11", "argv": ["coil"], "isolated": 1,
-                                               "utf8_mode": 1, "main": []}, path
+        seen = probe(port, path)["python"]
+        cmdline = seen.pop("cmdline")
+        assert seen == {"executable": "/usr/bin/python3.11", "argv": ["coil"], "orig_argv": ["coil"], "isolated": 1,
+                        "utf8_mode": 1, "main": [], "main_again": "coil's runtime is running already"}, path
+        assert cmdline.startswith("/usr/bin/python3.11\0") and install_dir not in cmdline, (path, cmdline)
 
 
 @pytest.mark.parametrize("path", ["/", "/threads/x"])
