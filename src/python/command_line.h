@@ -31,10 +31,11 @@ inline constexpr const char* kPythonProgram = "/usr/bin/python3.11";
 inline constexpr int kRuntimeModuleFd = 4;
 inline constexpr const char* kRuntimeModulePath = "/proc/self/fd/4";
 
-// Loads coil-python.so from argv[1] (kRuntimeModulePath) as the `_coil` module and calls its
-// main(), which takes argv[2:] as its command (`__zygote FD`, `__instance
-// ...`) and never returns to this code. One line, so that `ps` shows it
-// whole; main() deletes the names it binds from __main__.
+// Loads coil-python.so from argv[1] (kRuntimeModulePath) as the `_coil`
+// module and calls its main(), which takes argv[2:] as its command
+// (`__zygote FD`, `__instance ...`) and never returns to this code. One
+// line, so that `ps` shows it whole; main() deletes the names it binds from
+// __main__.
 inline constexpr const char* kBootstrap =
     "import importlib.machinery as m, importlib.util as u, sys; "
     "u.module_from_spec(u.spec_from_loader('_coil', m.ExtensionFileLoader('_coil', sys.argv[1]))).main()";
