@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cctype>
 #include <climits>
 #include <cstdlib>
 #include <filesystem>
@@ -397,13 +399,22 @@ Status validate_route(const std::string& route) {
     return Status::error("\"...\" is only allowed as the last segment (\"/prefix/...\")");
   }
   if (r.find("//") != std::string_view::npos) return Status::error("contains an empty segment");
+  // ":name" segments capture a path segment (Spin >= 2.5; router/route_table.h).
+  std::vector<std::string_view> names;
   for (size_t colon = fixed.find("/:"); colon != std::string_view::npos; colon = fixed.find("/:", colon + 1)) {
-    // Spin >= 2.5 captures such a segment; coil would match it as written.
     size_t end = fixed.find('/', colon + 1);
-    std::string_view segment = fixed.substr(colon + 1, end == std::string_view::npos ? end : end - colon - 1);
-    return Status::error(fmt::format("\"{}\": parameter segments (\"{}\") are not supported yet; use a prefix "
-                                     "route (\"{}/...\") and read the rest of the path in the function",
-                                     route, segment, fixed.substr(0, colon)));
+    std::string_view name = fixed.substr(colon + 2, end == std::string_view::npos ? end : end - colon - 2);
+    bool valid = !name.empty() && std::all_of(name.begin(), name.end(), [](unsigned char c) {
+      return std::isalnum(c) != 0 || c == '_' || c == '-';
+    });
+    if (!valid) {
+      return Status::error(fmt::format("\"{}\": a capture segment is \":\" and a name of letters, digits, '_' "
+                                       "and '-' (\":{}\" is not)", route, name));
+    }
+    if (std::find(names.begin(), names.end(), name) != names.end()) {
+      return Status::error(fmt::format("\"{}\": the capture \":{}\" appears twice", route, name));
+    }
+    names.push_back(name);
   }
   for (std::string_view seg : {std::string_view("/../"), std::string_view("/./")}) {
     std::string padded = std::string(fixed) + "/";

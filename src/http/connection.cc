@@ -235,7 +235,9 @@ bool Connection::on_head() {
   head.client = client_;
   head.server = local_;
   head.route = std::move(match->route);
+  head.prefix = std::move(match->prefix);
   head.path_info = std::move(match->path_info);
+  head.captures = std::move(match->captures);
   head.host = host;
   head.headers = parser_.headers();
   if (!parser_.authority().empty()) {

@@ -25,7 +25,9 @@ namespace coil::http {
 struct RoutedRequest {
   std::shared_ptr<runtime::InvocationTarget> target;
   std::string route;      // the route that matched, as written ("/api/...")
+  std::string prefix;     // the part of the decoded path the route matched (router::Match)
   std::string path_info;  // the decoded path after the route's prefix ("" for an exact route)
+  std::vector<std::pair<std::string, std::string>> captures = {};  // (name, segment) per ":name"
 };
 
 class Dispatcher {

@@ -313,6 +313,7 @@ void ControlApi::invoke(const InvocationPtr& invocation, const std::string& func
                                        .server = asked.server,
                                        .host = asked.host,
                                        .route = std::string("/fn/").append(function).append("/..."),
+                                       .prefix = std::string("/fn/").append(function),
                                        .path_info = std::string(1, '/'),
                                        .headers = asked.headers};
   std::erase_if(forwarded->head.headers, [](const frame::Header& h) { return h.first == "authorization"; });

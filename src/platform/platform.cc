@@ -259,7 +259,7 @@ void Platform::forget_version(const std::string& id, const std::string& why) {
 
 std::optional<http::RoutedRequest> Platform::route(std::string_view host, std::string_view path) {
   if (path == "/healthz" || path == "/v1" || path.substr(0, 4) == "/v1/") {
-    return http::RoutedRequest{control_api_, "/...", std::string(path)};
+    return http::RoutedRequest{control_api_, "/...", "", std::string(path)};
   }
   if (!options_.domain.empty() && !host.empty()) {
     std::string_view name = host.substr(0, host.rfind(':') == std::string_view::npos || host.back() == ']'
@@ -271,26 +271,29 @@ std::optional<http::RoutedRequest> Platform::route(std::string_view host, std::s
       Result<store::Digest> digest = store::parse_base32(label);
       Served* entry = digest ? version_by_id(store::to_hex(*digest)) : nullptr;
       if (entry == nullptr) return std::nullopt;
-      return http::RoutedRequest{pool_of(*entry), "/...", std::string(path)};
+      return http::RoutedRequest{pool_of(*entry), "/...", "", std::string(path)};
     }
   }
   std::string_view segment, rest;
   if (split_prefixed(path, kFunctionPrefix, segment, rest)) {
     Served* entry = current_of(std::string(segment));
     if (entry == nullptr) return std::nullopt;
-    return http::RoutedRequest{pool_of(*entry), "/fn/" + std::string(segment) + "/...", std::string(rest)};
+    std::string prefix = "/fn/" + std::string(segment);
+    return http::RoutedRequest{pool_of(*entry), prefix + "/...", prefix, std::string(rest)};
   }
   if (split_prefixed(path, kVersionPrefix, segment, rest)) {
     if (segment.size() != 64 || !store::parse_hex(segment)) return std::nullopt;
     Served* entry = version_by_id(std::string(segment));
     if (entry == nullptr) return std::nullopt;
-    return http::RoutedRequest{pool_of(*entry), "/v/" + std::string(segment) + "/...", std::string(rest)};
+    std::string prefix = "/v/" + std::string(segment);
+    return http::RoutedRequest{pool_of(*entry), prefix + "/...", prefix, std::string(rest)};
   }
   auto match = routes_.match(path);
   if (!match) return std::nullopt;
   Served* entry = current_of(route_names_[match->target]);
   if (entry == nullptr) return std::nullopt;
-  return http::RoutedRequest{pool_of(*entry), std::string(match->route), std::move(match->path_info)};
+  return http::RoutedRequest{pool_of(*entry), std::string(match->route), std::move(match->prefix),
+                             std::move(match->path_info), std::move(match->captures)};
 }
 
 void Platform::rebuild_routes() {

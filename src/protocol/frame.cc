@@ -60,8 +60,8 @@ template <typename Head>
 Status decode_request_fields(std::string_view payload, Head& head, std::string_view& body) {
   Cursor c(payload);
   if (!c.str(head.method) || !c.str(head.target) || !c.str(head.version) || !c.str(head.scheme) || !c.str(head.client) ||
-      !c.str(head.server) || !c.str(head.host) || !c.str(head.route) || !c.str(head.path_info) ||
-      !c.pairs(head.headers)) {
+      !c.str(head.server) || !c.str(head.host) || !c.str(head.route) || !c.str(head.prefix) ||
+      !c.str(head.path_info) || !c.pairs(head.captures) || !c.pairs(head.headers)) {
     return Status::error("truncated request head frame");
   }
   body = c.rest();
@@ -98,7 +98,9 @@ void append_request(std::string& out, uint32_t stream, const RequestHead& head,
         put_str(o, head.server);
         put_str(o, head.host);
         put_str(o, head.route);
+        put_str(o, head.prefix);
         put_str(o, head.path_info);
+        put_pairs(o, head.captures);
         put_pairs(o, head.headers);
       },
       body, end);

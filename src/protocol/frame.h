@@ -141,16 +141,19 @@ struct RequestHead {
   std::string server;     // "ip:port" the request arrived on
   std::string host;       // the Host header, or "" when absent
   std::string route;      // the matched route as written in the manifest
+  std::string prefix;     // the part of the decoded path the route matched (the whole path if exact)
   std::string path_info;  // the part of the path after a prefix route ("" if exact)
-  std::vector<Header> headers;  // names lower-cased, order and duplicates kept
+  std::vector<Header> captures;  // (name, segment) for each ":name" of the route, in order
+  std::vector<Header> headers;   // names lower-cased, order and duplicates kept
 };
 
 // A request head decoded in place (what an instance builds its request
 // objects from, without copying each field first): every view points into the
 // payload it was decoded from and lives as long as it does.
 struct RequestHeadView {
-  std::string_view method, target, version, scheme, client, server, host, route, path_info;
-  std::vector<HeaderView> headers;  // as in RequestHead
+  std::string_view method, target, version, scheme, client, server, host, route, prefix, path_info;
+  std::vector<HeaderView> captures;  // as in RequestHead
+  std::vector<HeaderView> headers;   // as in RequestHead
 };
 
 struct ResponseHead {

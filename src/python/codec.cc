@@ -218,9 +218,10 @@ bool set_item(PyObject* scope, PyObject* key, PyObject* value) {
 bool set_constant(PyObject* scope, PyObject* key, PyObject* value) { return PyDict_SetItem(scope, key, value) == 0; }
 
 // The ASGI scope of a request head (HTTP 2.3 / WebSocket 2.3). `path` keeps
-// the prefix of a route "/x/..." and root_path is "/x" (today's reading of
-// the spec), unless `root_path_in_path` is false (Starlette < 0.33): then
-// path is what follows the prefix. `state`: the lifespan state, copied.
+// the prefix of a route "/x/..." and root_path is "/x", the part of the path
+// the route matched (today's reading of the spec; "/users/42" for a route
+// "/users/:id/..."), unless `root_path_in_path` is false (Starlette < 0.33):
+// then path is what follows the prefix. `state`: the lifespan state, copied.
 PyObject* scope_of(const frame::RequestHeadView& head, PyObject* state, bool root_path_in_path) {
   const ScopeKeys* k = scope_keys();
   if (k == nullptr) return nullptr;
@@ -229,10 +230,10 @@ PyObject* scope_of(const frame::RequestHeadView& head, PyObject* state, bool roo
   size_t question = target.find('?');
   std::string_view raw_path = target.substr(0, question);
   std::string_view query = question == std::string_view::npos ? std::string_view() : target.substr(question + 1);
-  std::string_view root_path, path = head.route;
+  std::string_view root_path, path = head.prefix;
   std::string prefixed_path;
   if (head.route.ends_with("/...")) {
-    root_path = head.route.substr(0, head.route.size() - 4);
+    root_path = head.prefix;
     if (root_path_in_path) {
       prefixed_path.reserve(root_path.size() + head.path_info.size());
       prefixed_path.append(root_path).append(head.path_info);

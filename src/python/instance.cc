@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <deque>
@@ -81,6 +82,15 @@ PyObject* build_headers(const frame::RequestHead& head) {
             set_header(dict, "spin-raw-component-route", head.route) &&
             set_header(dict, "spin-component-route", component_route) &&
             set_header(dict, "spin-client-addr", head.client);
+  // Spin >= 2.5: one header per ":name" of the route, '_' written '-'.
+  for (const frame::Header& capture : head.captures) {
+    if (!ok) break;
+    std::string name = "spin-path-match-";
+    for (char c : capture.first) {
+      name.push_back(c == '_' ? '-' : static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+    }
+    ok = set_header(dict, name.c_str(), capture.second);
+  }
   if (!ok) {
     Py_DECREF(dict);
     return nullptr;

@@ -24,12 +24,61 @@ bool has_dot_dot_segment(std::string_view path) {
   return false;
 }
 
+constexpr std::string_view kWildcard = "/...";
+
+// A path's segments, as a route's: "/a/b" -> {"a", "b"}, "/" -> {""},
+// "/a/" -> {"a", ""}, "" (the prefix of "/...") -> {}.
+std::vector<std::string_view> segments_of(std::string_view path) {
+  std::vector<std::string_view> out;
+  if (path.empty()) return out;
+  for (size_t start = 1;;) {
+    size_t slash = path.find('/', start);
+    size_t end = slash == std::string_view::npos ? path.size() : slash;
+    out.push_back(path.substr(start, end - start));
+    if (slash == std::string_view::npos) break;
+    start = slash + 1;
+  }
+  return out;
+}
+
+bool is_capture(std::string_view segment) { return !segment.empty() && segment[0] == ':'; }
+
+// How specific a route is, position by position (see route_table.h): the
+// greater sequence wins, compared from the left.
+enum Specificity : int { kRest = 0, kEnd = 1, kCapture = 2, kLiteral = 3 };
+
+template <typename Segments>
+std::vector<int> specificity_of(const Segments& segments, bool prefix) {
+  std::vector<int> out;
+  out.reserve(segments.size() + 1);
+  for (const auto& segment : segments) out.push_back(is_capture(segment) ? kCapture : kLiteral);
+  out.push_back(prefix ? kRest : kEnd);
+  return out;
+}
+
 }  // namespace
 
 Status RouteTable::add(const std::string& route, size_t target) {
-  constexpr std::string_view kWildcard = "/...";
   bool is_prefix = route.size() >= kWildcard.size() &&
                    std::string_view(route).substr(route.size() - kWildcard.size()) == kWildcard;
+  std::string_view fixed = std::string_view(route).substr(0, route.size() - (is_prefix ? kWildcard.size() : 0));
+  std::vector<std::string_view> segments = segments_of(fixed);
+  if (std::any_of(segments.begin(), segments.end(), is_capture)) {
+    // The same shape with other capture names is the same route.
+    auto shape = [](const std::vector<std::string>& of) {
+      std::string out;
+      for (const std::string& segment : of) out.append("/").append(is_capture(segment) ? ":" : segment);
+      return out;
+    };
+    Pattern pattern{route, std::vector<std::string>(segments.begin(), segments.end()), is_prefix, target};
+    for (const Pattern& other : patterns_) {
+      if (other.prefix == pattern.prefix && shape(other.segments) == shape(pattern.segments)) {
+        return Status::error("duplicate route " + route + " (the same as " + other.route + ")");
+      }
+    }
+    patterns_.push_back(std::move(pattern));
+    return Status::ok();
+  }
   if (!is_prefix) {
     if (!exact_.emplace(route, target).second) return Status::error("duplicate route " + route);
     return Status::ok();
@@ -44,18 +93,53 @@ Status RouteTable::add(const std::string& route, size_t target) {
   return Status::ok();
 }
 
-std::optional<Match> RouteTable::match(std::string_view path) const {
+std::optional<Match> RouteTable::match_literal(std::string_view path) const {
   if (auto it = exact_.find(std::string(path)); it != exact_.end()) {
-    return Match{it->second, it->first, it->first, ""};
+    return Match{it->second, it->first, it->first, "", {}};
   }
   for (const Prefix& p : prefixes_) {
     std::string_view prefix = p.prefix;
     if (path.substr(0, prefix.size()) != prefix) continue;
     std::string_view rest = path.substr(prefix.size());
     if (!rest.empty() && rest[0] != '/') continue;  // "/ab" is not under "/a"
-    return Match{p.target, p.route, prefix, std::string(rest)};
+    return Match{p.target, p.route, std::string(prefix), std::string(rest), {}};
   }
   return std::nullopt;
+}
+
+std::optional<Match> RouteTable::match(std::string_view path) const {
+  std::optional<Match> best = match_literal(path);
+  if (patterns_.empty()) return best;
+  std::vector<int> best_specificity;
+  if (best) {
+    bool prefix = best->route.ends_with(kWildcard);
+    std::string_view fixed = best->route.substr(0, best->route.size() - (prefix ? kWildcard.size() : 0));
+    best_specificity = specificity_of(segments_of(fixed), prefix);
+  }
+  std::vector<std::string_view> path_segments = segments_of(path);
+  for (const Pattern& pattern : patterns_) {
+    size_t count = pattern.segments.size();
+    if (pattern.prefix ? path_segments.size() < count : path_segments.size() != count) continue;
+    bool matches = true;
+    for (size_t i = 0; i < count && matches; ++i) {
+      const std::string& segment = pattern.segments[i];
+      matches = is_capture(segment) ? !path_segments[i].empty() : path_segments[i] == segment;
+    }
+    if (!matches) continue;
+    std::vector<int> specificity = specificity_of(pattern.segments, pattern.prefix);
+    if (best && specificity <= best_specificity) continue;
+    // The matched part ends where its last segment does (views into `path`).
+    size_t end = static_cast<size_t>(path_segments[count - 1].data() + path_segments[count - 1].size() - path.data());
+    Match match{pattern.target, pattern.route, std::string(path.substr(0, end)), std::string(path.substr(end)), {}};
+    for (size_t i = 0; i < count; ++i) {
+      if (is_capture(pattern.segments[i])) {
+        match.captures.emplace_back(pattern.segments[i].substr(1), std::string(path_segments[i]));
+      }
+    }
+    best = std::move(match);
+    best_specificity = std::move(specificity);
+  }
+  return best;
 }
 
 Result<std::string> decode_path(std::string_view target) {

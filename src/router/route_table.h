@@ -2,8 +2,13 @@
 //
 // A route is either exact ("/hello") or a prefix ending in "/..." that also
 // matches the bare prefix ("/a/..." matches "/a", "/a/", "/a/b"). "/..." alone
-// matches everything. An exact route beats a prefix; a longer prefix beats a
-// shorter one. Matching is done on the percent-decoded path (see
+// matches everything. A segment ":name" (Spin >= 2.5) matches any one
+// non-empty path segment and captures it ("/users/:id",
+// "/users/:id/posts/..."). The most specific route wins, compared segment by
+// segment from the left: a literal segment beats a capture, which beats the
+// rest of a prefix route; a route that ends there beats a prefix route that
+// would match the rest. So an exact route beats a prefix, and a longer prefix
+// beats a shorter one. Matching is done on the percent-decoded path (see
 // decode_path()).
 //
 // Thread-safety: immutable after construction; lookups may run concurrently.
@@ -21,16 +26,18 @@
 namespace coil::router {
 
 struct Match {
-  size_t target;            // what add() was given for this route
-  std::string_view route;   // the route as written
-  std::string_view prefix;  // the route without "/..." (equal to route when exact)
-  std::string path_info;    // the decoded path after the prefix ("" for an exact match)
+  size_t target;           // what add() was given for this route
+  std::string_view route;  // the route as written
+  std::string prefix;      // the part of the decoded path the route matched, without
+                           // "/..."'s part (the whole path when exact)
+  std::string path_info;   // the decoded path after the prefix ("" for an exact match)
+  std::vector<std::pair<std::string, std::string>> captures;  // (name, segment) per ":name", in order
 };
 
 class RouteTable {
  public:
   // Adds a route (already validated by config::validate_route). Fails if the
-  // same route is present.
+  // same route is present, or one that differs only in capture names.
   Status add(const std::string& route, size_t target);
   std::optional<Match> match(std::string_view decoded_path) const;
 
@@ -40,8 +47,17 @@ class RouteTable {
     std::string prefix;
     size_t target;
   };
+  // A route with a ":name" segment.
+  struct Pattern {
+    std::string route;
+    std::vector<std::string> segments;  // of the route, without "/..."; ":name" for a capture
+    bool prefix;                             // ends in "/..."
+    size_t target;
+  };
+  std::optional<Match> match_literal(std::string_view path) const;
   std::unordered_map<std::string, size_t> exact_;
   std::vector<Prefix> prefixes_;  // longest prefix first
+  std::vector<Pattern> patterns_;
 };
 
 // Percent-decodes the path part of a request target (up to '?'), once. A '%'

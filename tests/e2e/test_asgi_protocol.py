@@ -397,6 +397,27 @@ def test_root_path_nested_prefix_and_bare_prefix(coil, tmp_path):
     assert s["path"] == "/v1/api"
 
 
+@pytest.mark.parametrize("setting", [None, False], ids=["default", "stripped"])
+def test_root_path_on_a_capture_route_is_the_matched_part(coil, tmp_path, setting):
+    # "/shops/:shop/..." on "/shops/acme/items": the app is mounted at
+    # /shops/acme, as if the route had been written for that shop alone.
+    opts = {} if setting is None else {"root_path_in_path": setting}
+    c = start_raw(coil, tmp_path, route="/shops/:shop/...", **opts)
+    s = c.get("/shops/acme/items?x=1").json()
+    assert s["root_path"] == "/shops/acme"
+    assert s["path"] == ("/items" if setting is False else "/shops/acme/items")
+    assert s["raw_path"] == B(b"/shops/acme/items")
+    s = c.get("/shops/acme").json()
+    assert (s["root_path"], s["path"]) == ("/shops/acme", "/" if setting is False else "/shops/acme")
+
+
+def test_path_on_an_exact_capture_route_is_the_request_path(coil, tmp_path):
+    c = start_raw(coil, tmp_path, route="/users/:id")
+    s = c.get("/users/%C3%A9").json()
+    assert (s["root_path"], s["path"]) == ("", "/users/\u00e9")
+    assert c.get("/users/1/2").status == 404
+
+
 WRAPPED_APPS = r'''
 import functools
 

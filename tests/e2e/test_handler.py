@@ -264,6 +264,27 @@ def test_spin_headers_catch_all_route(coil):
     }
 
 
+def test_spin_headers_capture_route(coil):
+    # Spin >= 2.5: each ":name" segment comes as spin-path-match-<name>, '_'
+    # written '-' (the values of Spin's own routing test, without a base).
+    c = echo(coil, route="/:path_segment/:path_end/...")
+    target = "/path/end/rest?key=value"
+    got, client = _spin_headers(c.port, target)
+    assert got == {
+        "spin-full-url": f"http://127.0.0.1:{c.port}{target}",
+        "spin-path-info": "/rest",
+        "spin-matched-route": "/:path_segment/:path_end/...",
+        "spin-base-path": "/",
+        "spin-raw-component-route": "/:path_segment/:path_end/...",
+        "spin-component-route": "/:path_segment/:path_end",
+        "spin-client-addr": client,
+    }
+    h = http_request(c.port, "GET", target).json()["headers"]
+    assert (h.get("spin-path-match-path-segment"), h.get("spin-path-match-path-end")) == ("path", "end")
+    assert not any(k.startswith("spin-path-match-") for k in
+                   http_request(echo(coil, route="/plain/...", name="plain").port, "GET", "/plain/x").json()["headers"])
+
+
 def test_spin_full_url_uses_host_header(coil):
     c = echo(coil, route="/h")
     r = c.get("/h?a=b", headers={"Host": "example.test:8080"})

@@ -136,6 +136,26 @@ def test_dots_inside_names_are_not_dot_dot(coil):
     assert who(c, "/a/.../c") == "all"
 
 
+def test_capture_routes_rank_between_literals_and_prefixes(coil):
+    # Segment by segment: a literal beats ":name", which beats the rest of a
+    # prefix route (Spin >= 2.5).
+    c = routes(coil, ("all", "/..."), ("users", "/users/..."), ("one", "/users/:id"), ("me", "/users/me"),
+               ("below", "/users/:id/..."))
+    assert who(c, "/users/me") == "me"
+    assert who(c, "/users/42") == "one"
+    assert c.get("/users/42/posts/7").text == "below|/posts/7|/users/42/posts/7"
+    assert who(c, "/users") == "users"
+    assert who(c, "/users/") == "users"  # an empty segment is not captured
+    assert who(c, "/elsewhere") == "all"
+    assert c.get("/users/caf%C3%A9").text.startswith("one|")  # captured after decoding
+
+
+def test_routes_differing_only_in_capture_names_are_refused(coil_fail):
+    rc, err = coil_fail({"coil.toml": manifest(fn_toml("a", "/u/:id"), fn_toml("b", "/u/:name")), "app.py": WHO_APP})
+    assert rc != 0
+    assert "duplicate route /u/:name (the same as /u/:id)" in err, err
+
+
 def test_no_route_is_404(coil):
     c = routes(coil, ("hello", "/hello"))
     mark = c.mark()

@@ -512,12 +512,14 @@ TEST(ValidateRoute, EmptySegmentBeforeTheWildcardIsRefused) {
   }
 }
 
-TEST(ValidateRoute, ParameterSegmentsAreRefusedWithTheAlternative) {
-  EXPECT_EQ(validate_route("/users/:id").message(),
-            "\"/users/:id\": parameter segments (\":id\") are not supported yet; use a prefix route "
-            "(\"/users/...\") and read the rest of the path in the function");
-  EXPECT_FALSE(validate_route("/a/:b/c/...").is_ok());
+TEST(ValidateRoute, CaptureSegmentsNeedANameOfTheirOwn) {
+  EXPECT_TRUE(validate_route("/users/:id").is_ok());
+  EXPECT_TRUE(validate_route("/a/:b/c/:d_e-f/...").is_ok());
   EXPECT_TRUE(validate_route("/a/b:c").is_ok());  // a colon inside a segment is a character like any other
+  EXPECT_EQ(validate_route("/users/:").message(),
+            "\"/users/:\": a capture segment is \":\" and a name of letters, digits, '_' and '-' (\":\" is not)");
+  EXPECT_FALSE(validate_route("/users/:a.b").is_ok());
+  EXPECT_EQ(validate_route("/:x/y/:x").message(), "\"/:x/y/:x\": the capture \":x\" appears twice");
 }
 
 TEST(ValidateRoute, Messages) {

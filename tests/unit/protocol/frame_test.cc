@@ -67,8 +67,10 @@ RequestHead sample_request_head() {
   h.client = "127.0.0.1:54321";
   h.server = "127.0.0.1:3000";
   h.host = "localhost:3000";
-  h.route = "/api/...";
+  h.route = "/:version/...";
+  h.prefix = "/api";
   h.path_info = "/items";
+  h.captures = {{"version", "api"}};
   h.headers = {{"host", "localhost:3000"},
                {"x-dup", "1"},
                {"content-type", "application/json"},
@@ -86,7 +88,9 @@ void expect_same(const RequestHead& a, const RequestHead& b) {
   EXPECT_EQ(a.server, b.server);
   EXPECT_EQ(a.host, b.host);
   EXPECT_EQ(a.route, b.route);
+  EXPECT_EQ(a.prefix, b.prefix);
   EXPECT_EQ(a.path_info, b.path_info);
+  EXPECT_EQ(a.captures, b.captures);
   EXPECT_EQ(a.headers, b.headers);
 }
 
@@ -158,8 +162,9 @@ TEST(Frame, RequestDecodedInPlaceViewsThePayload) {
   ASSERT_TRUE(s.is_ok()) << s.message();
   RequestHead copied{std::string(view.method),    std::string(view.target), std::string(view.version),
                      std::string(view.scheme),    std::string(view.client), std::string(view.server),
-                     std::string(view.host),      std::string(view.route),  std::string(view.path_info),
-                     {}};
+                     std::string(view.host),      std::string(view.route),  std::string(view.prefix),
+                     std::string(view.path_info), {},                       {}};
+  for (const auto& [name, value] : view.captures) copied.captures.emplace_back(name, value);
   for (const auto& [name, value] : view.headers) copied.headers.emplace_back(name, value);
   expect_same(copied, head);
   EXPECT_EQ(body, "the body");
@@ -168,10 +173,11 @@ TEST(Frame, RequestDecodedInPlaceViewsThePayload) {
     return v.empty() || (v.data() >= payload.data() && v.data() + v.size() <= payload.data() + payload.size());
   };
   for (std::string_view v : {view.method, view.target, view.version, view.scheme, view.client, view.server,
-                             view.host, view.route, view.path_info, body}) {
+                             view.host, view.route, view.prefix, view.path_info, body}) {
     EXPECT_TRUE(inside(v)) << v;
   }
   for (const auto& [name, value] : view.headers) EXPECT_TRUE(inside(name) && inside(value)) << name;
+  for (const auto& [name, value] : view.captures) EXPECT_TRUE(inside(name) && inside(value)) << name;
 
   // A truncated payload is refused, as by the copying decoder.
   EXPECT_FALSE(decode_request_head(std::string_view(payload).substr(0, payload.size() / 2), view, body).is_ok());

@@ -216,6 +216,59 @@ std::string decoded(std::string_view target) {
   return r.is_ok() ? *r : std::string("<error>");
 }
 
+TEST(RouteTable, CaptureSegmentsMatchOneNonEmptySegment) {
+  RouteTable table = table_of({"/users/:id"});
+  auto m = table.match("/users/42");
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->route, "/users/:id");
+  EXPECT_EQ(m->prefix, "/users/42");
+  EXPECT_EQ(m->path_info, "");
+  ASSERT_EQ(m->captures.size(), 1u);
+  EXPECT_EQ(m->captures[0], (std::pair<std::string, std::string>{"id", "42"}));
+  for (const char* path : {"/users", "/users/", "/users/42/", "/users/42/x", "/user/42"}) {
+    EXPECT_FALSE(table.match(path).has_value()) << path;
+  }
+}
+
+TEST(RouteTable, CapturesInAPrefixRouteGiveTheConcretePrefix) {
+  // As in Spin's own test: "/:path_segment/:path_end/..." on "/path/end/rest".
+  RouteTable table = table_of({"/:path_segment/:path_end/..."});
+  auto m = table.match("/path/end/rest");
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->prefix, "/path/end");
+  EXPECT_EQ(m->path_info, "/rest");
+  ASSERT_EQ(m->captures.size(), 2u);
+  EXPECT_EQ(m->captures[0], (std::pair<std::string, std::string>{"path_segment", "path"}));
+  EXPECT_EQ(m->captures[1], (std::pair<std::string, std::string>{"path_end", "end"}));
+  auto bare = table.match("/a/b");
+  ASSERT_TRUE(bare.has_value());
+  EXPECT_EQ(bare->path_info, "");
+  auto slash = table.match("/a/b/");
+  ASSERT_TRUE(slash.has_value());
+  EXPECT_EQ(slash->path_info, "/");
+  EXPECT_FALSE(table.match("/a").has_value());
+}
+
+TEST(RouteTable, LiteralBeatsCaptureBeatsPrefixSegmentBySegment) {
+  RouteTable table = table_of({"/...", "/users/...", "/users/:id", "/users/me", "/users/:id/...", "/:any/posts"});
+  EXPECT_EQ(route_for(table, "/users/me"), "/users/me");
+  EXPECT_EQ(route_for(table, "/users/42"), "/users/:id");        // a capture beats the rest of a prefix
+  EXPECT_EQ(route_for(table, "/users/42/x"), "/users/:id/...");  // ... and so does a longer prefix with one
+  EXPECT_EQ(route_for(table, "/users"), "/users/...");
+  EXPECT_EQ(route_for(table, "/users/posts"), "/users/:id");      // "users" is literal: decided there
+  EXPECT_EQ(route_for(table, "/blog/posts"), "/:any/posts");      // a capture beats "/..."
+  EXPECT_EQ(route_for(table, "/blog/other"), "/...");
+}
+
+TEST(RouteTable, RoutesDifferingOnlyInCaptureNamesAreDuplicates) {
+  RouteTable table;
+  ASSERT_TRUE(table.add("/users/:id", 0).is_ok());
+  Status s = table.add("/users/:name", 1);
+  EXPECT_FALSE(s.is_ok());
+  EXPECT_EQ(s.message(), "duplicate route /users/:name (the same as /users/:id)");
+  EXPECT_TRUE(table.add("/users/:id/...", 2).is_ok());  // a prefix route is another route
+}
+
 TEST(DecodePath, PlainPathsAreUnchanged) {
   EXPECT_EQ(decoded("/"), "/");
   EXPECT_EQ(decoded("/hello"), "/hello");
