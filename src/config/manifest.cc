@@ -10,11 +10,13 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <set>
 #include <sstream>
 #include <toml++/toml.h>
 
 #include "common/ascii.h"
+#include "router/route_table.h"
 
 namespace coil::config {
 namespace {
@@ -400,7 +402,9 @@ Status validate_route(const std::string& route) {
   }
   if (r.find("//") != std::string_view::npos) return Status::error("contains an empty segment");
   // ":name" segments capture a path segment (Spin >= 2.5; router/route_table.h).
-  std::vector<std::string_view> names;
+  // Each becomes the header spin-path-match-NAME, lower-cased with '_' as
+  // '-': two names that give the same header are the same name.
+  std::vector<std::string> names;
   for (size_t colon = fixed.find("/:"); colon != std::string_view::npos; colon = fixed.find("/:", colon + 1)) {
     size_t end = fixed.find('/', colon + 1);
     std::string_view name = fixed.substr(colon + 2, end == std::string_view::npos ? end : end - colon - 2);
@@ -411,10 +415,14 @@ Status validate_route(const std::string& route) {
       return Status::error(fmt::format("\"{}\": a capture segment is \":\" and a name of letters, digits, '_' "
                                        "and '-' (\":{}\" is not)", route, name));
     }
-    if (std::find(names.begin(), names.end(), name) != names.end()) {
-      return Status::error(fmt::format("\"{}\": the capture \":{}\" appears twice", route, name));
+    std::string header_name;
+    for (unsigned char c : name) header_name.push_back(c == '_' ? '-' : static_cast<char>(std::tolower(c)));
+    if (std::find(names.begin(), names.end(), header_name) != names.end()) {
+      return Status::error(fmt::format("\"{}\": the capture \":{}\" appears twice (names are compared as the "
+                                       "header spin-path-match-{}: case and '_'/'-' do not count)",
+                                       route, name, header_name));
     }
-    names.push_back(name);
+    names.push_back(std::move(header_name));
   }
   for (std::string_view seg : {std::string_view("/../"), std::string_view("/./")}) {
     std::string padded = std::string(fixed) + "/";
@@ -448,7 +456,7 @@ Result<Manifest> parse_manifest(const std::string& text, const std::string& path
   }
 
   std::set<std::string> names;
-  std::set<std::string> routes;
+  std::map<std::string, std::string> routes;  // by router::route_shape: capture names do not count
   for (const toml::node& node : *functions->as_array()) {
     Result<FunctionConfig> fn = parse_function(*node.as_table(), where, base_dir);
     if (!fn) return fn.status();
@@ -456,10 +464,12 @@ Result<Manifest> parse_manifest(const std::string& text, const std::string& path
     if (!names.insert(fn->name).second) {
       return Status::error(where.error(line, "name", fmt::format("\"{}\" is declared twice", fn->name)));
     }
-    if (!routes.insert(fn->route).second) {
+    if (auto [other, added] = routes.emplace(router::route_shape(fn->route), fn->route); !added) {
+      std::string same = other->second == fn->route ? "" : fmt::format(" (as \"{}\" is: capture names do not count)",
+                                                                        other->second);
       return Status::error(where.error(line_of(*node.as_table()->get("route")), "route",
-                                       fmt::format("\"{}\" is already the route of another function",
-                                                   fn->route)));
+                                       fmt::format("\"{}\" is already the route of another function{}",
+                                                   fn->route, same)));
     }
     manifest.functions.push_back(std::move(*fn));
   }

@@ -304,7 +304,11 @@ void Platform::rebuild_routes() {
     // Functions deployed as `main:app --name NAME` have no manifest route:
     // they are served under /fn/NAME/.
     if (entry == nullptr || !entry->record.entrypoint.empty()) continue;
-    if (routes.add(entry->config.route, names.size())) names.push_back(name);
+    if (Status added = routes.add(entry->config.route, names.size()); added) {
+      names.push_back(name);
+    } else {
+      log::info("server: function {} is not served at its route: {}", name, added.message());
+    }
   }
   routes_ = std::move(routes);
   route_names_ = std::move(names);
@@ -398,9 +402,11 @@ std::optional<OperationError> Platform::route_conflict(const config::FunctionCon
   for (const auto& [name, id] : current_) {
     auto other = versions_.find(id);
     if (name != function.name && other != versions_.end() && other->second->record.entrypoint.empty() &&
-        other->second->config.route == function.route) {
+        router::route_shape(other->second->config.route) == router::route_shape(function.route)) {
+      const std::string& route = other->second->config.route;
       return OperationError{409, "function " + function.name + ": route " + function.route +
-                                     " is already served by function " + name};
+                                     " is already served by function " + name +
+                                     (route == function.route ? "" : " (as " + route + ")")};
     }
   }
   return std::nullopt;

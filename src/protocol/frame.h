@@ -131,7 +131,8 @@ using Header = std::pair<std::string, std::string>;
 using HeaderView = std::pair<std::string_view, std::string_view>;
 
 // What the instance needs to know about a request besides headers and body.
-// `route`, `path_info` and `base` describe the route match (see router/).
+// `route`, `prefix`, `path_info` and `captures` describe the route match
+// (router::Match).
 struct RequestHead {
   std::string method;
   std::string target;     // path and query exactly as received

@@ -8,8 +8,9 @@
 //         (1, stream, end, scope: dict, body: bytes)   a request head: its
 //             complete ASGI scope, "http" or "websocket" (HTTP/WebSocket spec
 //             2.3), with a copy of `state` (the lifespan state); root_path is
-//             a "/x/..." route's prefix, which `path` keeps unless
-//             root_path_in_path is false (Starlette < 0.33)
+//             the part of the path a "/x/..." route matched (head.prefix),
+//             which `path` keeps unless root_path_in_path is false
+//             (Starlette < 0.33)
 //         (2, stream, end, body: bytes, text: bool, more: bool)   request body, or
 //             a WebSocket message (or a part of one: more, see frame.h)
 //         (9, stream, code: int, reason: str)  WebSocket closed by the client

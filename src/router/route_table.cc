@@ -58,6 +58,18 @@ std::vector<int> specificity_of(const Segments& segments, bool prefix) {
 
 }  // namespace
 
+std::string route_shape(std::string_view route) {
+  std::string out;
+  out.reserve(route.size());
+  for (size_t start = 0; start < route.size();) {
+    size_t slash = route.find('/', start + 1);
+    std::string_view part = route.substr(start, slash == std::string_view::npos ? slash : slash - start);
+    out.append(part.starts_with("/:") ? std::string_view("/:") : part);
+    start = slash == std::string_view::npos ? route.size() : slash;
+  }
+  return out;
+}
+
 Status RouteTable::add(const std::string& route, size_t target) {
   bool is_prefix = route.size() >= kWildcard.size() &&
                    std::string_view(route).substr(route.size() - kWildcard.size()) == kWildcard;
@@ -65,14 +77,9 @@ Status RouteTable::add(const std::string& route, size_t target) {
   std::vector<std::string_view> segments = segments_of(fixed);
   if (std::any_of(segments.begin(), segments.end(), is_capture)) {
     // The same shape with other capture names is the same route.
-    auto shape = [](const std::vector<std::string>& of) {
-      std::string out;
-      for (const std::string& segment : of) out.append("/").append(is_capture(segment) ? ":" : segment);
-      return out;
-    };
     Pattern pattern{route, std::vector<std::string>(segments.begin(), segments.end()), is_prefix, target};
     for (const Pattern& other : patterns_) {
-      if (other.prefix == pattern.prefix && shape(other.segments) == shape(pattern.segments)) {
+      if (route_shape(other.route) == route_shape(route)) {
         return Status::error("duplicate route " + route + " (the same as " + other.route + ")");
       }
     }

@@ -60,6 +60,11 @@ class RouteTable {
   std::vector<Pattern> patterns_;
 };
 
+// What a route matches, as a key: the route with each capture written ":"
+// ("/users/:id/..." -> "/users/:/..."). Two routes with the same shape are
+// the same route, whatever their capture names.
+std::string route_shape(std::string_view route);
+
 // Percent-decodes the path part of a request target (up to '?'), once. A '%'
 // not followed by two hex digits ("/items/100%", "%zz") is kept as it is, as
 // uvicorn and Starlette do. Fails on a NUL byte (raw or "%00"), a target that

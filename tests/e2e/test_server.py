@@ -838,6 +838,13 @@ def test_manifest_routes_the_server_uses_or_another_function_serves_are_refused(
         assert r.status == 400, r
         assert route in r.json()["error"], r
     assert srv.get("/shared").text == "first"
+    # Capture names aside, a route is the same route: refused, not silently shadowed.
+    api_deploy(srv, handler_bundle("by-id", name="by-id", route="/users/:id"))
+    r = srv.deploy(bundle_of(handler_bundle("by-uid", name="by-uid", route="/users/:uid")))
+    assert r.status == 409, r
+    assert r.json()["error"] == ("function by-uid: route /users/:uid is already served by function by-id "
+                                 "(as /users/:id)"), r
+    assert srv.get("/users/42").text == "by-id"
     # Only the server's own paths are reserved: a route that merely starts like one is not.
     api_deploy(srv, handler_bundle("near healthz", name="nearhealthz", route="/healthzz"))
     assert srv.get("/healthzz").text == "near healthz"

@@ -353,6 +353,21 @@ TEST_F(ManifestTest, DuplicateRoute) {
                8, "route", "\"/hello\" is already the route of another function");
 }
 
+TEST_F(ManifestTest, RoutesDifferingOnlyInCaptureNamesAreTheSameRoute) {
+  expect_error("[[function]]\n"
+               "name = \"a\"\n"
+               "entrypoint = \"app:handle_request\"\n"
+               "route = \"/u/:id/...\"\n"
+               "\n"
+               "[[function]]\n"
+               "name = \"b\"\n"
+               "entrypoint = \"app:other\"\n"
+               "route = \"/u/:name/...\"\n",
+               9, "route",
+               "\"/u/:name/...\" is already the route of another function (as \"/u/:id/...\" is: capture names do "
+               "not count)");
+}
+
 TEST_F(ManifestTest, DuplicateRouteAfterTrailingSlashNormalisation) {
   expect_error(std::string(kMinimal) +
                    "[[function]]\n"
@@ -519,7 +534,10 @@ TEST(ValidateRoute, CaptureSegmentsNeedANameOfTheirOwn) {
   EXPECT_EQ(validate_route("/users/:").message(),
             "\"/users/:\": a capture segment is \":\" and a name of letters, digits, '_' and '-' (\":\" is not)");
   EXPECT_FALSE(validate_route("/users/:a.b").is_ok());
-  EXPECT_EQ(validate_route("/:x/y/:x").message(), "\"/:x/y/:x\": the capture \":x\" appears twice");
+  EXPECT_EQ(validate_route("/:x/y/:x").message(),
+            "\"/:x/y/:x\": the capture \":x\" appears twice (names are compared as the header spin-path-match-x: "
+            "case and '_'/'-' do not count)");
+  EXPECT_FALSE(validate_route("/:user_id/:User-Id").is_ok());  // both spin-path-match-user-id
 }
 
 TEST(ValidateRoute, Messages) {

@@ -269,6 +269,14 @@ TEST(RouteTable, RoutesDifferingOnlyInCaptureNamesAreDuplicates) {
   EXPECT_TRUE(table.add("/users/:id/...", 2).is_ok());  // a prefix route is another route
 }
 
+TEST(RouteShape, CapturesLoseTheirNames) {
+  EXPECT_EQ(route_shape("/users/:id/..."), "/users/:/...");
+  EXPECT_EQ(route_shape("/:a/:b"), "/:/:");
+  EXPECT_EQ(route_shape("/a/b:c"), "/a/b:c");  // not a capture
+  EXPECT_EQ(route_shape("/"), "/");
+  EXPECT_EQ(route_shape("/..."), "/...");
+}
+
 TEST(DecodePath, PlainPathsAreUnchanged) {
   EXPECT_EQ(decoded("/"), "/");
   EXPECT_EQ(decoded("/hello"), "/hello");
