@@ -4,7 +4,6 @@
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <cctype>
 #include <climits>
 #include <cstdlib>
 #include <filesystem>
@@ -402,27 +401,26 @@ Status validate_route(const std::string& route) {
   }
   if (r.find("//") != std::string_view::npos) return Status::error("contains an empty segment");
   // ":name" segments capture a path segment (Spin >= 2.5; router/route_table.h).
-  // Each becomes the header spin-path-match-NAME, lower-cased with '_' as
-  // '-': two names that give the same header are the same name.
-  std::vector<std::string> names;
+  // Two names that give the same header (router::capture_header) are the
+  // same name.
+  std::vector<std::string> headers;
   for (size_t colon = fixed.find("/:"); colon != std::string_view::npos; colon = fixed.find("/:", colon + 1)) {
     size_t end = fixed.find('/', colon + 1);
     std::string_view name = fixed.substr(colon + 2, end == std::string_view::npos ? end : end - colon - 2);
-    bool valid = !name.empty() && std::all_of(name.begin(), name.end(), [](unsigned char c) {
-      return std::isalnum(c) != 0 || c == '_' || c == '-';
+    bool valid = !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+      return ascii::is_alnum(c) || c == '_' || c == '-';
     });
     if (!valid) {
       return Status::error(fmt::format("\"{}\": a capture segment is \":\" and a name of letters, digits, '_' "
                                        "and '-' (\":{}\" is not)", route, name));
     }
-    std::string header_name;
-    for (unsigned char c : name) header_name.push_back(c == '_' ? '-' : static_cast<char>(std::tolower(c)));
-    if (std::find(names.begin(), names.end(), header_name) != names.end()) {
+    std::string header = router::capture_header(name);
+    if (std::find(headers.begin(), headers.end(), header) != headers.end()) {
       return Status::error(fmt::format("\"{}\": the capture \":{}\" appears twice (names are compared as the "
-                                       "header spin-path-match-{}: case and '_'/'-' do not count)",
-                                       route, name, header_name));
+                                       "header {}: case and '_'/'-' do not count)",
+                                       route, name, header));
     }
-    names.push_back(std::move(header_name));
+    headers.push_back(std::move(header));
   }
   for (std::string_view seg : {std::string_view("/../"), std::string_view("/./")}) {
     std::string padded = std::string(fixed) + "/";

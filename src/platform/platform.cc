@@ -399,10 +399,11 @@ std::optional<OperationError> Platform::route_conflict(const config::FunctionCon
                                    " is reserved on coil server (" + reserved +
                                    "); functions are also served under /fn/" + function.name + "/"};
   }
+  std::string shape = router::route_shape(function.route);
   for (const auto& [name, id] : current_) {
     auto other = versions_.find(id);
     if (name != function.name && other != versions_.end() && other->second->record.entrypoint.empty() &&
-        router::route_shape(other->second->config.route) == router::route_shape(function.route)) {
+        router::route_shape(other->second->config.route) == shape) {
       const std::string& route = other->second->config.route;
       return OperationError{409, "function " + function.name + ": route " + function.route +
                                      " is already served by function " + name +

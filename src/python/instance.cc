@@ -3,13 +3,13 @@
 
 #include <unistd.h>
 
-#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <deque>
 #include <unordered_map>
 
 #include "common/ascii.h"
+#include "router/route_table.h"
 #include "protocol/frame.h"
 #include "python/child_process.h"
 #include "python/interpreter.h"
@@ -82,14 +82,10 @@ PyObject* build_headers(const frame::RequestHead& head) {
             set_header(dict, "spin-raw-component-route", head.route) &&
             set_header(dict, "spin-component-route", component_route) &&
             set_header(dict, "spin-client-addr", head.client);
-  // Spin >= 2.5: one header per ":name" of the route, '_' written '-'.
+  // Spin >= 2.5: one header per ":name" of the route.
   for (const frame::Header& capture : head.captures) {
     if (!ok) break;
-    std::string name = "spin-path-match-";
-    for (char c : capture.first) {
-      name.push_back(c == '_' ? '-' : static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
-    }
-    ok = set_header(dict, name.c_str(), capture.second);
+    ok = set_header(dict, router::capture_header(capture.first).c_str(), capture.second);
   }
   if (!ok) {
     Py_DECREF(dict);

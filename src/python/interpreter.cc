@@ -70,10 +70,12 @@ PyObject* create_native_module() {
   return module;
 }
 
-bool install_embedded_finder() {
+bool install_embedded_finder() { return run_python(kFinderSource); }
+
+bool run_python(const char* source) {
   PyObject* globals = PyDict_New();
   if (globals == nullptr) return false;
-  PyObject* done = PyRun_String(kFinderSource, Py_file_input, globals, globals);
+  PyObject* done = PyRun_String(source, Py_file_input, globals, globals);
   Py_DECREF(globals);
   Py_XDECREF(done);
   return done != nullptr;

@@ -19,6 +19,10 @@ PyObject* create_native_module();
 // before coil's package is imported. False with the Python error set.
 bool install_embedded_finder();
 
+// Runs Python `source` (statements) in a namespace of its own, so that none
+// of its names lands in __main__. False with the Python error set.
+bool run_python(const char* source);
+
 // The pending Python exception as "Type: message" (clears it).
 std::string take_exception_summary();
 

@@ -57,13 +57,7 @@ signal.signal(signal.SIGINT, signal.SIG_DFL)
 os.environ.pop("LD_BIND_NOW", None)
 del os, signal, sys, __main__
 )py";
-  PyObject* globals = PyDict_New();
-  if (globals == nullptr) return false;
-  PyObject* done = PyRun_String(kSetUp, Py_file_input, globals, globals);
-  Py_DECREF(globals);
-  if (done == nullptr) return false;
-  Py_DECREF(done);
-  return install_embedded_finder();
+  return run_python(kSetUp) && install_embedded_finder();
 }
 
 // _coil.main(): never returns. Once only: function code that calls it gets

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "common/ascii.h"
+
 namespace coil::router {
 namespace {
 
@@ -58,6 +60,12 @@ std::vector<int> specificity_of(const Segments& segments, bool prefix) {
 
 }  // namespace
 
+std::string capture_header(std::string_view name) {
+  std::string out = "spin-path-match-";
+  for (char c : name) out.push_back(c == '_' ? '-' : ascii::lower(c));
+  return out;
+}
+
 std::string route_shape(std::string_view route) {
   std::string out;
   out.reserve(route.size());
@@ -78,8 +86,9 @@ Status RouteTable::add(const std::string& route, size_t target) {
   if (std::any_of(segments.begin(), segments.end(), is_capture)) {
     // The same shape with other capture names is the same route.
     Pattern pattern{route, std::vector<std::string>(segments.begin(), segments.end()), is_prefix, target};
+    std::string shape = route_shape(route);
     for (const Pattern& other : patterns_) {
-      if (route_shape(other.route) == route_shape(route)) {
+      if (route_shape(other.route) == shape) {
         return Status::error("duplicate route " + route + " (the same as " + other.route + ")");
       }
     }

@@ -65,6 +65,10 @@ class RouteTable {
 // the same route, whatever their capture names.
 std::string route_shape(std::string_view route);
 
+// The request header a handler gets a capture ":name" as (Spin):
+// "spin-path-match-" and the name lower-cased, '_' written '-'.
+std::string capture_header(std::string_view name);
+
 // Percent-decodes the path part of a request target (up to '?'), once. A '%'
 // not followed by two hex digits ("/items/100%", "%zz") is kept as it is, as
 // uvicorn and Starlette do. Fails on a NUL byte (raw or "%00"), a target that

@@ -47,15 +47,25 @@ Status socket_pair(int type, unique_fd& a, unique_fd& b) {
   return Status::ok();
 }
 
+#ifndef MFD_NOEXEC_SEAL
+#define MFD_NOEXEC_SEAL 0x0008U  // Linux 6.3 (glibc 2.36's headers predate it)
+#endif
+
 // coil-python.so (src/python/main.cc), installed next to the running coil
-// binary: coil's runtime, which the zygote's python3.11 loads.
-Result<std::string> runtime_module() {
+// binary, as the zygote gets it (python/command_line.h): a copy in a memfd
+// (close-on-exec), sealed so that no process holding it can change it, and
+// not executable where the kernel allows saying so (6.3+, and required under
+// vm.memfd_noexec = 2): it is mapped by dlopen, never exec'd. Where memfds
+// are refused, the file itself, read-only. Also checks that python3.11,
+// which loads it, can be run.
+Result<unique_fd> open_runtime_module() {
   std::error_code error;
   std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", error);
   if (error) return Status::error("cannot find the coil binary (/proc/self/exe): " + error.message());
-  std::string module = (self.parent_path() / "coil-python.so").string();
-  if (::access(module.c_str(), R_OK) != 0) {
-    return Status::error("coil-python.so, coil's runtime for Python, is missing next to the coil binary (" + module +
+  std::string path = (self.parent_path() / "coil-python.so").string();
+  unique_fd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!file) {
+    return Status::error("coil-python.so, coil's runtime for Python, is missing next to the coil binary (" + path +
                          ": " + std::strerror(errno) + "); it is built and installed with coil");
   }
   if (::access(python::kPythonProgram, X_OK) != 0) {
@@ -63,21 +73,6 @@ Result<std::string> runtime_module() {
                          python::kPythonProgram + ": " + std::strerror(errno) +
                          "); install the python3.11 package (scripts/setup does)");
   }
-  return module;
-}
-
-#ifndef MFD_NOEXEC_SEAL
-#define MFD_NOEXEC_SEAL 0x0008U  // Linux 6.3 (glibc 2.36's headers predate it)
-#endif
-
-// coil-python.so as the zygote gets it (python/command_line.h): a copy in a
-// memfd (close-on-exec), sealed so that no process holding it can change
-// it, and not executable where the kernel allows saying so (6.3+, and
-// required under vm.memfd_noexec = 2): it is mapped by dlopen, never
-// exec'd. Where memfds are refused, the file itself, read-only.
-Result<unique_fd> open_runtime_module(const std::string& path) {
-  unique_fd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!file) return Status::error("cannot open " + path + ": " + std::strerror(errno));
   unique_fd copy(::memfd_create("coil-python.so", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL));
   if (!copy && errno == EINVAL) copy.reset(::memfd_create("coil-python.so", MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (!copy) return file;
@@ -150,9 +145,7 @@ Result<std::unique_ptr<ZygoteProcess>> ZygoteProcess::start(boost::asio::io_cont
   unique_fd host_end, zygote_end;
   if (Status s = socket_pair(SOCK_SEQPACKET, host_end, zygote_end); !s) return s;
 
-  Result<std::string> module_path = runtime_module();
-  if (!module_path) return module_path.status();
-  Result<unique_fd> module = open_runtime_module(*module_path);
+  Result<unique_fd> module = open_runtime_module();
   if (!module) return module.status();
   // Everything the child needs is prepared before fork: after it, only
   // async-signal-safe calls until exec.
