@@ -271,8 +271,11 @@ class DeployStream {
 };
 
 // Prints the "Deployed ..." block of every function, URLs labelled in the
-// order the control API lists them: by name, then this version's own.
-void print_deployed(const json& functions) {
+// order the control API lists them: by name, then this version's own; then
+// its coil.toml route, if it has one, on `server_url`.
+void print_deployed(const json& functions, std::string_view server_url) {
+  std::string_view base = server_url;
+  while (!base.empty() && base.back() == '/') base.remove_suffix(1);
   bool first = true;
   for (const json& function : functions) {
     if (!first) std::fputc('\n', stdout);
@@ -286,13 +289,17 @@ void print_deployed(const json& functions) {
       }
     }
     if (urls.empty()) continue;
+    std::vector<std::string> labels(urls.size(), "(this version, immutable)");
+    labels[0] = "(follows the latest version)";
+    std::string route = string_field(function, "route");
+    if (!route.empty()) {
+      urls.push_back(std::string(base) + route);
+      labels.push_back("(its coil.toml route; follows the latest version)");
+    }
     size_t width = 0;
     for (const std::string& url : urls) width = std::max(width, url.size());
     fmt::print("Available on:\n");
-    for (size_t i = 0; i < urls.size(); ++i) {
-      const char* label = i == 0 ? "(follows the latest version)" : "(this version, immutable)";
-      fmt::print("  {:<{}}  {}\n", urls[i], width, label);
-    }
+    for (size_t i = 0; i < urls.size(); ++i) fmt::print("  {:<{}}  {}\n", urls[i], width, labels[i]);
   }
   std::fflush(stdout);
 }
@@ -361,7 +368,7 @@ int run_deploy(const DeployOptions& options, const Connection& connection) {
     return kFailed;
   }
   if (!stream.deployed().is_null()) {
-    print_deployed(stream.deployed());
+    print_deployed(stream.deployed(), client->server_url());
     return 0;
   }
   if (!response) {
@@ -407,15 +414,17 @@ int run_ls(const Connection& connection) {
     return 0;
   }
 
-  std::vector<std::vector<std::string>> rows = {{"NAME", "VERSION", "KIND", "CREATED", "URL"}};
+  std::vector<std::vector<std::string>> rows = {{"NAME", "VERSION", "KIND", "ROUTE", "CREATED", "URL"}};
   for (const json& function : functions) {
     std::string url;
     if (function.is_object() && function.contains("urls") && function["urls"].is_array() &&
         !function["urls"].empty() && function["urls"][0].is_string()) {
       url = function["urls"][0].get<std::string>();
     }
+    std::string route = string_field(function, "route");  // its coil.toml route, if any
     rows.push_back({string_field(function, "name"), string_field(function, "version").substr(0, 12),
-                    string_field(function, "kind"), string_field(function, "created_at"), url});
+                    string_field(function, "kind"), route.empty() ? "-" : route,
+                    string_field(function, "created_at"), url});
   }
   std::vector<size_t> widths(rows[0].size(), 0);
   for (const auto& row : rows) {

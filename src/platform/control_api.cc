@@ -92,12 +92,16 @@ std::string header(const runtime::Invocation& invocation, std::string_view name)
   return header(invocation.head.headers, name);
 }
 
-json describe(const store::VersionRecord& version, const std::vector<std::string>& urls) {
+// FUNCTION of docs/control-api.md. `base` is "http://HOST:PORT" as the client
+// reached the server.
+json describe(const Platform& platform, const store::VersionRecord& version, const std::string& base) {
+  std::optional<std::string> route = platform.manifest_route(version);
   return json{{"name", version.name},
               {"version", version.id},
               {"kind", version.kind},
               {"created_at", version.created_at},
-              {"urls", urls}};
+              {"urls", platform.urls(version, base)},
+              {"route", route ? json(*route) : json(nullptr)}};
 }
 
 // Splits "/v1/functions/NAME/rest" into its segments.
@@ -194,7 +198,7 @@ void ControlApi::submit(InvocationPtr invocation) {
     if (auto* error = std::get_if<OperationError>(&all)) return answer_error(request, error->status, error->message);
     json functions = json::array();
     for (const auto& version : std::get<0>(all)) {
-      functions.push_back(describe(version, platform_.urls(version, base_url(request))));
+      functions.push_back(describe(platform_, version, base_url(request)));
     }
     return answer_json(request, 200, json{{"functions", functions}});
   }
@@ -213,7 +217,7 @@ void ControlApi::submit(InvocationPtr invocation) {
       return answer_error(request, error->status, error->message);
     }
     const auto& version = std::get<0>(current);
-    json body = describe(version, platform_.urls(version, base_url(request)));
+    json body = describe(platform_, version, base_url(request));
     auto all = platform_.versions(name);
     json versions = json::array();
     if (auto* list = std::get_if<0>(&all)) {
@@ -239,7 +243,7 @@ void ControlApi::submit(InvocationPtr invocation) {
       return answer_error(request, error->status, error->message);
     }
     const auto& target_version = std::get<0>(rolled);
-    return answer_json(request, 200, describe(target_version, platform_.urls(target_version, base_url(request))));
+    return answer_json(request, 200, describe(platform_, target_version, base_url(request)));
   }
   if (parts.size() == 4 && parts[3] == "invoke") {
     if (method != "POST") return answer_error(request, 405, "use POST");
@@ -283,7 +287,7 @@ void ControlApi::deploy(const InvocationPtr& invocation, const std::map<std::str
                      } else {
                        json deployed = json::array();
                        for (const auto& version : std::get<0>(outcome)) {
-                         deployed.push_back(describe(version, platform_.urls(version, base)));
+                         deployed.push_back(describe(platform_, version, base));
                        }
                        result = json{{"deployed", deployed}};
                      }

@@ -627,6 +627,13 @@ std::shared_ptr<runtime::FunctionPool> Platform::current_pool(const std::string&
   return entry == nullptr ? nullptr : pool_of(*entry);
 }
 
+std::optional<std::string> Platform::manifest_route(const store::VersionRecord& version) const {
+  if (!version.entrypoint.empty()) return std::nullopt;
+  auto it = versions_.find(version.id);
+  if (it == versions_.end()) return std::nullopt;
+  return it->second->config.route;
+}
+
 std::vector<std::string> Platform::urls(const store::VersionRecord& version, const std::string& base) const {
   std::vector<std::string> urls{base + "/fn/" + version.name + "/", base + "/v/" + version.id + "/"};
   if (!options_.domain.empty()) {

@@ -102,6 +102,10 @@ class Platform : public http::Dispatcher {
   std::shared_ptr<runtime::FunctionPool> current_pool(const std::string& name);
   // The URLs of a version; `base` is "http://HOST:PORT" as the client reached us.
   std::vector<std::string> urls(const store::VersionRecord& version, const std::string& base) const;
+  // The route a version's coil.toml gives it (served, like /fn/NAME/, for the
+  // function's current version); nullopt for a function deployed as an
+  // entrypoint, which has none.
+  std::optional<std::string> manifest_route(const store::VersionRecord& version) const;
 
   const PlatformOptions& options() const { return options_; }
   LogBook& logs() { return log_book_; }

@@ -238,13 +238,16 @@ def test_deploy_manifest_with_the_cli_and_reach_it_every_way(coil_server, tmp_pa
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", info["created_at"]), info
     assert info["urls"] == [f"{srv.url}/fn/hello/", f"{srv.url}/v/{version}/",
                             f"http://{version_host(version)}:{srv.port}/"]
-    # The CLI shows the server's URLs, in its order, with what each one follows.
+    assert info["route"] == "/hello"  # its coil.toml's
+    # The CLI shows the server's URLs, in its order, with what each one
+    # follows, then the manifest route.
     assert fn["urls"] == [(info["urls"][0], "follows the latest version"),
                           (info["urls"][1], "this version, immutable"),
-                          (info["urls"][2], "this version, immutable")]
+                          (info["urls"][2], "this version, immutable"),
+                          (f"{srv.url}/hello", "its coil.toml route; follows the latest version")]
     assert len(base32_label(version)) == 52
 
-    for r in (get_fn(srv, "hello"), get_version(srv, version), get_by_host(srv, version)):
+    for r in (get_fn(srv, "hello"), get_version(srv, version), get_by_host(srv, version), srv.get("/hello")):
         assert (r.status, r.text) == (200, "Hello from v1"), r
 
     r = srv.cli("invoke", "hello")
@@ -280,6 +283,13 @@ def test_deploy_fastapi_entrypoint_with_the_cli(coil_server, tmp_path):
     version = fn["version"]
     info = function_info(srv, "api")
     assert (info["version"], info["kind"]) == (version, "asgi")
+    # Deployed as an entrypoint: no route of its own, and the CLI shows none.
+    assert info["route"] is None
+    assert [label for _, label in fn["urls"]] == ["follows the latest version", "this version, immutable",
+                                                  "this version, immutable"]
+    r = srv.cli("ls")
+    assert r.returncode == 0, r
+    assert r.stdout.splitlines()[1].split()[:4] == ["api", version[:12], "asgi", "-"], r
 
     for r in (get_fn(srv, "api"), get_version(srv, version), get_by_host(srv, version)):
         assert r.status == 200, r
@@ -399,12 +409,13 @@ def test_ls_and_rm(coil_server, tmp_path):
 
     r = srv.cli("ls")
     assert r.returncode == 0, r
-    rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[1:] if line.strip()}
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "VERSION", "KIND", "ROUTE", "CREATED", "URL"], r
+    rows = {line.split()[0]: line.split() for line in lines[1:] if line.strip()}
     assert set(rows) == {"alpha", "beta"}, r
     for name, version in (("alpha", a), ("beta", b)):
-        assert version[:12] in rows[name], r
-        assert "handler" in rows[name], r
-        assert f"{srv.url}/fn/{name}/" in rows[name], r
+        assert rows[name][:4] == [name, version[:12], "handler", f"/{name}"], r
+        assert rows[name][5] == f"{srv.url}/fn/{name}/", r
 
     r = srv.cli("ls", "--key-file", tmp_path / "api-key", key=None)
     assert r.returncode == 0, r
