@@ -13,6 +13,9 @@ Contract with the host (see src/protocol/frame.h):
   - every request stream ends with exactly one final frame: a response (head
     or body) frame with END, or RESET when the response cannot be completed
     (the app raised after starting it, or the host cancelled the stream);
+  - INPUT_CLOSED (the client closed its sending side after its request: it
+    left, or half-closed) makes receive() return http.disconnect, as uvicorn
+    does; what the app sends still goes out;
   - CANCEL from the host makes receive() return http.disconnect; when its
     reason is a deadline (b"timeout"), it also cancels the request's task,
     when the client went away (b"disconnect"), the app runs on to its end.
@@ -34,7 +37,7 @@ import traceback
 import _coil
 
 (REQUEST_HEAD, REQUEST_BODY, CANCEL, RESET, READY, FAILED, WS_CLOSE, PAGE_HINTS, DRAINED, CONTINUE, CANCEL_TAKEN,
- RECYCLE) = (1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14)
+ RECYCLE, INPUT_CLOSED) = (1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _LIFESPAN_TIMEOUT = 30.0
 _DISCONNECT = {"type": "http.disconnect"}
@@ -339,6 +342,10 @@ class _Server:
                 exchange = self.exchanges.get(frame[1])
                 if exchange is not None:
                     exchange.drained(frame[2])
+            elif kind == INPUT_CLOSED:
+                exchange = self.exchanges.get(frame[1])
+                if exchange is not None:
+                    exchange.input_closed()
 
     def schedule_flush(self):
         # Responses finished within one turn of the loop go out in one write,
@@ -534,7 +541,7 @@ class _Exchange(_Stream):
     runs_on_after_disconnect = True
 
     __slots__ = ("chunks", "body_done", "status", "headers", "started", "head_sent", "unsent", "room",
-                 "body_wanted")
+                 "body_wanted", "client_done")
 
     def __init__(self, server, stream, body, end):
         super().__init__(server, stream)
@@ -547,6 +554,7 @@ class _Exchange(_Stream):
         self.unsent = 0    # body bytes sent that the client has not taken yet (flow control)
         self.room = None   # a send() waiting for the window to open
         self.body_wanted = False  # the host was told the app waits for the body
+        self.client_done = False  # the client closed its sending side (INPUT_CLOSED)
 
     # receive() ------------------------------------------------------------
 
@@ -556,7 +564,7 @@ class _Exchange(_Stream):
                 chunk = self.chunks.pop(0)
                 return {"type": "http.request", "body": chunk,
                         "more_body": not (self.body_done and not self.chunks)}
-            if self.disconnected or self.finished:
+            if self.disconnected or self.finished or self.client_done:
                 return _DISCONNECT
             if not self.body_done and not self.body_wanted:
                 # A client that sent "Expect: 100-continue" is invited to
@@ -568,6 +576,14 @@ class _Exchange(_Stream):
 
     def client_closed(self, code):
         self.cancel(b"disconnect")
+
+    def input_closed(self):
+        """The client closed its sending side after its request: it left, or
+        only half-closed. receive() says http.disconnect, as under uvicorn
+        (which cannot tell them apart either); unlike uvicorn, what the app
+        sends still goes out, for a client that half-closed."""
+        self.client_done = True
+        self.wake()
 
     def feed(self, data, end, text=False, more=False):
         if data or end:

@@ -647,6 +647,9 @@ void Connection::on_read_closed() {
   read_closed_ = true;
   if (phase_ == Phase::kWaiting || phase_ == Phase::kResponding) {
     keep_alive_ = false;  // the response is the last; read() ends the connection after it
+    // It may have left, or only half-closed: the target may tell the app,
+    // and the response still goes.
+    if (invocation_ && target_) target_->input_closed(invocation_);
     return;
   }
   close();

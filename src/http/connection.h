@@ -17,9 +17,10 @@
 // A read EOF (the client shut down its sending side) after a complete request
 // only means that no more requests come (RFC 9112 9.6): the requests already
 // received are answered, then the connection closes. Idle or in the middle
-// of a request, it ends the connection. Since a half-close and a full close
-// look the same from here, a function learns that such a client left only
-// when writing to it fails (or the connection is reset).
+// of a request, it ends the connection. A half-close and a full close look
+// the same from here: the target hears of it (input_closed(): an ASGI app gets
+// http.disconnect, as under uvicorn), and the response still goes; only a
+// failed write (or a reset) shows that the client is gone.
 #pragma once
 
 #include <boost/asio/ip/tcp.hpp>

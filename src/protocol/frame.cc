@@ -177,7 +177,7 @@ std::optional<Frame> Reader::next(Status& error) {
     error = Status::error("frame payload of " + std::to_string(length) + " bytes exceeds the limit");
     return std::nullopt;
   }
-  if (type < static_cast<uint8_t>(Type::kRequestHead) || type > static_cast<uint8_t>(Type::kRecycle)) {
+  if (type < static_cast<uint8_t>(Type::kRequestHead) || type > static_cast<uint8_t>(Type::kInputClosed)) {
     error = Status::error("unknown frame type " + std::to_string(type));
     return std::nullopt;
   }

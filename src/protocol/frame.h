@@ -83,6 +83,10 @@ enum class Type : uint8_t {
                       // that has not ended (it ends when the app's cancellation does)
   kRecycle = 14,    // ASGI instance -> host, stream 0: send no more requests, close the
                     // instance once those in flight have ended; payload says why
+  kInputClosed = 15,  // host -> ASGI instance: the client closed its sending side (a FIN)
+                      // after its complete request. receive() says http.disconnect, as
+                      // under uvicorn; the stream goes on, and what the app still sends
+                      // reaches a client that only half-closed
 };
 
 inline constexpr uint8_t kFlagEnd = 0x01;

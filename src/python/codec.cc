@@ -304,6 +304,22 @@ PyObject* frame_tuple(const frame::Frame& f, PyObject* state, bool root_path_in_
   }
 }
 
+// Whether `type` is one a host sends an instance (frame.h); any other byte
+// there means the stream is corrupt.
+bool sent_to_instances(uint8_t type) {
+  switch (static_cast<frame::Type>(type)) {
+    case frame::Type::kRequestHead:
+    case frame::Type::kRequestBody:
+    case frame::Type::kCancel:
+    case frame::Type::kWsClose:
+    case frame::Type::kDrained:
+    case frame::Type::kInputClosed:
+      return true;
+    default:
+      return false;
+  }
+}
+
 // The complete frames at the start of `data`, and how many bytes they took.
 PyObject* decode_frames(std::string_view data, PyObject* state, bool root_path_in_path) {
   PyObject* frames = PyList_New(0);
@@ -313,7 +329,7 @@ PyObject* decode_frames(std::string_view data, PyObject* state, bool root_path_i
     const char* p = data.data() + consumed;
     const auto* u = reinterpret_cast<const unsigned char*>(p);
     uint32_t length = wire::get_u32(p);
-    if (length > frame::kMaxPayload || u[4] < 1 || u[4] > static_cast<uint8_t>(frame::Type::kDrained)) {
+    if (length > frame::kMaxPayload || !sent_to_instances(u[4])) {
       Py_DECREF(frames);
       PyErr_SetString(PyExc_ValueError, "corrupt frame stream");
       return nullptr;

@@ -487,6 +487,7 @@ void FunctionPool::dispatch(Instance& instance, const std::shared_ptr<Invocation
   instance.in_flight().push_back(invocation);
   std::string frames;
   frame::append_request(frames, invocation->id, invocation->head, invocation->body, invocation->body_complete);
+  if (invocation->input_closed) frame::append(frames, frame::Type::kInputClosed, frame::kFlagEnd, invocation->id, "");
   // A handler request may be sent again if its instance dies before starting
   // it; an ASGI request never is, so its body need not be kept.
   if (kind_ == config::Kind::kAsgi) invocation->body.clear();
@@ -967,6 +968,17 @@ void FunctionPool::abandon(const std::shared_ptr<Invocation>& invocation) {
     case Invocation::State::kDone:
       break;
   }
+}
+
+void FunctionPool::input_closed(const std::shared_ptr<Invocation>& invocation) {
+  if (kind_ != config::Kind::kAsgi || invocation->websocket || invocation->input_closed) return;
+  invocation->input_closed = true;
+  bool on_an_instance =
+      invocation->state == Invocation::State::kDispatched || invocation->state == Invocation::State::kResponding;
+  if (!on_an_instance || invocation->instance == nullptr || invocation->cancel_sent) return;
+  std::string frames;
+  frame::append(frames, frame::Type::kInputClosed, frame::kFlagEnd, invocation->id, "");
+  invocation->instance->send(frames);
 }
 
 void FunctionPool::remove_from_queue(const Invocation& invocation) {

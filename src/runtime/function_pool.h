@@ -125,6 +125,10 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   // its deadlines; a running handler is let finish, one pipelined behind it
   // is cancelled.
   void abandon(const std::shared_ptr<Invocation>& invocation) override;
+  // The client closed its sending side after its request: an ASGI app is told
+  // (kInputClosed: http.disconnect), now or when the request is dispatched;
+  // its response still goes to the client. Handlers are not told.
+  void input_closed(const std::shared_ptr<Invocation>& invocation) override;
   // ASGI: a kDrained frame to the instance; a handler instance paused for
   // this response reads on. Either way the stream is not idle.
   void response_drained(const std::shared_ptr<Invocation>& invocation, uint64_t bytes, size_t unsent) override;

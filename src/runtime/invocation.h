@@ -65,6 +65,9 @@ struct Invocation {
   Instance* instance = nullptr;        // while dispatched/responding
   bool cancel_sent = false;      // the instance was told to drop the stream
   bool disconnect_sent = false;  // an ASGI instance was told the client left (the app runs on)
+  // The client closed its sending side (a FIN) after its complete request;
+  // every instance the request is dispatched to is told (kInputClosed).
+  bool input_closed = false;
 
   // Owned by the DeadlineQueue the invocation is in (at most one).
   Clock::time_point deadline;

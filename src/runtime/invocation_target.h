@@ -41,6 +41,11 @@ class InvocationTarget {
   virtual void client_alive(const std::shared_ptr<Invocation>& /*invocation*/) {}
   // The client is gone: the invocation is forgotten.
   virtual void abandon(const std::shared_ptr<Invocation>& invocation) = 0;
+  // The client closed its sending side (a FIN) after its complete request,
+  // which it does when it leaves, and also when it only half-closes (RFC 9112
+  // 9.6, `printf ... | nc -N`). The response still goes to it; a target may
+  // tell the app (ASGI's http.disconnect).
+  virtual void input_closed(const std::shared_ptr<Invocation>& /*invocation*/) {}
   // Flow control (see frame.h): `bytes` more of the response body given to
   // the invocation's sink reached its client, and `unsent` bytes of it wait
   // in the sink still. Called by the front as writes to the client complete,

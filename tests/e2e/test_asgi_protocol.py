@@ -94,6 +94,14 @@ async def app(scope, receive, send):
         log("got " + m["type"])
         return
 
+    if do == "answer-after-disconnect":
+        # listens for its client leaving, then answers all the same
+        await read_body(receive)
+        log("listening")
+        m = await receive()
+        log("got " + m["type"])
+        return await respond(send, 200, b"told " + m["type"].encode(), ctype=b"text/plain")
+
     if do == "work-after-disconnect":
         # work that goes on after the client left (it does not listen), then answers
         global WORK
@@ -563,20 +571,46 @@ def test_chunked_upload_is_delivered_in_pieces(coil, tmp_path):
     assert sum(d["pieces"]) == 11 and len(d["pieces"]) >= 2
 
 
-def test_http_disconnect_when_client_goes_away(coil, tmp_path):
+@pytest.mark.parametrize("leave", ["close", "reset"])
+def test_http_disconnect_when_client_goes_away(coil, tmp_path, leave):
+    # A close (FIN) tells the app at once, as under uvicorn: not only a reset.
     c = start_raw(coil, tmp_path)
     mark = c.mark()
     conn = c.raw()
     conn.send("GET /wait HTTP/1.1\r\nHost: x\r\nX-Do: disconnect\r\n\r\n")
     c.wait_for_line(fn_line("raw", "waiting for disconnect$"), since=mark, timeout=10)
-    conn.abort()  # a FIN alone may be a half-close: the client would still read the response
+    if leave == "close":
+        conn.close()
+    else:
+        conn.abort()
     c.wait_for_line(fn_line("raw", "got http.disconnect$"), since=mark, timeout=10)
     assert c.get("/after").status == 200
 
 
+def test_an_app_told_of_a_half_close_still_reaches_its_client(coil, tmp_path):
+    # A half-close looks like a client leaving: the app gets http.disconnect, as under
+    # uvicorn; unlike uvicorn, what it sends then still reaches the client.
+    c = start_raw(coil, tmp_path)
+    mark = c.mark()
+    with c.raw() as conn:
+        conn.send("GET /poll HTTP/1.1\r\nHost: x\r\nX-Do: answer-after-disconnect\r\n\r\n")
+        c.wait_for_line(fn_line("raw", "listening$"), since=mark, timeout=10)
+        conn.sock.shutdown(socket.SHUT_WR)
+        r = conn.read_response()
+        assert (r.status, r.body) == (200, b"told http.disconnect"), r
+        assert read_until_closed(conn, timeout=5) == b""
+    c.wait_for_line(r"^coil: access raw GET /poll 200 ", since=mark, timeout=5)
+    # the same when the FIN came with the request, before the app ran
+    with c.raw() as conn:
+        conn.send(b"POST /poll HTTP/1.0\r\nX-Do: answer-after-disconnect\r\nContent-Length: 2\r\n\r\nhi")
+        conn.sock.shutdown(socket.SHUT_WR)
+        r = conn.read_response()
+        assert (r.status, r.body) == (200, b"told http.disconnect"), r
+
+
 def test_a_client_that_half_closes_after_its_request_gets_the_response(coil, tmp_path):
     # RFC 9112 9.6: the read EOF (printf ... | nc -N) ends the client's sending, not the
-    # request: the app is not told http.disconnect, and its response arrives.
+    # request: an app that does not listen for http.disconnect answers it as usual.
     c = start_raw(coil, tmp_path)
     g = c.gates.new()
     mark = c.mark()

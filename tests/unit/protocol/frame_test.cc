@@ -615,7 +615,7 @@ TEST(Reader, OversizedLengthIsAnErrorAsSoonAsTheHeaderIsIn) {
 }
 
 TEST(Reader, UnknownTypeIsAnError) {
-  for (uint8_t type : {uint8_t{0}, uint8_t{15}, uint8_t{0xff}}) {
+  for (uint8_t type : {uint8_t{0}, uint8_t{16}, uint8_t{0xff}}) {
     SCOPED_TRACE(static_cast<int>(type));
     Status error;
     std::vector<Owned> frames = read_all(raw_header(0, type), kHeaderSize, &error);
@@ -639,10 +639,11 @@ TEST(Reader, CorruptFrameAfterGoodOnesStopsTheStream) {
 
 TEST(Reader, EveryKnownTypeIsAccepted) {
   std::string out;
-  for (uint8_t t = 1; t <= 12; ++t) append(out, static_cast<Type>(t), 0, t, "");
+  constexpr auto kLast = static_cast<uint8_t>(Type::kInputClosed);
+  for (uint8_t t = 1; t <= kLast; ++t) append(out, static_cast<Type>(t), 0, t, "");
   std::vector<Owned> frames = read_all(out, out.size());
-  ASSERT_EQ(frames.size(), 12u);
-  for (uint8_t t = 1; t <= 12; ++t) EXPECT_EQ(static_cast<uint8_t>(frames[t - 1].type), t);
+  ASSERT_EQ(frames.size(), size_t{kLast});
+  for (uint8_t t = 1; t <= kLast; ++t) EXPECT_EQ(static_cast<uint8_t>(frames[t - 1].type), t);
 }
 
 TEST(WsMessage, ALargeMessageTravelsInPartsFlaggedMoreButTheLast) {
