@@ -801,7 +801,9 @@ class _WebSocket(_Stream):
                     self.taken = 0
                     self.server.schedule_flush()
                 return message
-            if self.disconnected:
+            if self.disconnected or self.state == "closed":
+                # The client left, or the app closed: the stream is over
+                # (the host ends the close handshake without the app).
                 return {"type": "websocket.disconnect", "code": self.close_code}
             await self.wait()
 
@@ -856,8 +858,11 @@ class _WebSocket(_Stream):
                 _coil.put_response(out, self.stream, 403, (), b"", True)
             else:
                 _coil.put_ws_close(out, self.stream, int(code), message.get("reason") or "")
+                if not self.disconnected:
+                    self.close_code = int(code)  # what the client echoes, closing
             self.state = "closed"
             self.finished = True
+            self.wake()  # a receive() waiting in another task
         else:
             raise RuntimeError(f"unexpected ASGI message type {kind!r} for a websocket")
         self.server.schedule_flush()

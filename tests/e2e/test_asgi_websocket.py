@@ -61,6 +61,9 @@ async def app(scope, receive, send):
     if path == "/server-close":
         await send({"type": "websocket.send", "text": "closing soon"})
         await send({"type": "websocket.close", "code": 4001, "reason": "bye"})
+        # the close handshake's end, as an app that waits for it sees it
+        m = await receive()
+        log("after its close: %s code=%s" % (m["type"], m.get("code")))
         return
     if path == "/enum-close":
         import enum
@@ -285,6 +288,7 @@ def test_accept_headers_reach_the_client(coil):
 
 def test_client_sees_the_apps_close_code(coil):
     c = start(coil)
+    mark = c.mark()
 
     async def server_close():
         async with websockets.connect(ws_url(c, "/server-close")) as ws:
@@ -294,6 +298,9 @@ def test_client_sees_the_apps_close_code(coil):
             return e.value.rcvd.code if e.value.rcvd else None
 
     assert ws_run(server_close()) == 4001
+    # An app that waits in receive() after its close learns at once that the socket
+    # closed (under the stream idle timeout of a minute, were it left waiting).
+    c.wait_for_line(fn_line("ws", "after its close: websocket.disconnect code=4001$"), since=mark, timeout=10)
 
     async def asked_to_close():
         async with websockets.connect(ws_url(c, "/echo")) as ws:
