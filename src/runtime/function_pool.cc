@@ -26,22 +26,43 @@ constexpr size_t kMaxHeaderName = 256;
 constexpr size_t kMaxHeaderValue = 16 * 1024;
 using frame::kMaxResponseHead;
 
-bool valid_response_head(const frame::ResponseHead& head, bool websocket) {
+// A header name as a log line may show it: at most 64 bytes, anything but
+// printable ASCII as '?'.
+std::string loggable_name(std::string_view name) {
+  std::string shown(name.substr(0, 64));
+  for (char& c : shown) {
+    if (c < 0x21 || c > 0x7e) c = '?';
+  }
+  return name.size() > 64 ? shown + "..." : shown;
+}
+
+// What is wrong with a response head a function sent, for its log line; ""
+// when it may go to a client.
+std::string response_head_problem(const frame::ResponseHead& head, bool websocket) {
   bool status_ok = (head.status >= 200 && head.status <= 599) || (websocket && head.status == 101);
-  if (!status_ok) return false;
+  if (!status_ok) return fmt::format("status {} is not a final status (200-599)", head.status);
   size_t total = 0;
   for (const auto& [name, value] : head.headers) {
     total += name.size() + value.size() + 4;
-    if (name.empty() || name.size() > kMaxHeaderName || value.size() > kMaxHeaderValue) return false;
-    if (total > kMaxResponseHead) return false;
+    if (name.empty()) return "a header with an empty name";
+    if (name.size() > kMaxHeaderName) {
+      return fmt::format("header {} has a name over {} bytes", loggable_name(name), kMaxHeaderName);
+    }
+    if (value.size() > kMaxHeaderValue) {
+      return fmt::format("header {} has a value of {} bytes (at most {})", loggable_name(name), value.size(),
+                         kMaxHeaderValue);
+    }
+    if (total > kMaxResponseHead) return fmt::format("its headers are over {} bytes", kMaxResponseHead);
     for (char c : name) {
-      if (!ascii::is_token_char(c)) return false;
+      if (!ascii::is_token_char(c)) return fmt::format("header name {} is not a token", loggable_name(name));
     }
     for (unsigned char c : value) {
-      if (c == '\r' || c == '\n' || c == '\0') return false;
+      if (c == '\r' || c == '\n' || c == '\0') {
+        return fmt::format("header {} has a CR, LF or NUL in its value", loggable_name(name));
+      }
     }
   }
-  return true;
+  return "";
 }
 
 std::string describe_wait_status(int status) {
@@ -631,9 +652,12 @@ void FunctionPool::on_frame(Instance& instance, const frame::Frame& f) {
       frame::ResponseHead head;
       std::string_view body;
       invocation->state = Invocation::State::kResponding;  // its body frames may follow, even if refused
-      if (!frame::decode_response_head(f.payload, head, body) || !valid_response_head(head, invocation->websocket)) {
-        log::info("function {} pid={} sent an invalid response head (status {})", config_.name, instance.pid(),
-                  head.status);
+      std::string problem = frame::decode_response_head(f.payload, head, body)
+                                ? response_head_problem(head, invocation->websocket)
+                                : "a truncated frame";
+      if (!problem.empty()) {
+        log::info("function {} pid={} sent an invalid response head for {} {}: {}", config_.name, instance.pid(),
+                  invocation->head.method, invocation->head.target, problem);
         fail(*invocation, 502, "invalid response from function " + config_.name);
         if (!end) send_cancel(invocation, frame::kCancelTimeout);  // the app must not go on streaming
         break;

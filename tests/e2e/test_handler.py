@@ -407,27 +407,37 @@ def test_environment_is_per_function(coil):
     assert c.get("/two").body == b"<unset>"
 
 
-def test_interim_status_is_not_sent_as_the_response(coil):
+def test_an_invalid_response_head_is_a_502_and_the_log_says_why(coil):
     app = '''
 from spin_http import Response
 
 def handle_request(request):
     if request.uri == "/interim":
         return Response(100, None, None)
+    if request.uri == "/big":
+        return Response(200, {"x-big": "v" * 17000}, "too big")
+    if request.uri == "/split":
+        return Response(200, {"x-split": "a\\r\\nset-cookie: evil=1"}, "injected")
     return Response(200, None, "ok")
 '''
     c = coil({"coil.toml": manifest(fn_toml("interim", "/...")), "app.py": app})
+    mark = c.mark()
     conn = http.client.HTTPConnection("127.0.0.1", c.port, timeout=10)
     try:
-        conn.request("GET", "/interim")
-        r = conn.getresponse()
-        assert r.status == 502
-        assert r.read() == b"invalid response from function interim\n"
-        conn.request("GET", "/ok")  # the same connection still works
-        r = conn.getresponse()
-        assert (r.status, r.read()) == (200, b"ok")
+        for uri in ("/interim", "/big", "/split"):
+            conn.request("GET", uri)
+            r = conn.getresponse()
+            assert r.status == 502, uri
+            assert r.read() == b"invalid response from function interim\n"
+            conn.request("GET", "/ok")  # the same connection still works
+            r = conn.getresponse()
+            assert (r.status, r.read()) == (200, b"ok")
     finally:
         conn.close()
+    prefix = r"^coil: function interim pid=\d+ sent an invalid response head for GET "
+    c.wait_for_line(prefix + r"/interim: status 100 is not a final status \(200-599\)$", since=mark)
+    c.wait_for_line(prefix + r"/big: header x-big has a value of 17000 bytes \(at most 16384\)$", since=mark)
+    c.wait_for_line(prefix + r"/split: header x-split has a CR, LF or NUL in its value$", since=mark)
 
 
 def test_huge_response_headers_are_a_500_and_the_instance_survives(coil):
