@@ -393,6 +393,8 @@ void Connection::on_response_head(const frame::ResponseHead& head, std::string_v
   } else if (!end && declared) {
     length = *declared;
     response_remaining_ = *declared;
+    response_declared_ = *declared;
+    response_overflowed_ = false;
   } else if (!end) {
     if (parser_.version() >= 11) {
       framing = BodyFraming::kChunked;
@@ -451,6 +453,11 @@ void Connection::append_counted(std::string_view body) {
     if (body.size() > *response_remaining_) {
       body = body.substr(0, *response_remaining_);
       keep_alive_ = false;  // the function sent more than it declared: the rest is dropped
+      if (!response_overflowed_) {
+        response_overflowed_ = true;
+        log::info("{} {} {}: the function sent more body than its content-length ({}); the rest is dropped",
+                  function_, parser_.method(), parser_.target(), response_declared_);
+      }
     }
     *response_remaining_ -= body.size();
   }
@@ -460,7 +467,12 @@ void Connection::append_counted(std::string_view body) {
 void Connection::check_declared_length() {
   // A declared length that the body fell short of cannot be completed
   // honestly: the connection closes, and the client sees a short body.
-  if (response_remaining_ && *response_remaining_ > 0) keep_alive_ = false;
+  if (response_remaining_ && *response_remaining_ > 0) {
+    keep_alive_ = false;
+    log::info("{} {} {}: the function's body ended {} bytes short of its content-length ({}); the connection "
+              "closes",
+              function_, parser_.method(), parser_.target(), *response_remaining_, response_declared_);
+  }
 }
 
 void Connection::on_failure(uint16_t status, const std::string& message) {

@@ -146,6 +146,8 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   bool response_chunked_ = false;
   bool response_until_close_ = false;
   std::optional<uint64_t> response_remaining_;  // body bytes still due under a declared length
+  uint64_t response_declared_ = 0;               // that declared length, for the log
+  bool response_overflowed_ = false;             // the function sent more than it declared
   bool response_complete_ = false;
   uint16_t response_status_ = 0;
 };

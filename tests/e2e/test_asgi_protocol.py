@@ -149,6 +149,15 @@ async def app(scope, receive, send):
         await send({"type": "http.response.body", "body": b"56789"})
         return
 
+    if do == "content-length-broken":
+        # declares 10 bytes, then streams parts of the sizes X-Parts lists
+        parts = [int(n) for n in dict(scope["headers"])[b"x-parts"].split(b",")]
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain"), (b"content-length", b"10")]})
+        for i, n in enumerate(parts):
+            await send({"type": "http.response.body", "body": b"x" * n, "more_body": i + 1 < len(parts)})
+        return
+
     if do == "trailers":
         await send({"type": "http.response.start", "status": 200, "trailers": True,
                     "headers": [(b"content-type", b"text/plain")]})
@@ -765,6 +774,22 @@ def test_streamed_body_with_content_length(coil, tmp_path):
     assert r.header("content-length") == "10"
     assert r.header("transfer-encoding") is None
     assert r.body == b"0123456789"
+
+
+@pytest.mark.parametrize("parts,log", [
+    ("5,8", r"the function sent more body than its content-length \(10\); the rest is dropped$"),
+    ("5,2", r"the function's body ended 3 bytes short of its content-length \(10\); the connection closes$"),
+], ids=["longer", "shorter"])
+def test_a_streamed_body_that_breaks_its_content_length_is_cut_and_logged(coil, tmp_path, parts, log):
+    c = start_raw(coil, tmp_path)
+    mark = c.mark()
+    with c.raw() as conn:
+        conn.send(f"GET /cl HTTP/1.1\r\nHost: x\r\nX-Do: content-length-broken\r\nX-Parts: {parts}\r\n\r\n")
+        head = conn.read_head()
+        assert (head.status, head.header("content-length")) == (200, "10"), head
+        # never more than declared, and the connection ends (the client sees the break)
+        assert read_until_closed(conn, timeout=10) == b"x" * min(10, sum(map(int, parts.split(","))))
+    c.wait_for_line(r"^coil: raw GET /cl: " + log, since=mark, timeout=10)
 
 
 def test_large_streamed_response(coil, tmp_path):
