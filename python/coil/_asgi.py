@@ -45,6 +45,10 @@ _DISCONNECT = {"type": "http.disconnect"}
 # and this long to finish before its task is cancelled (the host kills the
 # instance if a cancelled request has not ended within a second).
 _DISCONNECT_GRACE = 0.5
+# A WebSocket app whose client left learns it from receive() (websocket.disconnect)
+# or from send(), which raises ClientDisconnected; one that does neither within
+# this long is cancelled.
+_WS_GONE_GRACE = 5.0
 _READ_SIZE = 65536  # bytes per read from the host
 # Flow control (src/protocol/frame.h): response body bytes of one stream that
 # may be on their way to its client; send() waits while more are. A larger
@@ -65,6 +69,11 @@ _CLOSE_GRACE = 30.0
 # run_in_threadpool), through this coroutine (file name suffix, name).
 _ANYIO_THREAD_WAIT = ("/anyio/_backends/_asyncio.py", "run_sync_in_worker_thread")
 _TASK_NAME = "coil-request"  # the name of every request's task
+
+
+class ClientDisconnected(OSError):
+    """Raised by a WebSocket's send() once its client has gone (ASGI 2.4: "a
+    server-specific subclass of IOError"; uvicorn's has the same name)."""
 
 
 def _new_loop():
@@ -213,7 +222,9 @@ class _Server:
         Their sends go nowhere. Requests cancelled already (timed out) get a
         second: they are over."""
         for exchange in list(self.exchanges.values()):
-            exchange.cancel(b"disconnect")  # no client waits on any stream now
+            # No client waits on any stream now. A WebSocket app is cancelled
+            # (below), with no grace: the instance is closing.
+            exchange.cancel(b"disconnect" if exchange.runs_on_after_disconnect else b"closing")
         running = [exchange for exchange in self.exchanges.values()
                    if exchange.task is not None and not exchange.task.done()]
         # A WebSocket app is cancelled (cancel()), as when its client leaves.
@@ -463,10 +474,10 @@ class _Stream:
         The host still bounds the request (timeout_ms until a response starts,
         else stream_idle_timeout_ms) and cancels it with b"timeout" past that.
 
-        Otherwise (a deadline passed, the instance is closing, or the client
-        of a WebSocket left: under uvicorn its next send would raise): an app
+        Otherwise (a deadline passed, or the instance is closing): an app
         listening on receive() learns it from there and is cancelled if it
-        has not finished within _DISCONNECT_GRACE; any other is cancelled now."""
+        has not finished within _DISCONNECT_GRACE; any other is cancelled now.
+        (A WebSocket whose client left: see _WebSocket.cancel.)"""
         listening = self.waiter is not None
         self.disconnected = True
         self.wake()
@@ -825,14 +836,26 @@ class _WebSocket(_Stream):
         self.close_code = code
         self.wake()
 
+    def cancel(self, reason=b"timeout"):
+        if reason != b"disconnect":
+            return super().cancel(reason)
+        # The client left: as under uvicorn, receive() says websocket.disconnect
+        # and send() raises, so that an app's own cleanup after either runs
+        # (a push loop's `except`, not only its `finally`). One that does
+        # neither within _WS_GONE_GRACE is cancelled.
+        self.disconnected = True
+        self.wake()
+        if self.task is not None and not self.task.done():
+            self.server.loop.call_later(_WS_GONE_GRACE, self.cancel_task)
+
     async def send(self, message):
         kind = message["type"]
         out = self.server.out
         if kind == "websocket.send":
+            if self.disconnected:
+                raise ClientDisconnected(f"the WebSocket client has gone (close code {self.close_code})")
             if self.state != "connected":
                 raise RuntimeError(f"websocket.send while the socket is {self.state}")
-            if self.disconnected:
-                return
             text = message.get("text")
             if text is not None:
                 _coil.put_ws_message(out, self.stream, text.encode("utf-8"), True)

@@ -58,6 +58,18 @@ async def app(scope, receive, send):
         m = await receive()
         return
 
+    if path == "/push":
+        # pushes until a send fails, then cleans up (in an except, not a finally)
+        while True:
+            try:
+                await send({"type": "websocket.send", "text": "tick"})
+            except OSError as e:
+                log("send raised %s (%s)" % (type(e).__name__, e))
+                break
+            await asyncio.sleep(0.05)
+        log("cleanup ran")
+        return
+
     if path == "/server-close":
         await send({"type": "websocket.send", "text": "closing soon"})
         await send({"type": "websocket.close", "code": 4001, "reason": "bye"})
@@ -368,6 +380,28 @@ def test_abrupt_client_disconnect_reaches_the_app(coil):
     # the TCP connection went away without a close frame: the app gets websocket.disconnect
     # (1006 is what servers report for that; any code is accepted here)
     c.wait_for_line(fn_line("ws", r"disconnect code=\S+$"), since=mark, timeout=10)
+
+
+@pytest.mark.parametrize("leave", ["close", "reset"])
+def test_a_push_loop_sees_its_client_leave_from_send(coil, leave):
+    # As under uvicorn: send() raises an OSError once the client has gone, and the
+    # app's own cleanup runs (it is not cancelled out from under it).
+    c = start(coil)
+    mark = c.mark()
+    key = base64.b64encode(os.urandom(16)).decode()
+    conn = c.raw()
+    conn.send(f"GET /push HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    assert conn.read_head().status == 101
+    assert conn._read_until(b"tick")  # a frame of the push loop
+    if leave == "close":
+        conn.close()
+    else:
+        conn.abort()
+    c.wait_for_line(fn_line("ws", r"send raised ClientDisconnected \(the WebSocket client has gone "
+                                  r"\(close code \d+\)\)$"), since=mark, timeout=10)
+    c.wait_for_line(fn_line("ws", "cleanup ran$"), since=mark, timeout=10)
+    assert c.get("/still-ok").status == 200
 
 
 def test_several_websockets_on_one_instance(coil):
