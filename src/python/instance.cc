@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <deque>
+#include <optional>
 #include <unordered_map>
 
 #include "common/ascii.h"
@@ -75,15 +76,20 @@ PyObject* build_headers(const frame::RequestHead& head) {
     component_route = std::string(route.substr(0, route.size() - 4));
   }
   std::string host = head.host.empty() ? "localhost" : head.host;
+  // As Spin, from the path the client sent (escapes kept); the decoded
+  // values where no raw one maps onto them (router::raw_match).
+  std::optional<router::RawMatch> raw = router::raw_match(head.target, head.route, head.prefix);
+  const std::string& path_info = raw ? raw->path_info : head.path_info;
+  const auto& captures = raw ? raw->captures : head.captures;
   bool ok = set_header(dict, "spin-full-url", head.scheme + "://" + host + head.target) &&
-            set_header(dict, "spin-path-info", head.path_info) &&
+            set_header(dict, "spin-path-info", path_info) &&
             set_header(dict, "spin-matched-route", head.route) &&
             set_header(dict, "spin-base-path", "/") &&
             set_header(dict, "spin-raw-component-route", head.route) &&
             set_header(dict, "spin-component-route", component_route) &&
             set_header(dict, "spin-client-addr", head.client);
   // Spin >= 2.5: one header per ":name" of the route.
-  for (const frame::Header& capture : head.captures) {
+  for (const auto& capture : captures) {
     if (!ok) break;
     ok = set_header(dict, router::capture_header(capture.first).c_str(), capture.second);
   }

@@ -66,6 +66,43 @@ std::string capture_header(std::string_view name) {
   return out;
 }
 
+std::optional<RawMatch> raw_match(std::string_view target, std::string_view route, std::string_view prefix) {
+  std::string_view path = target.substr(0, target.find('?'));
+  for (size_t at = path.find('%'); at != std::string_view::npos; at = path.find('%', at + 1)) {
+    if (path.size() - at >= 3 && path[at + 1] == '2' && ascii::lower(path[at + 2]) == 'f') return std::nullopt;
+  }
+  // The raw path's segments; the first is what follows the leading '/'.
+  std::vector<std::string_view> segments;
+  for (size_t start = 1; start <= path.size();) {
+    size_t slash = path.find('/', start);
+    if (slash == std::string_view::npos) slash = path.size();
+    segments.push_back(path.substr(start, slash - start));
+    start = slash + 1;
+  }
+  RawMatch raw;
+  size_t index = 0;
+  for (size_t start = 1; start < route.size(); ++index) {
+    size_t slash = route.find('/', start);
+    if (slash == std::string_view::npos) slash = route.size();
+    std::string_view part = route.substr(start, slash - start);
+    if (part.starts_with(':')) {
+      if (index >= segments.size()) return std::nullopt;
+      raw.captures.emplace_back(part.substr(1), segments[index]);
+    }
+    start = slash + 1;
+  }
+  if (route.ends_with("/...")) {
+    // The prefix covers as many raw segments as it has '/'s; the rest is the path info.
+    size_t covered = static_cast<size_t>(std::count(prefix.begin(), prefix.end(), '/'));
+    size_t at = 0;
+    for (size_t seen = 0; at != std::string_view::npos && seen <= covered; ++seen) {
+      at = path.find('/', seen == 0 ? 0 : at + 1);
+    }
+    if (at != std::string_view::npos) raw.path_info = std::string(path.substr(at));
+  }
+  return raw;
+}
+
 std::string route_shape(std::string_view route) {
   std::string out;
   out.reserve(route.size());

@@ -69,6 +69,21 @@ std::string route_shape(std::string_view route);
 // "spin-path-match-" and the name lower-cased, '_' written '-'.
 std::string capture_header(std::string_view name);
 
+// A match as Spin reports it to a handler: Spin routes on the raw path, so its
+// spin-path-info and spin-path-match-* headers hold the path as the client
+// sent it, escapes and all ("/a%20b", not "/a b").
+struct RawMatch {
+  std::string path_info;                                      // "" for an exact route
+  std::vector<std::pair<std::string, std::string>> captures;  // (name, raw segment) per ":name"
+};
+
+// The raw counterparts of a Match's path_info and captures, from the request
+// `target` (origin-form, as decode_path() accepted it) and the Match's `route`
+// and `prefix`. Decoding maps raw segments one to one onto decoded ones,
+// except where a segment holds "%2F": then nullopt, and the decoded values
+// stand.
+std::optional<RawMatch> raw_match(std::string_view target, std::string_view route, std::string_view prefix);
+
 // Percent-decodes the path part of a request target (up to '?'), once. A '%'
 // not followed by two hex digits ("/items/100%", "%zz") is kept as it is, as
 // uvicorn and Starlette do. Fails on a NUL byte (raw or "%00"), a target that

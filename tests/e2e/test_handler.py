@@ -285,6 +285,17 @@ def test_spin_headers_capture_route(coil):
                    http_request(echo(coil, route="/plain/...", name="plain").port, "GET", "/plain/x").json()["headers"])
 
 
+def test_spin_headers_keep_the_path_as_the_client_sent_it(coil):
+    # Spin routes on the raw path: spin-path-info and the captures keep their escapes.
+    c = echo(coil, route="/files/:owner/...")
+    h = http_request(c.port, "GET", "/files/j%C3%B6rg/my%20notes/100%25.txt?x=%41").json()["headers"]
+    assert h["spin-path-info"] == "/my%20notes/100%25.txt"
+    assert h["spin-path-match-owner"] == "j%C3%B6rg"
+    # An escaped '/' in a segment splits it only once decoded: the decoded values stand.
+    h = http_request(c.port, "GET", "/files/ann/a%2Fb").json()["headers"]
+    assert (h["spin-path-info"], h["spin-path-match-owner"]) == ("/a/b", "ann")
+
+
 def test_spin_full_url_uses_host_header(coil):
     c = echo(coil, route="/h")
     r = c.get("/h?a=b", headers={"Host": "example.test:8080"})

@@ -409,5 +409,45 @@ TEST(DecodePath, DecodedPathIsWhatTheTableMatches) {
   EXPECT_EQ(m->path_info, "/x/y");
 }
 
+// raw_match() with what the table matched for `target`.
+std::optional<RawMatch> raw_of(const RouteTable& table, std::string_view target) {
+  auto m = table.match(decoded(target));
+  if (!m) return std::nullopt;
+  return raw_match(target, m->route, m->prefix);
+}
+
+using Captures = std::vector<std::pair<std::string, std::string>>;
+
+TEST(RawMatch, PathInfoIsTheRawRestOfThePath) {
+  RouteTable table = table_of({"/static/...", "/...", "/exact"});
+  EXPECT_EQ(raw_of(table, "/static/a%20b.txt?x=%41")->path_info, "/a%20b.txt");
+  EXPECT_EQ(raw_of(table, "/static/100%25/x")->path_info, "/100%25/x");
+  EXPECT_EQ(raw_of(table, "/static")->path_info, "");
+  EXPECT_EQ(raw_of(table, "/static/")->path_info, "/");
+  EXPECT_EQ(raw_of(table, "/%73tatic/a%20b")->path_info, "/a%20b");  // an escaped prefix counts by segments
+  EXPECT_EQ(raw_of(table, "/caf%C3%A9/x")->path_info, "/caf%C3%A9/x");
+  EXPECT_EQ(raw_of(table, "/")->path_info, "/");
+  EXPECT_EQ(raw_of(table, "/exact")->path_info, "");
+}
+
+TEST(RawMatch, CapturesAreTheRawSegments) {
+  RouteTable table = table_of({"/users/:id", "/users/:id/posts/:post/..."});
+  auto raw = raw_of(table, "/users/a%20b?x");
+  ASSERT_TRUE(raw.has_value());
+  EXPECT_EQ(raw->captures, (Captures{{"id", "a%20b"}}));
+  EXPECT_EQ(raw->path_info, "");
+  raw = raw_of(table, "/users/%E2%82%AC/posts/7/x/y%3F");
+  ASSERT_TRUE(raw.has_value());
+  EXPECT_EQ(raw->captures, (Captures{{"id", "%E2%82%AC"}, {"post", "7"}}));
+  EXPECT_EQ(raw->path_info, "/x/y%3F");
+}
+
+TEST(RawMatch, AnEncodedSlashLeavesTheDecodedValues) {
+  // "%2F" makes one raw segment two decoded ones: no raw value maps onto them.
+  EXPECT_FALSE(raw_match("/static/a%2Fb", "/static/...", "/static").has_value());
+  EXPECT_FALSE(raw_match("/u/x%2fy/z", "/u/:a/:b", "/u/x/y").has_value());
+  EXPECT_TRUE(raw_match("/static/a%2Eb", "/static/...", "/static").has_value());
+}
+
 }  // namespace
 }  // namespace coil::router
