@@ -1164,6 +1164,7 @@ async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": []})
         exchange.finished = False
         await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        exchange.server.flush()  # the real head is out before the second one
         os.write(exchange.server.fd, frame(3, 1, exchange.stream, struct.pack("<HI", 200, 0)))
 '''
 

@@ -653,14 +653,14 @@ def test_invalid_request_targets_are_400(coil, target, reason):
 
 
 def test_a_percent_that_is_not_an_escape_is_kept_literally(coil):
-    # as under uvicorn and Starlette: /items/100% reaches the function as it is
+    # as under uvicorn and Starlette: /items/100% reaches the function as it is (the
+    # decoded forms, "/%00" for "/%%30%30", are the router's unit tests)
     c = start(coil)
-    for target, path in [("/items/100%", "/items/100%"), ("/a%zz", "/a%zz"), ("/a%4", "/a%4"),
-                         ("/%%30%30", "/%00"), ("/a/%.%2e", "/a/%.."), ("/%25%2e%2e", "/%..")]:
+    for target in ["/items/100%", "/a%zz", "/a%4", "/%%30%30", "/a/%.%2e", "/%25%2e%2e"]:
         r = c.get(target)
         assert r.status == 200, (target, r)
         assert r.json()["uri"] == target
-        assert r.json()["headers"]["spin-path-info"] == path, target
+        assert r.json()["headers"]["spin-path-info"] == target, target  # as sent (Spin)
     # a literal '%' neither hides a '..' segment nor a NUL
     for target in ["/a/%2e%2e/b", "/a/.%2e", "/%00", "/a%%00", "/a%zz/../b"]:
         with RawConn(c.port, timeout=5) as rc:
