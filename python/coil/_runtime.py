@@ -72,7 +72,8 @@ def load(entrypoint, options=None):
     if asgi:
         from coil import _asgi
 
-        in_path = root_path_in_path(entrypoint, target, options.get("root_path_in_path", ""))
+        in_path = root_path_in_path(entrypoint, target, options.get("root_path_in_path", ""),
+                                    options.get("served_under_prefix", "true") == "true")
         return "asgi", _asgi.Instance(target, options.get("function", attr), in_path)
     return "handler", _handler_invoker(target)
 
@@ -103,23 +104,26 @@ def is_coroutine_function(f):
     return isinstance(code, types.CodeType) and bool(code.co_flags & _CO_COROUTINE)
 
 
-def root_path_in_path(entrypoint, app, option):
+def root_path_in_path(entrypoint, app, option, under_prefix=True):
     """Whether scope["path"] keeps the route prefix (today's reading of the
     ASGI spec, which Quart and Starlette >= 0.33 expect) or has it stripped
     (what Starlette < 0.33, Debian's 0.26 under FastAPI 0.92, expects).
     `option` is the manifest's "true" or "false", else the framework found
     behind `app` (see framework_app) decides, and a line at start says so
-    when a user may need to know: the prefix stripped, or no framework found."""
+    when a user may need to know: the prefix stripped, or no framework found,
+    for a function that may be served under a prefix (`under_prefix`: any
+    route but "/...")."""
     if option in ("true", "false"):
         return option == "true"
     framework = framework_app(app)
     version = _starlette_version() if _is_starlette_app(framework) else None
     if version is not None and version < (0, 33):
-        print(f"coil: {entrypoint} is a Starlette {sys.modules['starlette'].__version__} app "
-              f"({type(framework).__name__}): under a prefix route, scope[\"path\"] has the prefix stripped, "
-              f"as Starlette < 0.33 expects (root_path_in_path = true keeps it)", file=sys.stderr)
+        if under_prefix:
+            print(f"coil: {entrypoint} is a Starlette {sys.modules['starlette'].__version__} app "
+                  f"({type(framework).__name__}): under a prefix route, scope[\"path\"] has the prefix stripped, "
+                  f"as Starlette < 0.33 expects (root_path_in_path = true keeps it)", file=sys.stderr)
         return False
-    if framework is None:
+    if framework is None and under_prefix:
         print(f"coil: {entrypoint}: no framework app recognised behind it: under a prefix route, "
               f"scope[\"path\"] keeps the prefix, as the ASGI spec has it (root_path_in_path = false strips it)",
               file=sys.stderr)

@@ -67,10 +67,19 @@ struct FunctionConfig {
   // /deps and put on sys.path right after the code. "" = none. Not a
   // manifest field: the server sets it (platform/dependencies.h).
   std::string dependencies;
+  // coil server: the function is also served under /fn/NAME/ and /v/ID/,
+  // whatever its route. Not a manifest field: the server sets it.
+  bool served_under_server_prefixes = false;
   // Where the function is declared, for errors found after parsing
   // (an entrypoint that does not import): "PATH:LINE".
   std::string entrypoint_origin;
 };
+
+// Whether an ASGI app of `function` may get a request with a root_path (a
+// route prefix): any route but "/...", or coil server's prefixes.
+inline bool may_see_route_prefix(const FunctionConfig& function) {
+  return function.served_under_server_prefixes || function.route != "/...";
+}
 
 struct Manifest {
   std::string path;  // the manifest file as given, or "" when built from a command line

@@ -139,6 +139,7 @@ Result<std::vector<config::FunctionConfig>> Platform::read_functions(const std::
     manifest = config::load_manifest(root);
   }
   if (!manifest) return Status::error(relative_to_bundle(manifest.message(), root));
+  for (config::FunctionConfig& function : manifest->functions) function.served_under_server_prefixes = true;
   // Everything a function reads must come from the bundle.
   for (const config::FunctionConfig& function : manifest->functions) {
     if (!inside(root, function.source)) {

@@ -49,6 +49,7 @@ Status send(int socket, const Message& m, bool* would_block) {
       wire::put_pairs(out, m.build.environment);
       wire::put_str(out, m.build.kind);
       wire::put_str(out, m.build.root_path_in_path);
+      out.push_back(m.build.served_under_prefix ? 1 : 0);
       out.push_back(static_cast<char>(m.build.isolation));
       wire::put_u64(out, m.build.max_open_files);
       wire::put_u64(out, m.build.tmp_mb);
@@ -165,7 +166,7 @@ Status receive(int socket, Message& m, bool* would_block) {
     case Type::kBuildTemplate:
       ok = c.str(m.build.function) && c.str(m.build.source) && c.str(m.build.entrypoint) &&
            c.pairs(m.build.environment) && c.str(m.build.kind) && c.str(m.build.root_path_in_path) &&
-           read_isolation(c, m.build.isolation) && c.u64(m.build.max_open_files) && c.u64(m.build.tmp_mb) &&
+           c.flag(m.build.served_under_prefix) && read_isolation(c, m.build.isolation) && c.u64(m.build.max_open_files) && c.u64(m.build.tmp_mb) &&
            c.u64(m.build.rlimit_data_mb) && read_volumes(c, m.build.volumes) && c.str(m.build.dependencies);
       break;
     case Type::kTemplateReady:

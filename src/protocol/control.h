@@ -76,6 +76,9 @@ struct BuildTemplate {
   // detect it from the framework).
   std::string kind = "auto";
   std::string root_path_in_path;
+  // Whether a request may come with a route prefix (config::may_see_route_prefix):
+  // the note at start on what scope["path"] does with one is for such functions.
+  bool served_under_prefix = true;
   // The sandbox.
   Isolation isolation = Isolation::kFull;
   uint64_t max_open_files = 1024;  // RLIMIT_NOFILE of each process

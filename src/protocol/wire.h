@@ -58,6 +58,13 @@ class Cursor {
     data_.remove_prefix(1);
     return true;
   }
+  // A byte that must be 0 or 1.
+  bool flag(bool& v) {
+    uint8_t byte = 0;
+    if (!u8(byte) || byte > 1) return false;
+    v = byte == 1;
+    return true;
+  }
   bool u16(uint16_t& v) {
     if (data_.size() < 2) return false;
     const auto* u = reinterpret_cast<const unsigned char*>(data_.data());

@@ -152,6 +152,7 @@ struct FreshStart {
       command.push_back("volume=" + m.mount + ":" + std::to_string(m.size_mib));
     }
     if (!spec.root_path_in_path.empty()) command.push_back("root_path_in_path=" + spec.root_path_in_path);
+    if (!spec.served_under_prefix) command.push_back("served_under_prefix=false");
     args = python_command_line(command);
     for (const std::string& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
     argv.push_back(nullptr);
@@ -669,6 +670,7 @@ std::vector<sandbox::InstanceMount> instance_mounts(const TemplateSandbox& sandb
   Py_DECREF(function_name);
   std::vector<std::pair<const char*, std::string>> load_options = {{"kind", spec.kind}};
   if (!spec.root_path_in_path.empty()) load_options.emplace_back("root_path_in_path", spec.root_path_in_path);
+  if (!spec.served_under_prefix) load_options.emplace_back("served_under_prefix", "false");
   for (const auto& [key, value] : load_options) {
     PyObject* v = PyUnicode_FromString(value.c_str());
     if (v == nullptr || PyDict_SetItemString(options, key, v) != 0) report_failure(take_exception_summary());

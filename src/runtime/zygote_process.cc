@@ -240,6 +240,7 @@ Result<TemplateHandles> ZygoteProcess::build_template(const config::FunctionConf
   control::BuildTemplate& build = message.build;
   build.kind = config::kind_name(function.kind);
   if (function.root_path_in_path) build.root_path_in_path = *function.root_path_in_path ? "true" : "false";
+  build.served_under_prefix = config::may_see_route_prefix(function);
   build.isolation = isolation_of(sandbox_);
   build.max_open_files = function.max_open_files;
   build.tmp_mb = function.tmp_mb;

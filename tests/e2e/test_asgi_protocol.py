@@ -512,7 +512,8 @@ def test_framework_detected_behind_middleware_and_subclasses(coil, tmp_path):
     # type of the entrypoint object itself.
     entrypoints = ["sub", "wrapped", "proxied", "function_wrapper", "quart_with_cors", "held", "partial"]
     c = coil({"coil.toml": manifest(*(fn_toml(name.replace("_", "-"), f"/{name}/...", entrypoint=f"main:{name}")
-                                      for name in entrypoints)),
+                                      for name in entrypoints),
+                                    fn_toml("everywhere", "/...", entrypoint="main:sub")),
               "main.py": WRAPPED_APPS})
     for name in entrypoints:
         r = c.get(f"/{name}/hello")
@@ -521,6 +522,10 @@ def test_framework_detected_behind_middleware_and_subclasses(coil, tmp_path):
     # what was decided is said at start
     c.wait_for_line(r"^\[sub pid=\d+\] coil: main:sub is a Starlette 0\.\d+\.\d+ app \(MyAPI\): under a prefix "
                     r'route, scope\["path"\] has the prefix stripped')
+    # ... for the functions it concerns: on "/..." no request has a prefix (templates
+    # are built before coil listens, so the line would be there by now)
+    assert c.get("/hello").json()["from"] == "fastapi"
+    assert not c.find_lines(r"^\[everywhere pid=\d+\] coil: ")
 
 
 PROXY_HEADERS = [("X-Forwarded-Proto", "https"), ("X-Forwarded-For", "198.51.100.7, 203.0.113.9")]

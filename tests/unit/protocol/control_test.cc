@@ -67,6 +67,7 @@ TEST_F(ControlTest, BuildTemplateRoundTrip) {
   m.build.environment = {{"GREETING", "hi"}, {"EMPTY", ""}, {"UTF8", "caf\xc3\xa9"}};
   m.build.kind = "asgi";
   m.build.root_path_in_path = "false";
+  m.build.served_under_prefix = false;  // not the default
   m.build.isolation = Isolation::kNamespacesWithoutUserns;
   m.build.max_open_files = 4096;
   m.build.tmp_mb = 1ull << 33;  // more than 32 bits
@@ -83,6 +84,7 @@ TEST_F(ControlTest, BuildTemplateRoundTrip) {
   EXPECT_EQ(out.build.environment, m.build.environment);
   EXPECT_EQ(out.build.kind, "asgi");
   EXPECT_EQ(out.build.root_path_in_path, "false");
+  EXPECT_FALSE(out.build.served_under_prefix);
   EXPECT_EQ(out.build.isolation, Isolation::kNamespacesWithoutUserns);
   EXPECT_EQ(out.build.max_open_files, 4096u);
   EXPECT_EQ(out.build.tmp_mb, 1ull << 33);
