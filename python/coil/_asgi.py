@@ -223,11 +223,12 @@ class _Server:
         second: they are over."""
         for exchange in list(self.exchanges.values()):
             # No client waits on any stream now. A WebSocket app is cancelled
-            # (below), with no grace: the instance is closing.
+            # (below: at once, or after _DISCONNECT_GRACE if it listens), with
+            # none of _WS_GONE_GRACE: the instance is closing.
             exchange.cancel(b"disconnect" if exchange.runs_on_after_disconnect else b"closing")
         running = [exchange for exchange in self.exchanges.values()
                    if exchange.task is not None and not exchange.task.done()]
-        # A WebSocket app is cancelled (cancel()), as when its client leaves.
+        # A WebSocket app is cancelled (cancel(b"closing")).
         working = {exchange.task for exchange in running
                    if exchange.runs_on_after_disconnect and not exchange.task.cancelling()}
         cancelled = {exchange.task for exchange in running} - working
@@ -492,6 +493,9 @@ class _Stream:
     def drained(self, count):
         """Flow control: `count` more bytes of the response reached the client."""
 
+    def input_closed(self):
+        """The client closed its sending side (INPUT_CLOSED; HTTP requests only)."""
+
     def cancel_task(self):
         if self.task is None or self.task.done():
             return
@@ -678,7 +682,9 @@ class _Exchange(_Stream):
         self.end_abnormally(f"internal error in function {self.server.function}\n")
 
     def returned(self):
-        if not self.started and not self.disconnected:
+        # An app told http.disconnect (its client left, or closed its
+        # sending side) may stop without answering: that is no error.
+        if not self.started and not (self.disconnected or self.client_done):
             print(f"coil: ASGI application {self.server.function} returned without sending a response",
                   file=sys.stderr)
             self.end_abnormally(f"internal error in function {self.server.function}\n")

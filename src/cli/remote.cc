@@ -272,10 +272,8 @@ class DeployStream {
 
 // Prints the "Deployed ..." block of every function, URLs labelled in the
 // order the control API lists them: by name, then this version's own; then
-// its coil.toml route, if it has one, on `server_url`.
-void print_deployed(const json& functions, std::string_view server_url) {
-  std::string_view base = server_url;
-  while (!base.empty() && base.back() == '/') base.remove_suffix(1);
+// where its coil.toml route serves it, if it has one.
+void print_deployed(const json& functions) {
   bool first = true;
   for (const json& function : functions) {
     if (!first) std::fputc('\n', stdout);
@@ -292,9 +290,14 @@ void print_deployed(const json& functions, std::string_view server_url) {
     std::vector<std::string> labels(urls.size(), "(this version, immutable)");
     labels[0] = "(follows the latest version)";
     std::string route = string_field(function, "route");
-    if (!route.empty()) {
-      urls.push_back(std::string(base) + route);
-      labels.push_back("(its coil.toml route; follows the latest version)");
+    std::string by_name = "/fn/" + string_field(function, "name") + "/";
+    if (!route.empty() && urls[0].ends_with(by_name)) {
+      // On the server's own base (what the URLs above start with); a prefix
+      // route shown as its prefix, a capture route as written.
+      std::string_view shown(route);
+      if (shown.ends_with("/...")) shown.remove_suffix(3);
+      urls.push_back(urls[0].substr(0, urls[0].size() - by_name.size()) + std::string(shown));
+      labels.push_back("(coil.toml route " + route + "; follows the latest version)");
     }
     size_t width = 0;
     for (const std::string& url : urls) width = std::max(width, url.size());
@@ -368,7 +371,7 @@ int run_deploy(const DeployOptions& options, const Connection& connection) {
     return kFailed;
   }
   if (!stream.deployed().is_null()) {
-    print_deployed(stream.deployed(), client->server_url());
+    print_deployed(stream.deployed());
     return 0;
   }
   if (!response) {

@@ -76,9 +76,10 @@ struct FunctionConfig {
 };
 
 // Whether an ASGI app of `function` may get a request with a root_path (a
-// route prefix): any route but "/...", or coil server's prefixes.
+// route prefix): a prefix route other than "/..." (an exact route gives
+// none), or coil server's prefixes.
 inline bool may_see_route_prefix(const FunctionConfig& function) {
-  return function.served_under_server_prefixes || function.route != "/...";
+  return function.served_under_server_prefixes || (function.route.ends_with("/...") && function.route != "/...");
 }
 
 struct Manifest {

@@ -496,6 +496,15 @@ void Connection::on_failure(uint16_t status, const std::string& message) {
   }
 }
 
+void Connection::on_ended_for_closed_client() {
+  // What was written stays written; the access line says what was sent, or
+  // 499 (see close()).
+  invocation_.reset();
+  if (phase_ == Phase::kResponding) log_access(response_status_);
+  else if (phase_ == Phase::kWaiting) log_access(kClientClosedRequest);
+  close();
+}
+
 void Connection::respond_error(uint16_t status, std::string_view message, bool close_after,
                                std::string_view extra_headers, std::string_view content_type) {
   if (invocation_ && invocation_->sink) {

@@ -70,6 +70,7 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   void on_response_head(const frame::ResponseHead& head, std::string_view body, bool end) override;
   void on_response_body(std::string_view body, bool end) override;
   void on_failure(uint16_t status, const std::string& message) override;
+  void on_ended_for_closed_client() override;
 
  private:
   // kLingering: the last response is written and our side shut down; input

@@ -21,7 +21,8 @@
 // kResponseBody. kCancel (host -> instance) says the host is done with a
 // stream; its payload says why: "timeout" (a deadline passed: the instance
 // drops the stream) or "disconnect" (the client left: an ASGI HTTP request
-// runs on to its end, its output going nowhere; anything else is dropped).
+// runs on to its end, its output going nowhere; a WebSocket app's send()
+// raises, and it is cancelled if it has not ended a few seconds later).
 //
 // WebSockets ride on the same frames. The request head has scheme "ws"; the
 // application accepts with a 101 response head (sec-websocket-protocol among
@@ -84,7 +85,7 @@ enum class Type : uint8_t {
   kRecycle = 14,    // ASGI instance -> host, stream 0: send no more requests, close the
                     // instance once those in flight have ended; payload says why
   kInputClosed = 15,  // host -> ASGI instance: the client closed its sending side (a FIN)
-                      // after its complete request. receive() says http.disconnect, as
+                      // while its request was in flight. receive() says http.disconnect, as
                       // under uvicorn; the stream goes on, and what the app still sends
                       // reaches a client that only half-closed
 };

@@ -78,7 +78,7 @@ PyObject* build_headers(const frame::RequestHead& head) {
   std::string host = head.host.empty() ? "localhost" : head.host;
   // As Spin, from the path the client sent (escapes kept); the decoded
   // values where no raw one maps onto them (router::raw_match).
-  std::optional<router::RawMatch> raw = router::raw_match(head.target, head.route, head.prefix);
+  std::optional<router::RawMatch> raw = router::raw_match(head.target, head.route, head.prefix, head.path_info);
   const std::string& path_info = raw ? raw->path_info : head.path_info;
   const auto& captures = raw ? raw->captures : head.captures;
   bool ok = set_header(dict, "spin-full-url", head.scheme + "://" + host + head.target) &&

@@ -66,10 +66,12 @@ std::string capture_header(std::string_view name) {
   return out;
 }
 
-std::optional<RawMatch> raw_match(std::string_view target, std::string_view route, std::string_view prefix) {
+std::optional<RawMatch> raw_match(std::string_view target, std::string_view route, std::string_view prefix,
+                                  std::string_view decoded_path_info) {
   std::string_view path = target.substr(0, target.find('?'));
   for (size_t at = path.find('%'); at != std::string_view::npos; at = path.find('%', at + 1)) {
-    if (path.size() - at >= 3 && path[at + 1] == '2' && ascii::lower(path[at + 2]) == 'f') return std::nullopt;
+    bool encoded_slash = path.size() - at >= 3 && path[at + 1] == '2' && ascii::lower(path[at + 2]) == 'f';
+    if (encoded_slash) return std::nullopt;
   }
   // The raw path's segments; the first is what follows the leading '/'.
   std::vector<std::string_view> segments;
@@ -92,13 +94,22 @@ std::optional<RawMatch> raw_match(std::string_view target, std::string_view rout
     start = slash + 1;
   }
   if (route.ends_with("/...")) {
-    // The prefix covers as many raw segments as it has '/'s; the rest is the path info.
+    // The prefix covers as many raw segments as it has '/'s; the rest is the
+    // path info. A target with fewer is not the one the prefix was matched on.
     size_t covered = static_cast<size_t>(std::count(prefix.begin(), prefix.end(), '/'));
+    if (segments.size() < covered) return std::nullopt;
     size_t at = 0;
     for (size_t seen = 0; at != std::string_view::npos && seen <= covered; ++seen) {
       at = path.find('/', seen == 0 ? 0 : at + 1);
     }
     if (at != std::string_view::npos) raw.path_info = std::string(path.substr(at));
+  }
+  // The raw values stand for the decoded ones only if they decode to them.
+  if (!raw.path_info.empty()) {
+    Result<std::string> decoded = decode_path(raw.path_info);
+    if (!decoded || *decoded != decoded_path_info) return std::nullopt;
+  } else if (!decoded_path_info.empty()) {
+    return std::nullopt;
   }
   return raw;
 }

@@ -78,11 +78,13 @@ struct RawMatch {
 };
 
 // The raw counterparts of a Match's path_info and captures, from the request
-// `target` (origin-form, as decode_path() accepted it) and the Match's `route`
-// and `prefix`. Decoding maps raw segments one to one onto decoded ones,
-// except where a segment holds "%2F": then nullopt, and the decoded values
-// stand.
-std::optional<RawMatch> raw_match(std::string_view target, std::string_view route, std::string_view prefix);
+// `target` (origin-form, as decode_path() accepted it) and the Match's `route`,
+// `prefix` and `path_info` (decoded). Decoding maps raw segments one to one
+// onto decoded ones, except where a segment holds "%2F": then nullopt, and
+// the decoded values stand; so they do when the target is not the one the
+// match was made on (its raw path info does not decode to `path_info`).
+std::optional<RawMatch> raw_match(std::string_view target, std::string_view route, std::string_view prefix,
+                                  std::string_view decoded_path_info);
 
 // Percent-decodes the path part of a request target (up to '?'), once. A '%'
 // not followed by two hex digits ("/items/100%", "%zz") is kept as it is, as

@@ -31,7 +31,8 @@ using frame::kMaxResponseHead;
 std::string loggable_name(std::string_view name) {
   std::string shown(name.substr(0, 64));
   for (char& c : shown) {
-    if (c < 0x21 || c > 0x7e) c = '?';
+    auto byte = static_cast<unsigned char>(c);
+    if (byte < 0x21 || byte > 0x7e) c = '?';
   }
   return name.size() > 64 ? shown + "..." : shown;
 }
@@ -697,7 +698,13 @@ void FunctionPool::on_frame(Instance& instance, const frame::Frame& f) {
     }
     case frame::Type::kReset:
       end = true;
-      fail(*invocation, 502, "function " + config_.name + " aborted the response");
+      if (invocation->input_closed && invocation->sink) {
+        std::shared_ptr<ResponseSink> sink = invocation->sink;
+        detach(*invocation);
+        sink->on_ended_for_closed_client();
+      } else {
+        fail(*invocation, 502, "function " + config_.name + " aborted the response");
+      }
       break;
     case frame::Type::kContinue:
       end = false;
@@ -976,8 +983,8 @@ void FunctionPool::abandon(const std::shared_ptr<Invocation>& invocation) {
         // The app learns that its client left (http.disconnect) and runs
         // on to its end, as under uvicorn. Its deadlines stay: they bound
         // what it does with no one waiting, and cancel it past them. (A
-        // WebSocket app is cancelled, below: under uvicorn its next send
-        // would raise.)
+        // WebSocket stream is cancelled, below: its app's send() raises and
+        // it has a few seconds to end; see python/coil/_asgi.py.)
         invocation->sink.reset();
         send_disconnect(invocation);
         break;

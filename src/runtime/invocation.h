@@ -33,6 +33,11 @@ class ResponseSink {
   // A response the host makes itself (502, 503, 504...). `message` is the
   // plain-text body, written for the client.
   virtual void on_failure(uint16_t status, const std::string& message) = 0;
+  // The function ended the stream unfinished after it was told that the
+  // client closed its sending side (Invocation::input_closed): most likely
+  // the client left, and the app stopped for it. Not the function's failure:
+  // the exchange ends quietly (the connection closes).
+  virtual void on_ended_for_closed_client() { on_failure(502, "response aborted"); }
   // WebSocket streams, once accepted (a 101 head): a message (or a part of
   // one, `more` parts following) from the application, and the application
   // closing the socket.
@@ -65,7 +70,7 @@ struct Invocation {
   Instance* instance = nullptr;        // while dispatched/responding
   bool cancel_sent = false;      // the instance was told to drop the stream
   bool disconnect_sent = false;  // an ASGI instance was told the client left (the app runs on)
-  // The client closed its sending side (a FIN) after its complete request;
+  // The client closed its sending side (a FIN) while its request was in flight;
   // every instance the request is dispatched to is told (kInputClosed).
   bool input_closed = false;
 

@@ -41,7 +41,7 @@ class InvocationTarget {
   virtual void client_alive(const std::shared_ptr<Invocation>& /*invocation*/) {}
   // The client is gone: the invocation is forgotten.
   virtual void abandon(const std::shared_ptr<Invocation>& invocation) = 0;
-  // The client closed its sending side (a FIN) after its complete request,
+  // The client closed its sending side (a FIN) while its request was in flight,
   // which it does when it leaves, and also when it only half-closes (RFC 9112
   // 9.6, `printf ... | nc -N`). The response still goes to it; a target may
   // tell the app (ASGI's http.disconnect).

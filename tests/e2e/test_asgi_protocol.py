@@ -94,6 +94,16 @@ async def app(scope, receive, send):
         log("got " + m["type"])
         return
 
+    if do == "stream-until-disconnect":
+        # as Starlette's StreamingResponse: stops streaming when its client leaves
+        await read_body(receive)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "body": b"data: one\n\n", "more_body": True})
+        log("streaming")
+        m = await receive()
+        log("stream stopped on " + m["type"])
+        return
+
     if do == "answer-after-disconnect":
         # listens for its client leaving, then answers all the same
         await read_body(receive)
@@ -456,6 +466,12 @@ async def hello():
     return {"from": "fastapi"}
 
 
+@sub.get("/mark")
+async def mark():
+    print("marked", flush=True)  # after anything its template wrote (one pipe)
+    return {}
+
+
 plain = FastAPI()
 plain.get("/hello")(hello)
 
@@ -522,9 +538,11 @@ def test_framework_detected_behind_middleware_and_subclasses(coil, tmp_path):
     # what was decided is said at start
     c.wait_for_line(r"^\[sub pid=\d+\] coil: main:sub is a Starlette 0\.\d+\.\d+ app \(MyAPI\): under a prefix "
                     r'route, scope\["path"\] has the prefix stripped')
-    # ... for the functions it concerns: on "/..." no request has a prefix (templates
-    # are built before coil listens, so the line would be there by now)
-    assert c.get("/hello").json()["from"] == "fastapi"
+    # ... for the functions it concerns: on "/..." no request has a prefix. Its
+    # instance's output follows its template's in one pipe: once "marked" is in, a
+    # note would be too.
+    assert c.get("/mark").status == 200
+    c.wait_for_line(r"^\[everywhere pid=\d+\] marked$")
     assert not c.find_lines(r"^\[everywhere pid=\d+\] coil: ")
 
 
@@ -598,7 +616,28 @@ def test_http_disconnect_when_client_goes_away(coil, tmp_path, leave):
     else:
         conn.abort()
     c.wait_for_line(fn_line("raw", "got http.disconnect$"), since=mark, timeout=10)
+    # an app that stops without answering a client that left is no error
+    c.wait_for_line(r"^coil: access raw GET /wait 499 ", since=mark, timeout=10)
     assert c.get("/after").status == 200
+    assert not c.find_lines(r"returned without sending a response|aborted", since=mark)
+
+
+@pytest.mark.parametrize("leave", ["close", "reset"])
+def test_a_stream_that_stops_when_its_client_leaves_is_no_error(coil, tmp_path, leave):
+    c = start_raw(coil, tmp_path)
+    mark = c.mark()
+    conn = c.raw()
+    conn.send("GET /events HTTP/1.1\r\nHost: x\r\nX-Do: stream-until-disconnect\r\n\r\n")
+    assert conn.read_head().status == 200
+    c.wait_for_line(fn_line("raw", "streaming$"), since=mark, timeout=10)
+    if leave == "close":
+        conn.close()
+    else:
+        conn.abort()
+    c.wait_for_line(fn_line("raw", "stream stopped on http.disconnect$"), since=mark, timeout=10)
+    c.wait_for_line(r"^coil: access raw GET /events 200 ", since=mark, timeout=10)
+    assert c.get("/after").status == 200
+    assert not c.find_lines(r"aborted|returned without", since=mark)
 
 
 def test_an_app_told_of_a_half_close_still_reaches_its_client(coil, tmp_path):
@@ -614,12 +653,34 @@ def test_an_app_told_of_a_half_close_still_reaches_its_client(coil, tmp_path):
         assert (r.status, r.body) == (200, b"told http.disconnect"), r
         assert read_until_closed(conn, timeout=5) == b""
     c.wait_for_line(r"^coil: access raw GET /poll 200 ", since=mark, timeout=5)
-    # the same when the FIN came with the request, before the app ran
+    # the same when the FIN came with the request
     with c.raw() as conn:
         conn.send(b"POST /poll HTTP/1.0\r\nX-Do: answer-after-disconnect\r\nContent-Length: 2\r\n\r\nhi")
         conn.sock.shutdown(socket.SHUT_WR)
         r = conn.read_response()
         assert (r.status, r.body) == (200, b"told http.disconnect"), r
+
+
+def test_a_request_queued_when_its_client_half_closed_is_told_once_it_runs(coil, tmp_path):
+    # The instance is busy (one request at a time): the FIN comes while the request
+    # waits in the queue, and the app is told when it gets it.
+    c = start_raw(coil, tmp_path, max_instances=1, max_concurrency=1)
+    g = c.gates.new()
+    mark = c.mark()
+    busy = c.raw()
+    busy.send(f"GET /busy HTTP/1.1\r\nHost: x\r\nX-Do: work-after-disconnect\r\nX-Gate: {g}\r\n\r\n")
+    c.wait_for_line(fn_line("raw", "working$"), since=mark, timeout=10)
+    with c.raw() as conn:
+        conn.send("GET /queued HTTP/1.1\r\nHost: x\r\nX-Do: answer-after-disconnect\r\n\r\n")
+        conn.sock.shutdown(socket.SHUT_WR)
+        with c.raw() as probe:  # a round trip through the front, which has seen the FIN by then
+            probe.send(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert probe.read_response().status == 200
+        c.gates.open(g)
+        assert busy.read_response().status == 200
+        r = conn.read_response()
+        assert (r.status, r.body) == (200, b"told http.disconnect"), r
+    busy.close()
 
 
 def test_a_client_that_half_closes_after_its_request_gets_the_response(coil, tmp_path):

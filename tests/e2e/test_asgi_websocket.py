@@ -70,6 +70,15 @@ async def app(scope, receive, send):
         log("cleanup ran")
         return
 
+    if path == "/sleeper":
+        # neither sends nor receives: only a cancel ends it
+        log("sleeping")
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            log("sleeper cancelled")
+            raise
+
     if path == "/server-close":
         await send({"type": "websocket.send", "text": "closing soon"})
         await send({"type": "websocket.close", "code": 4001, "reason": "bye"})
@@ -402,6 +411,20 @@ def test_a_push_loop_sees_its_client_leave_from_send(coil, leave):
                                   r"\(close code \d+\)\)$"), since=mark, timeout=10)
     c.wait_for_line(fn_line("ws", "cleanup ran$"), since=mark, timeout=10)
     assert c.get("/still-ok").status == 200
+
+
+def test_an_app_that_neither_sends_nor_receives_after_its_client_left_is_cancelled(coil):
+    c = start(coil)
+    mark = c.mark()
+    key = base64.b64encode(os.urandom(16)).decode()
+    conn = c.raw()
+    conn.send(f"GET /sleeper HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    assert conn.read_head().status == 101
+    c.wait_for_line(fn_line("ws", "sleeping$"), since=mark, timeout=10)
+    conn.close()
+    # after the grace (5 s) it had to send() or receive() and end by itself
+    c.wait_for_line(fn_line("ws", "sleeper cancelled$"), since=mark, timeout=20)
 
 
 def test_several_websockets_on_one_instance(coil):

@@ -244,7 +244,7 @@ def test_deploy_manifest_with_the_cli_and_reach_it_every_way(coil_server, tmp_pa
     assert fn["urls"] == [(info["urls"][0], "follows the latest version"),
                           (info["urls"][1], "this version, immutable"),
                           (info["urls"][2], "this version, immutable"),
-                          (f"{srv.url}/hello", "its coil.toml route; follows the latest version")]
+                          (f"{srv.url}/hello", "coil.toml route /hello; follows the latest version")]
     assert len(base32_label(version)) == 52
 
     for r in (get_fn(srv, "hello"), get_version(srv, version), get_by_host(srv, version), srv.get("/hello")):
@@ -253,6 +253,25 @@ def test_deploy_manifest_with_the_cli_and_reach_it_every_way(coil_server, tmp_pa
     r = srv.cli("invoke", "hello")
     assert r.returncode == 0, r
     assert r.stdout == "Hello from v1"
+
+
+def test_a_handler_sees_spin_path_info_under_the_servers_prefixes(coil_server, tmp_path):
+    # Spin's headers under /fn/NAME/ and through `coil invoke` (a request made by the
+    # server itself, POST / on the function's prefix)
+    app = textwrap.dedent('''
+        from spin_http import Response
+
+        def handle_request(request):
+            h = request.headers
+            return Response(200, None, h["spin-path-info"] + "|" + h["spin-matched-route"])
+    ''').lstrip()
+    code = write_files(tmp_path / "info", {"coil.toml": manifest(fn_toml("info", "/info/...")), "app.py": app})
+    cli_deploy(srv := coil_server(), code)
+    assert get_fn(srv, "info", "/a%20b/c").text == "/a%20b/c|/fn/info/..."
+    assert get_fn(srv, "info").text == "/|/fn/info/..."
+    assert srv.get("/info/x%2Fy", timeout=60).text == "/x/y|/info/..."  # an escaped '/': decoded
+    r = srv.cli("invoke", "info")
+    assert (r.returncode, r.stdout) == (0, "/|/fn/info/..."), r
 
 
 def test_a_second_server_on_the_same_data_directory_is_refused(coil_server):
@@ -273,6 +292,10 @@ def test_manifest_route_served_at_the_server_root(coil_server, tmp_path):
     r = srv.get("/hello", timeout=60)
     assert (r.status, r.text) == (200, "routed by the manifest"), r
     assert srv.get("/not-a-route", timeout=60).status == 404
+    # a prefix route is shown as its prefix
+    fn = cli_deploy(srv, handler_dir(tmp_path, "api", "under /api", name="api", route="/api/..."))
+    assert fn["urls"][-1] == (f"{srv.url}/api/", "coil.toml route /api/...; follows the latest version"), fn
+    assert srv.get("/api/", timeout=60).text == "under /api"
 
 
 def test_deploy_fastapi_entrypoint_with_the_cli(coil_server, tmp_path):

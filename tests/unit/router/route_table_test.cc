@@ -413,7 +413,7 @@ TEST(DecodePath, DecodedPathIsWhatTheTableMatches) {
 std::optional<RawMatch> raw_of(const RouteTable& table, std::string_view target) {
   auto m = table.match(decoded(target));
   if (!m) return std::nullopt;
-  return raw_match(target, m->route, m->prefix);
+  return raw_match(target, m->route, m->prefix, m->path_info);
 }
 
 using Captures = std::vector<std::pair<std::string, std::string>>;
@@ -444,9 +444,18 @@ TEST(RawMatch, CapturesAreTheRawSegments) {
 
 TEST(RawMatch, AnEncodedSlashLeavesTheDecodedValues) {
   // "%2F" makes one raw segment two decoded ones: no raw value maps onto them.
-  EXPECT_FALSE(raw_match("/static/a%2Fb", "/static/...", "/static").has_value());
-  EXPECT_FALSE(raw_match("/u/x%2fy/z", "/u/:a/:b", "/u/x/y").has_value());
-  EXPECT_TRUE(raw_match("/static/a%2Eb", "/static/...", "/static").has_value());
+  EXPECT_FALSE(raw_match("/static/a%2Fb", "/static/...", "/static", "/a/b").has_value());
+  EXPECT_FALSE(raw_match("/u/x%2fy/z", "/u/:a/:b", "/u/x/y", "").has_value());
+  EXPECT_TRUE(raw_match("/static/a%2Eb", "/static/...", "/static", "/a.b").has_value());
+}
+
+TEST(RawMatch, ATargetTheMatchWasNotMadeOnLeavesTheDecodedValues) {
+  // coil server's invoke: target "/" on the route /fn/NAME/... (prefix /fn/NAME, path info "/").
+  EXPECT_FALSE(raw_match("/", "/fn/hello/...", "/fn/hello", "/").has_value());
+  EXPECT_FALSE(raw_match("/a/x", "/a/...", "/a", "/y").has_value());
+  EXPECT_FALSE(raw_match("/a", "/a/...", "/a", "/").has_value());
+  EXPECT_FALSE(raw_match("/u", "/u/:id", "/u/1", "").has_value());
+  EXPECT_EQ(raw_match("/a/x%20y", "/a/...", "/a", "/x y")->path_info, "/x%20y");
 }
 
 }  // namespace
