@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 
 #include "common/log.h"
@@ -46,6 +48,18 @@ void reap_children(bool wait_all) {
       continue;
     }
     return;  // none left (ECHILD), or none exited yet
+  }
+}
+
+// Every client connection is a descriptor, and the usual soft limit (1024)
+// is far below what a server holds: it is raised to the hard limit, as
+// nginx and uvicorn's users do. Functions keep their own (max_open_files).
+void raise_open_files_limit() {
+  struct rlimit limit {};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= limit.rlim_max) return;
+  limit.rlim_cur = limit.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    log::info("could not raise the open files limit to {}: {}", limit.rlim_max, std::strerror(errno));
   }
 }
 
@@ -91,6 +105,7 @@ Result<std::unique_ptr<HostRuntime>> start_host_runtime(const HostOptions& optio
   // daemon an instance left behind) are re-parented to us, not to init, so
   // that we reap them and can wait for every one of them at exit.
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+  raise_open_files_limit();
 
   runtime->sandbox = options.no_sandbox ? runtime::SandboxMode::kOff : runtime::best_sandbox_mode();
   log::info("{}", runtime::describe(runtime->sandbox));

@@ -3,6 +3,7 @@
 import http.client
 import os
 import re
+import resource
 import select
 import shutil
 import signal
@@ -397,6 +398,37 @@ def test_coil_runs_from_a_directory_whose_name_is_not_utf8(tmp_path):
         conn.request("GET", "/")
         r = conn.getresponse()
         assert (r.status, r.read()) == (200, b"odd ok")
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(10)
+
+
+def test_the_open_files_limit_is_raised_for_client_connections(tmp_path):
+    """Each client connection is a descriptor: coil raises its soft limit to the hard
+    one (started here with 1024 of 8192, a common default), functions keeping theirs."""
+    app = tmp_path / "fn"
+    app.mkdir()
+    (app / "app.py").write_text("import resource\nfrom spin_http import Response\n"
+                                "def handle_request(request):\n"
+                                "    return Response(200, None, str(resource.getrlimit(resource.RLIMIT_NOFILE)[0]))\n")
+    p = subprocess.Popen([COIL_BIN, "up", str(app), "app:handle_request", "--listen", "127.0.0.1:0"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         start_new_session=True,
+                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 8192)))
+    try:
+        port = None
+        for raw in p.stderr:
+            m = LISTEN_RE.match(raw.decode(errors="replace").rstrip("\n"))
+            if m:
+                port = int(m.group(1))
+                break
+        assert port, "coil did not start"
+        limits = open(f"/proc/{p.pid}/limits").read()
+        assert re.search(r"^Max open files\s+8192\s+8192\s", limits, re.M), limits
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/")
+        r = conn.getresponse()
+        assert (r.status, r.read()) == (200, b"1024")  # the function's max_open_files
     finally:
         os.killpg(p.pid, signal.SIGKILL)
         p.wait(10)
