@@ -55,6 +55,10 @@ _READ_SIZE = 65536  # bytes per read from the host
 # body goes out in slices of _SLICE bytes, each waiting for room.
 _WINDOW = 1 << 20
 _SLICE = 256 << 10
+# The other way, a streamed request body: the host reads the client only while
+# the app has not left more than a MiB of it untaken, and hears of what it
+# took every _BODY_REPORT bytes (frame.h).
+_BODY_REPORT = 256 << 10
 _FLUSH_AFTER = 0.0002  # seconds
 # When the host closes the instance (idle, or coil stopping), the tasks of
 # requests still running (background tasks after a response, requests whose
@@ -556,7 +560,7 @@ class _Exchange(_Stream):
     runs_on_after_disconnect = True
 
     __slots__ = ("chunks", "body_done", "status", "headers", "started", "head_sent", "unsent", "room",
-                 "body_wanted", "client_done")
+                 "body_wanted", "client_done", "body_taken")
 
     def __init__(self, server, stream, body, end):
         super().__init__(server, stream)
@@ -570,6 +574,7 @@ class _Exchange(_Stream):
         self.room = None   # a send() waiting for the window to open
         self.body_wanted = False  # the host was told the app waits for the body
         self.client_done = False  # the client closed its sending side (INPUT_CLOSED)
+        self.body_taken = 0  # body bytes the app took, not yet reported to the host
 
     # receive() ------------------------------------------------------------
 
@@ -577,6 +582,13 @@ class _Exchange(_Stream):
         while True:
             if self.chunks:
                 chunk = self.chunks.pop(0)
+                if not self.body_done:
+                    # Flow control (frame.h): the host reads on as the app takes.
+                    self.body_taken += len(chunk)
+                    if self.body_taken >= _BODY_REPORT and not self.finished:
+                        _coil.put_frame(self.server.out, DRAINED, self.stream, self.body_taken.to_bytes(8, "little"))
+                        self.body_taken = 0
+                        self.server.schedule_flush()
                 return {"type": "http.request", "body": chunk,
                         "more_body": not (self.body_done and not self.chunks)}
             if self.disconnected or self.finished or self.client_done:

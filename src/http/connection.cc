@@ -99,6 +99,7 @@ void Connection::read() {
 
 void Connection::process() {
   while (phase_ == Phase::kHead || phase_ == Phase::kBody) {
+    if (body_paused_) return;  // on_messages_taken() goes on
     if (input_pos_ == input_.size()) {
       input_.clear();
       input_pos_ = 0;
@@ -121,7 +122,12 @@ void Connection::process() {
       }
       if (streaming_body_ && outcome != RequestParser::Outcome::kDone && parser_.body_size() > 0) {
         body_received_ += parser_.body_size();
+        body_untaken_ += parser_.body_size();
         target_->send_body(invocation_, parser_.take_body(), false);
+        if (body_untaken_ > kBodyWindow && phase_ == Phase::kBody) {
+          body_paused_ = true;
+          deadline_ = SteadyClock::time_point::max();
+        }
       }
     }
     switch (outcome) {
@@ -133,7 +139,7 @@ void Connection::process() {
           input_.erase(0, input_pos_);
           input_pos_ = 0;
         }
-        read();
+        if (!body_paused_) read();
         return;
       case RequestParser::Outcome::kHeadDone:
         if (!on_head()) return;
@@ -257,6 +263,8 @@ bool Connection::on_head() {
   if (streaming_body_ && asks_for_websocket(invocation_->head)) return upgrade_to_websocket();
   body_received_ = 0;
   body_checkpoint_ = 0;
+  body_untaken_ = 0;
+  body_paused_ = false;
 
   if (parser_.done()) {
     on_request();
@@ -580,6 +588,16 @@ void Connection::on_body_wanted() {
   continue_deferred_ = false;
   deadline_ = SteadyClock::now() + server_->options().header_timeout;
   write("HTTP/1.1 100 Continue\r\n\r\n");
+}
+
+void Connection::on_messages_taken(uint64_t bytes) {
+  body_untaken_ -= std::min(bytes, body_untaken_);
+  if (!body_paused_ || body_untaken_ > kBodyWindow || phase_ != Phase::kBody) return;
+  body_paused_ = false;
+  // The pause was the app's: the client's body deadline starts afresh.
+  body_checkpoint_ = body_received_;
+  deadline_ = SteadyClock::now() + server_->options().header_timeout;
+  process();
 }
 
 void Connection::report_drained(uint64_t bytes) {

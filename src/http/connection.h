@@ -40,6 +40,12 @@ class Server;
 class Connection : public runtime::ResponseSink, public std::enable_shared_from_this<Connection> {
  public:
   static constexpr size_t kBodyProgress = 64 * 1024;
+  // A streamed body (ASGI) runs at most this far ahead of what its app has
+  // taken (on_messages_taken): past it the client is not read, so that an
+  // app not reading yet (busy, or checking something first) does not make
+  // its instance hold every upload in memory. Meanwhile the body deadline
+  // does not run: the wait is the app's, bounded by its timeout_ms.
+  static constexpr uint64_t kBodyWindow = 1 << 20;
   // While a response is awaited, input beyond this is not read (backpressure
   // on pipelining clients).
   static constexpr size_t kMaxBuffered = 64 * 1024;
@@ -102,6 +108,7 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   void report_drained(uint64_t bytes);
   size_t unsent_bytes() const override { return output_.size() + writing_.size() - written_; }
   void on_body_wanted() override;
+  void on_messages_taken(uint64_t bytes) override;
   // The read side saw EOF: see the header comment.
   void on_read_closed();
   void close();
@@ -122,6 +129,8 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   bool streaming_body_ = false;  // the function gets the body as it arrives (ASGI)
   bool watch_disconnect_ = false;  // keep reading while waiting, to see the client leave
   bool continue_deferred_ = false;  // "100 Continue" waits for the function to want the body
+  uint64_t body_untaken_ = 0;  // streamed body bytes handed on that the app has not taken
+  bool body_paused_ = false;   // reading stopped at kBodyWindow
 
   char read_buffer_[16 * 1024];
   std::string input_;

@@ -42,7 +42,10 @@
 // Toward a WebSocket app the other way round: the host stops reading the
 // client while the app has more than kMaxWebSocketMessage bytes of messages
 // it has not taken; the instance says kDrained as it takes them (a MiB at a
-// time).
+// time). So for a streamed request body: the host stops reading it while
+// the app has not taken more than http::Connection::kBodyWindow (1 MiB) of
+// it; the instance says kDrained as the app takes it (each 256 KiB), until
+// the body's last part has come, and never after the stream's final frame.
 //
 // kReset (instance -> host) aborts a stream (the final frame of a cancelled stream,
 // or of a response that cannot be completed). An instance says kReady once
@@ -76,8 +79,8 @@ enum class Type : uint8_t {
                     // (src/python/page_hints.h); passed on to the template
   kDrained = 11,    // host -> ASGI instance: the client took this many more bytes of the
                     // stream's response body (payload u64); see "Flow control" above.
-                    // ASGI instance -> host, on a WebSocket: the app took this many
-                    // more bytes of client messages
+                    // ASGI instance -> host: the app took this many more bytes of
+                    // the client's messages (WebSocket) or request body
   kContinue = 12,   // ASGI instance -> host: the app waits for the request body; a client
                     // that sent "Expect: 100-continue" gets its 100 Continue now
   kCancelTaken = 13,  // ASGI instance -> host: its event loop took the kCancel of a stream

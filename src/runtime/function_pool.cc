@@ -467,9 +467,9 @@ Instance* FunctionPool::instance_with_room() const {
   for (const auto& instance : instances_) {
     // A handler instance held back by a slow client (flow control) would
     // keep what is sent to it waiting on that client.
-    if (instance->closed() || instance->reading_paused() || instance->in_flight().size() >= limit) continue;
+    if (instance->closed() || instance->reading_paused() || load(*instance) >= limit) continue;
     if (instance->recycled() || (!cancel_deadlines_.empty() && awaits_cancel(*instance))) continue;
-    if (best == nullptr || instance->in_flight().size() < best->in_flight().size()) best = instance.get();
+    if (best == nullptr || load(*instance) < load(*best)) best = instance.get();
   }
   return best;
 }
@@ -477,6 +477,14 @@ Instance* FunctionPool::instance_with_room() const {
 size_t FunctionPool::counted_instances() const {
   size_t recycled = std::count_if(instances_.begin(), instances_.end(), [](const auto& i) { return i->recycled(); });
   return instances_.size() - std::min<size_t>(recycled, config_.max_instances);
+}
+
+size_t FunctionPool::load(const Instance& instance) const {
+  size_t count = instance.in_flight().size();
+  for (const auto& invocation : cleanup_deadlines_) {
+    if (invocation->instance == &instance && count > 0) --count;
+  }
+  return count;
 }
 
 bool FunctionPool::awaits_cancel(const Instance& instance) const {
@@ -723,6 +731,7 @@ void FunctionPool::on_frame(Instance& instance, const frame::Frame& f) {
       if (invocation->deadline_queue == &cancel_deadlines_) {
         cleanup_deadlines_.push(invocation, Clock::now());
         arm_deadline_timer();
+        drain_queue();  // its slot is free for new requests (load())
       }
       break;
     default:  // in_order() refused every other type
@@ -739,7 +748,7 @@ bool FunctionPool::in_order(const Invocation& invocation, frame::Type type) {
     case frame::Type::kWsClose: return responding && invocation.websocket;  // an accepted WebSocket's end
     case frame::Type::kReset: return true;
     case frame::Type::kContinue: return true;  // the front knows whether it still means anything
-    case frame::Type::kDrained: return invocation.websocket;
+    case frame::Type::kDrained: return true;  // the app took client input (WebSocket messages, request body)
     case frame::Type::kCancelTaken: return invocation.cancel_sent || invocation.disconnect_sent;
     default: return false;  // not a frame an instance sends on a stream
   }

@@ -160,6 +160,11 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   void place(const std::shared_ptr<Invocation>& invocation);
   Instance* instance_with_room() const;
   bool awaits_cancel(const Instance& instance) const;  // a cancel sent to it is unanswered
+  // The requests an instance works on, against its max_concurrency: those in
+  // flight, less the cancelled ones whose cleanup runs (their loop took the
+  // cancel; kCleanupGrace bounds them), which would otherwise keep new
+  // requests out while it lasts.
+  size_t load(const Instance& instance) const;
   // The instances that count toward max_instances. A recycled one does not
   // (up to max_instances of them): it is replaced while the requests still
   // in flight on it (a long stream, a WebSocket) finish.

@@ -61,6 +61,7 @@ class Instance : public std::enable_shared_from_this<Instance> {
   pid_t pid() const { return pid_; }
   bool closed() const { return closed_; }
   std::deque<std::shared_ptr<Invocation>>& in_flight() { return in_flight_; }
+  const std::deque<std::shared_ptr<Invocation>>& in_flight() const { return in_flight_; }
   Clock::time_point idle_since() const { return idle_since_; }
   void mark_idle(Clock::time_point now) { idle_since_ = now; }
   // A recycled instance takes no new requests; its pool closes it once

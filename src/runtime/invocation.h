@@ -43,8 +43,9 @@ class ResponseSink {
   // closing the socket.
   virtual void on_websocket_message(std::string_view /*data*/, bool /*text*/, bool /*more*/) {}
   virtual void on_websocket_close(uint16_t /*code*/, const std::string& /*reason*/) {}
-  // WebSocket streams: the application took `bytes` more of the client's
-  // messages (flow control toward the application, frame.h).
+  // The application took `bytes` more of the client's input: WebSocket
+  // messages, or a streamed request body (flow control toward the
+  // application, frame.h).
   virtual void on_messages_taken(uint64_t /*bytes*/) {}
   // Response bytes given to the sink that its client has not taken yet.
   virtual size_t unsent_bytes() const { return 0; }

@@ -106,6 +106,15 @@ async def app(scope, receive, send):
             await asyncio.to_thread(time.sleep, 3600)
         if path == "/exit":
             os._exit(3)
+        if path.startswith("/gated-cleanup/"):
+            # a cancelled request whose cleanup waits (a hung rollback) until its gate opens
+            log("gated-cleanup started")
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                await gate(path[len("/gated-cleanup/"):], limit=60)
+                log("gated-cleanup done")
+                raise
         if path == "/slow-cleanup":
             # cleanup that awaits (a rollback) for longer than the kill grace
             log("slow-cleanup started pid=%d" % os.getpid())
@@ -312,6 +321,23 @@ def test_slow_cleanup_of_a_cancelled_request_is_not_a_blocked_loop(coil, tmp_pat
         finish()
     assert str(c.get("/pid").json()["pid"]) == pid
     assert not c.find_lines(rf"^coil: instance conc pid={host_pid} (exited|did not take|is replaced)", since=mark)
+
+
+def test_a_cancelled_request_in_its_cleanup_does_not_keep_new_requests_out(coil, tmp_path):
+    # Its one slot (max_concurrency = 1) is taken by a timed-out request whose cleanup
+    # goes on: new requests are served meanwhile, on the same instance.
+    c = start(coil, tmp_path, max_instances=1, max_concurrency=1, timeout_ms=1000)
+    g = c.gates.new()
+    mark = c.mark()
+    r = c.get(f"/gated-cleanup/{g}", timeout=15)
+    assert r.status == 504, r
+    for _ in range(3):
+        r = c.get("/pid", timeout=15)
+        assert r.status == 200, r
+    assert not c.find_lines(fn_line("conc", "gated-cleanup done$"), since=mark)  # still in its cleanup
+    c.gates.open(g)
+    c.wait_for_line(fn_line("conc", "gated-cleanup done$"), since=mark, timeout=10)
+    assert c.get("/pid").status == 200
 
 
 def test_a_recycled_instance_is_replaced_while_its_streams_finish(coil, tmp_path):
