@@ -560,7 +560,7 @@ class _Exchange(_Stream):
     runs_on_after_disconnect = True
 
     __slots__ = ("chunks", "body_done", "status", "headers", "started", "head_sent", "unsent", "room",
-                 "body_wanted", "client_done", "body_taken")
+                 "body_wanted", "client_done", "body_taken", "complete")
 
     def __init__(self, server, stream, body, end):
         super().__init__(server, stream)
@@ -575,6 +575,7 @@ class _Exchange(_Stream):
         self.body_wanted = False  # the host was told the app waits for the body
         self.client_done = False  # the client closed its sending side (INPUT_CLOSED)
         self.body_taken = 0  # body bytes the app took, not yet reported to the host
+        self.complete = False  # the app sent its whole response
 
     # receive() ------------------------------------------------------------
 
@@ -625,6 +626,8 @@ class _Exchange(_Stream):
         if kind == "http.response.body":
             if not self.started:
                 raise RuntimeError("http.response.body sent before http.response.start")
+            if self.complete and not self.disconnected:
+                raise RuntimeError("http.response.body sent after the response was complete")
             if self.finished or self.disconnected:
                 return
             body = message.get("body", b"")
@@ -671,6 +674,7 @@ class _Exchange(_Stream):
         self.unsent += len(body)
         if not more:
             self.finished = True
+            self.complete = True
             self.wake()
         self.server.schedule_flush()
 
@@ -701,9 +705,16 @@ class _Exchange(_Stream):
                   file=sys.stderr)
             self.end_abnormally(f"internal error in function {self.server.function}\n")
         elif not self.finished:
+            if not (self.disconnected or self.client_done):
+                print(f"coil: ASGI application {self.server.function} returned before finishing its response "
+                      f"(no http.response.body with more_body false)", file=sys.stderr)
             self.end_abnormally(None)
 
     def abort(self):
+        if not (self.finished or self.disconnected or self.client_done):
+            # Not a cancel of coil's (a deadline, the client leaving): the app's own.
+            print(f"coil: the request's task in ASGI application {self.server.function} was cancelled "
+                  f"(CancelledError) before its response was complete", file=sys.stderr)
         self.end_abnormally(None)
 
     def end_abnormally(self, error_body):

@@ -79,7 +79,7 @@ void Instance::process() {
     if (closed_ || closing_) return;
   }
   if (!error) {
-    log::info("instance pid={} sent a corrupt frame stream: {}", pid_, error.message());
+    log::info("instance {} pid={} sent a corrupt frame stream: {}", events_.name(), pid_, error.message());
     kill();
     lost();
     return;

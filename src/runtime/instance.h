@@ -28,6 +28,8 @@ class InstanceEvents {
   virtual void on_frame(Instance& instance, const frame::Frame& frame) = 0;
   // The socket closed or failed: the instance is gone (or going).
   virtual void on_instance_lost(Instance& instance) = 0;
+  // The function the instance runs, for its log lines.
+  virtual const std::string& name() const = 0;
 };
 
 class Instance : public std::enable_shared_from_this<Instance> {

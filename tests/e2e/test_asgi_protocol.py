@@ -295,6 +295,21 @@ async def app(scope, receive, send):
         await send({"type": "http.response.body", "body": b"partial", "more_body": True})
         return
 
+    if do == "head-then-return":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        return
+
+    if do == "cancel-itself":
+        raise asyncio.CancelledError()
+
+    if do == "send-after-complete":
+        await respond(send, 200, b"done", ctype=b"text/plain")
+        try:
+            await send({"type": "http.response.body", "body": b"more"})
+        except RuntimeError as e:
+            log("send after complete raised: %s" % e)
+        return
+
     if do == "mutate-state":
         before = sorted(scope["state"])
         scope["state"]["mutated"] = True
@@ -999,6 +1014,31 @@ def test_no_response_or_exception_before_start_is_500(coil, tmp_path, do):
     assert c.get("/fine").status == 200
 
 
+@pytest.mark.parametrize("do,why", [
+    ("head-then-return", r"coil: ASGI application raw returned before finishing its response "
+                         r"\(no http\.response\.body with more_body false\)$"),
+    ("cancel-itself", r"coil: the request's task in ASGI application raw was cancelled \(CancelledError\) "
+                      r"before its response was complete$"),
+])
+def test_an_unfinished_response_is_a_502_and_the_log_says_why(coil, tmp_path, do, why):
+    c = start_raw(coil, tmp_path)
+    mark = c.mark()
+    r = c.get("/bad", headers={"x-do": do})
+    assert r.status == 502, r
+    c.wait_for_line(fn_line("raw", why), since=mark, timeout=5)
+    assert c.get("/fine").status == 200
+
+
+def test_a_send_after_the_response_is_complete_raises(coil, tmp_path):
+    # as under uvicorn: the app's mistake shows, and its client has its whole response
+    c = start_raw(coil, tmp_path)
+    mark = c.mark()
+    r = c.get("/late", headers={"x-do": "send-after-complete"})
+    assert (r.status, r.body) == (200, b"done"), r
+    c.wait_for_line(fn_line("raw", "send after complete raised: http.response.body sent after the response "
+                                   "was complete$"), since=mark, timeout=5)
+
+
 @pytest.mark.parametrize("do", ["raise-after", "double-start", "start-then-return"])
 def test_broken_response_after_start_closes_the_connection(coil, tmp_path, do):
     c = start_raw(coil, tmp_path)
@@ -1013,6 +1053,9 @@ def test_broken_response_after_start_closes_the_connection(coil, tmp_path, do):
         assert data.startswith(b"HTTP/1.1 200"), data[:200]
         assert b"partial" in data, "what was sent before the exception reaches the client"
         c.wait_for_line(fn_line("raw", r"ValueError: marker-after-start-1618$"), since=mark, timeout=5)
+    if do == "start-then-return":
+        c.wait_for_line(fn_line("raw", r"coil: ASGI application raw returned before finishing its response"),
+                        since=mark, timeout=5)
     assert c.get("/fine").status == 200
 
 
