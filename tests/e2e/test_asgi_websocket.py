@@ -118,6 +118,16 @@ async def app(scope, receive, send):
 '''
 
 
+def raw_websocket(c, path):
+    """A WebSocket handshake on a raw connection; returns the connection and the
+    101 head (the frames that follow are the test's to read)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    conn = c.raw()
+    conn.send(f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    return conn, conn.read_head()
+
+
 def start(coil, route="/...", **opts):
     return coil({"coil.toml": asgi_manifest("ws", route, **opts), "main.py": WS_APP})
 
@@ -379,11 +389,8 @@ def test_close_before_accept_is_http_403(coil):
 def test_abrupt_client_disconnect_reaches_the_app(coil):
     c = start(coil)
     mark = c.mark()
-    key = base64.b64encode(os.urandom(16)).decode()
-    with c.raw() as conn:
-        conn.send(f"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
-        head = conn.read_head()
+    conn, head = raw_websocket(c, "/echo")
+    with conn:
         assert head.status == 101, head
         assert head.header("upgrade", "").lower() == "websocket"
     # the TCP connection went away without a close frame: the app gets websocket.disconnect
@@ -397,11 +404,8 @@ def test_a_push_loop_sees_its_client_leave_from_send(coil, leave):
     # app's own cleanup runs (it is not cancelled out from under it).
     c = start(coil)
     mark = c.mark()
-    key = base64.b64encode(os.urandom(16)).decode()
-    conn = c.raw()
-    conn.send(f"GET /push HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-              f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
-    assert conn.read_head().status == 101
+    conn, head = raw_websocket(c, "/push")
+    assert head.status == 101, head
     assert conn._read_until(b"tick")  # a frame of the push loop
     if leave == "close":
         conn.close()
@@ -416,11 +420,8 @@ def test_a_push_loop_sees_its_client_leave_from_send(coil, leave):
 def test_an_app_that_neither_sends_nor_receives_after_its_client_left_is_cancelled(coil):
     c = start(coil)
     mark = c.mark()
-    key = base64.b64encode(os.urandom(16)).decode()
-    conn = c.raw()
-    conn.send(f"GET /sleeper HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-              f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
-    assert conn.read_head().status == 101
+    conn, head = raw_websocket(c, "/sleeper")
+    assert head.status == 101, head
     c.wait_for_line(fn_line("ws", "sleeping$"), since=mark, timeout=10)
     conn.close()
     # after the grace (5 s) it had to send() or receive() and end by itself

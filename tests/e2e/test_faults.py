@@ -84,6 +84,20 @@ def instance_exited(name, reason=r"[^)]*"):
 
 # ---------------------------------------------------------------- faults
 
+
+def spawn_coil(argv, **popen):
+    """Starts coil outside the fixtures (a binary elsewhere, other limits); returns
+    the process, in a session of its own, and its port once it listens."""
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         start_new_session=True, **popen)
+    for raw in p.stderr:
+        m = LISTEN_RE.match(raw.decode(errors="replace").rstrip("\n"))
+        if m:
+            return p, int(m.group(1))
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait(10)
+    raise AssertionError("coil did not start")
+
 def test_handler_exception_is_500_with_traceback_in_log_only(coil, tmp_path):
     c = one(coil, tmp_path, name="faulty")
     mark = c.mark()
@@ -383,17 +397,8 @@ def test_coil_runs_from_a_directory_whose_name_is_not_utf8(tmp_path):
     app.mkdir()
     (app / "app.py").write_text("from spin_http import Response\n"
                                 "def handle_request(request):\n    return Response(200, None, b'odd ok')\n")
-    p = subprocess.Popen([str(odd / "coil"), "up", str(app), "app:handle_request", "--listen", "127.0.0.1:0"],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         start_new_session=True)
+    p, port = spawn_coil([str(odd / "coil"), "up", str(app), "app:handle_request", "--listen", "127.0.0.1:0"])
     try:
-        port = None
-        for raw in p.stderr:
-            m = LISTEN_RE.match(raw.decode(errors="replace").rstrip("\n"))
-            if m:
-                port = int(m.group(1))
-                break
-        assert port, "coil did not start"
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         conn.request("GET", "/")
         r = conn.getresponse()
@@ -411,18 +416,9 @@ def test_the_open_files_limit_is_raised_for_client_connections(tmp_path):
     (app / "app.py").write_text("import resource\nfrom spin_http import Response\n"
                                 "def handle_request(request):\n"
                                 "    return Response(200, None, str(resource.getrlimit(resource.RLIMIT_NOFILE)[0]))\n")
-    p = subprocess.Popen([COIL_BIN, "up", str(app), "app:handle_request", "--listen", "127.0.0.1:0"],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         start_new_session=True,
+    p, port = spawn_coil([COIL_BIN, "up", str(app), "app:handle_request", "--listen", "127.0.0.1:0"],
                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 8192)))
     try:
-        port = None
-        for raw in p.stderr:
-            m = LISTEN_RE.match(raw.decode(errors="replace").rstrip("\n"))
-            if m:
-                port = int(m.group(1))
-                break
-        assert port, "coil did not start"
         limits = open(f"/proc/{p.pid}/limits").read()
         assert re.search(r"^Max open files\s+8192\s+8192\s", limits, re.M), limits
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
