@@ -592,7 +592,7 @@ class _Exchange(_Stream):
                         self.server.schedule_flush()
                 return {"type": "http.request", "body": chunk,
                         "more_body": not (self.body_done and not self.chunks)}
-            if self.disconnected or self.finished or self.client_done:
+            if self.finished or self.told_disconnect:
                 return _DISCONNECT
             if not self.body_done and not self.body_wanted:
                 # A client that sent "Expect: 100-continue" is invited to
@@ -697,21 +697,25 @@ class _Exchange(_Stream):
     def failed(self):
         self.end_abnormally(f"internal error in function {self.server.function}\n")
 
+    @property
+    def told_disconnect(self):
+        """receive() says http.disconnect: the client left, or closed its
+        sending side. An app may then stop without answering: no error."""
+        return self.disconnected or self.client_done
+
     def returned(self):
-        # An app told http.disconnect (its client left, or closed its
-        # sending side) may stop without answering: that is no error.
-        if not self.started and not (self.disconnected or self.client_done):
+        if not self.started and not self.told_disconnect:
             print(f"coil: ASGI application {self.server.function} returned without sending a response",
                   file=sys.stderr)
             self.end_abnormally(f"internal error in function {self.server.function}\n")
         elif not self.finished:
-            if not (self.disconnected or self.client_done):
+            if not self.told_disconnect:
                 print(f"coil: ASGI application {self.server.function} returned before finishing its response "
                       f"(no http.response.body with more_body false)", file=sys.stderr)
             self.end_abnormally(None)
 
     def abort(self):
-        if not (self.finished or self.disconnected or self.client_done):
+        if not (self.finished or self.told_disconnect):
             # Not a cancel of coil's (a deadline, the client leaving): the app's own.
             print(f"coil: the request's task in ASGI application {self.server.function} was cancelled "
                   f"(CancelledError) before its response was complete", file=sys.stderr)

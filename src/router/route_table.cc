@@ -73,36 +73,23 @@ std::optional<RawMatch> raw_match(std::string_view target, std::string_view rout
     bool encoded_slash = path.size() - at >= 3 && path[at + 1] == '2' && ascii::lower(path[at + 2]) == 'f';
     if (encoded_slash) return std::nullopt;
   }
-  // The raw path's segments; the first is what follows the leading '/'.
-  std::vector<std::string_view> segments;
-  for (size_t start = 1; start <= path.size();) {
-    size_t slash = path.find('/', start);
-    if (slash == std::string_view::npos) slash = path.size();
-    segments.push_back(path.substr(start, slash - start));
-    start = slash + 1;
-  }
+  std::vector<std::string_view> segments = segments_of(path);  // views into `path`
+  std::vector<std::string_view> parts = segments_of(route);
   RawMatch raw;
-  size_t index = 0;
-  for (size_t start = 1; start < route.size(); ++index) {
-    size_t slash = route.find('/', start);
-    if (slash == std::string_view::npos) slash = route.size();
-    std::string_view part = route.substr(start, slash - start);
-    if (part.starts_with(':')) {
-      if (index >= segments.size()) return std::nullopt;
-      raw.captures.emplace_back(part.substr(1), segments[index]);
-    }
-    start = slash + 1;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (!is_capture(parts[i])) continue;
+    if (i >= segments.size()) return std::nullopt;
+    raw.captures.emplace_back(parts[i].substr(1), segments[i]);
   }
-  if (route.ends_with("/...")) {
-    // The prefix covers as many raw segments as it has '/'s; the rest is the
-    // path info. A target with fewer is not the one the prefix was matched on.
+  if (route.ends_with(kWildcard)) {
+    // The prefix covers as many raw segments as it has '/'s; the rest (from
+    // the '/' before the next one) is the path info. A target with fewer is
+    // not the one the prefix was matched on.
     size_t covered = static_cast<size_t>(std::count(prefix.begin(), prefix.end(), '/'));
     if (segments.size() < covered) return std::nullopt;
-    size_t at = 0;
-    for (size_t seen = 0; at != std::string_view::npos && seen <= covered; ++seen) {
-      at = path.find('/', seen == 0 ? 0 : at + 1);
+    if (covered < segments.size()) {
+      raw.path_info = std::string(path.substr(static_cast<size_t>(segments[covered].data() - path.data()) - 1));
     }
-    if (at != std::string_view::npos) raw.path_info = std::string(path.substr(at));
   }
   // The raw values stand for the decoded ones only if they decode to them.
   if (!raw.path_info.empty()) {

@@ -464,12 +464,17 @@ size_t FunctionPool::waiting() const {
 Instance* FunctionPool::instance_with_room() const {
   size_t limit = kind_ == config::Kind::kAsgi ? config_.max_concurrency : kPipelineDepth;
   Instance* best = nullptr;
+  size_t best_load = 0;
   for (const auto& instance : instances_) {
     // A handler instance held back by a slow client (flow control) would
     // keep what is sent to it waiting on that client.
-    if (instance->closed() || instance->reading_paused() || load(*instance) >= limit) continue;
-    if (instance->recycled() || (!cancel_deadlines_.empty() && awaits_cancel(*instance))) continue;
-    if (best == nullptr || load(*instance) < load(*best)) best = instance.get();
+    if (instance->closed() || instance->reading_paused() || instance->recycled()) continue;
+    size_t instance_load = load(*instance);
+    if (instance_load >= limit || (!cancel_deadlines_.empty() && awaits_cancel(*instance))) continue;
+    if (best == nullptr || instance_load < best_load) {
+      best = instance.get();
+      best_load = instance_load;
+    }
   }
   return best;
 }

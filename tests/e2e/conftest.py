@@ -722,6 +722,13 @@ class RawConn:
         except OSError:
             pass
 
+    def leave(self, how):
+        """Goes away as a client does: "close" (a FIN) or "reset" (abort())."""
+        if how == "close":
+            self.close()
+        else:
+            self.abort()
+
     def abort(self):
         """Closes with a reset (SO_LINGER 0): unlike a FIN, which may be a half-close
         (the client still reads), a reset says that the client is gone."""

@@ -677,10 +677,7 @@ def test_http_disconnect_when_client_goes_away(coil, tmp_path, leave):
     conn = c.raw()
     conn.send("GET /wait HTTP/1.1\r\nHost: x\r\nX-Do: disconnect\r\n\r\n")
     c.wait_for_line(fn_line("raw", "waiting for disconnect$"), since=mark, timeout=10)
-    if leave == "close":
-        conn.close()
-    else:
-        conn.abort()
+    conn.leave(leave)
     c.wait_for_line(fn_line("raw", "got http.disconnect$"), since=mark, timeout=10)
     # an app that stops without answering a client that left is no error
     c.wait_for_line(r"^coil: access raw GET /wait 499 ", since=mark, timeout=10)
@@ -696,10 +693,7 @@ def test_a_stream_that_stops_when_its_client_leaves_is_no_error(coil, tmp_path, 
     conn.send("GET /events HTTP/1.1\r\nHost: x\r\nX-Do: stop-streaming-on-disconnect\r\n\r\n")
     assert conn.read_head().status == 200
     c.wait_for_line(fn_line("raw", "streaming$"), since=mark, timeout=10)
-    if leave == "close":
-        conn.close()
-    else:
-        conn.abort()
+    conn.leave(leave)
     c.wait_for_line(fn_line("raw", "stream stopped on http.disconnect$"), since=mark, timeout=10)
     c.wait_for_line(r"^coil: access raw GET /events 200 ", since=mark, timeout=10)
     assert c.get("/after").status == 200

@@ -407,10 +407,7 @@ def test_a_push_loop_sees_its_client_leave_from_send(coil, leave):
     conn, head = raw_websocket(c, "/push")
     assert head.status == 101, head
     assert conn._read_until(b"tick")  # a frame of the push loop
-    if leave == "close":
-        conn.close()
-    else:
-        conn.abort()
+    conn.leave(leave)
     c.wait_for_line(fn_line("ws", r"send raised ClientDisconnected \(the WebSocket client has gone "
                                   r"\(close code \d+\)\)$"), since=mark, timeout=10)
     c.wait_for_line(fn_line("ws", "cleanup ran$"), since=mark, timeout=10)
