@@ -123,8 +123,8 @@ class Instance:
     prepare() runs, in a standby (an instance forked ahead of need, see
     src/python/zygote.cc), everything that needs no socket: the event loop and
     lifespan startup. A cold start then pays for neither. A standby that is
-    never handed a socket ends with its template, without lifespan shutdown;
-    one whose startup fails ends at once.
+    never handed a socket runs lifespan shutdown (retire()) when its function
+    stops, as an instance would; one whose startup fails ends at once.
     """
 
     def __init__(self, app, function, root_path_in_path):
@@ -151,6 +151,16 @@ class Instance:
             sys.stderr.flush()
             os._exit(1)
         self._prepared = (loop, server, outcome)
+
+    def retire(self):
+        """In a standby that will not serve (its function stops): the lifespan
+        shutdown of the startup prepare() ran."""
+        if self._prepared is None:
+            return
+        loop, server, _ = self._prepared
+        loop.run_until_complete(server.shutdown())
+        sys.stdout.flush()
+        sys.stderr.flush()
 
     def __call__(self, fd):
         """Runs the instance until the host closes the socket; never returns."""

@@ -85,6 +85,7 @@ Status send(int socket, const Message& m, bool* would_block) {
       wire::put_u32(out, m.pid);
       break;
     case Type::kOutboundListener:
+    case Type::kRetire:
       break;
     case Type::kExited:
       wire::put_u32(out, m.pid);
@@ -187,6 +188,7 @@ Status receive(int socket, Message& m, bool* would_block) {
       ok = c.u32(m.pid);
       break;
     case Type::kOutboundListener:
+    case Type::kRetire:
       ok = true;
       break;
     case Type::kExited: {

@@ -21,9 +21,13 @@
 //                                                             names a standby, the cgroup.procs files]
 //   template -> host   kSpawned        {token, pid}       fds: [pidfd, output pipe (read end)]
 //                      kExited         {pid, wait_status}
+//   host -> template   kRetire         {}                 the function stops, its instances' sockets
+//                                                         are closed: end the standbys (an ASGI one runs
+//                                                         lifespan shutdown), exit once no child is left
 //
-// A template exits when its control socket closes; the zygote exits when its
-// own does; instances exit when their instance socket closes.
+// A template exits when its control socket closes (its children die with it)
+// or, after kRetire, when its last child has exited; the zygote exits when
+// its own socket closes; instances exit when their instance socket closes.
 #pragma once
 
 #include <cstdint>
@@ -47,6 +51,7 @@ enum class Type : uint8_t {
   kOutboundListener = 8,
   kPrepare = 9,
   kPageHints = 10,  // host -> template: an instance's page hints (`message`), for its standbys
+  kRetire = 11,
 };
 
 // How much of the sandbox a template builds (the host's runtime::SandboxMode).

@@ -102,6 +102,17 @@ void prepare_ahead(PyObject* target) {
   Py_DECREF(result);
 }
 
+// In an ASGI standby that will not serve (its function stops, kRetire):
+// target.retire(), the lifespan shutdown of the startup prepare_ahead() ran.
+void retire_prepared(PyObject* target) {
+  PyObject* result = PyObject_CallMethod(target, "retire", nullptr);
+  if (result == nullptr) {
+    std::fprintf(stderr, "coil: the standby's lifespan shutdown failed: %s\n", take_exception_summary().c_str());
+    return;
+  }
+  Py_DECREF(result);
+}
+
 // The threads of this process other than the calling one, as "name (tid)"
 // from /proc/self/task: what the import started behind Python's back (C
 // libraries' threads are invisible to `threading`). "" when there are none.
@@ -218,8 +229,14 @@ class TemplateServer {
     } else if (request.type == control::Type::kPageHints) {
       // For the standbys forked from now on; later reports refine the hints.
       page_hints_ = page_hints::merge(page_hints_, request.message);
+    } else if (request.type == control::Type::kRetire) {
+      retire();
     }
   }
+
+  // After kRetire, once the standbys and the instances have all exited: the
+  // template's work is done.
+  bool retired() const { return retiring_ && instances_.empty() && retiring_standbys_.empty(); }
 
   // Reaps every child, and reports the instances among them. (A template
   // that is pid 1 of its namespace also inherits what its instances
@@ -232,6 +249,10 @@ class TemplateServer {
     int status = 0;
     pid_t pid;
     while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
+      if (auto it = retiring_standbys_.find(pid); it != retiring_standbys_.end()) {
+        pass_on_output(it->second.get());
+        retiring_standbys_.erase(it);
+      }
       for (auto& [token, standby] : standbys_) {
         if (standby.pid == pid) {
           standby.pid = -1;
@@ -311,6 +332,34 @@ class TemplateServer {
     }
   }
 
+  // kRetire: the function stops. Each standby's channel closes: it ends
+  // without serving, an ASGI one after its lifespan shutdown (the startup
+  // ran ahead, so its shutdown is due as in any instance). Their output,
+  // which would have gone to the host with their instance socket, goes out
+  // through the template's once they have exited.
+  void retire() {
+    retiring_ = true;
+    for (auto& [token, standby] : standbys_) {
+      if (standby.pid > 0) retiring_standbys_[standby.pid] = std::move(standby.output);
+    }
+    standbys_.clear();  // closes their channels
+  }
+
+  // Copies what a process that has exited left in its output pipe to the
+  // template's own output (bounded: a flood is cut).
+  static void pass_on_output(int fd) {
+    if (fd < 0) return;
+    int flags = ::fcntl(fd, F_GETFL);
+    ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    char buffer[4096];
+    ssize_t n;
+    size_t total = 0;
+    while (total < 64 * 1024 && (n = ::read(fd, buffer, sizeof buffer)) > 0) {
+      total += static_cast<size_t>(n);
+      (void)!::write(STDERR_FILENO, buffer, static_cast<size_t>(n));
+    }
+  }
+
   // A standby died before it served (a failing hook or lifespan startup, a
   // crash): its output never reached the host, so the template says it.
   void say_standby_died(Standby& standby, int status) {
@@ -373,7 +422,12 @@ class TemplateServer {
       if (!page_hints_.empty()) page_hints::prefault(page_hints_);
       if (snapshot) page_hints::take_snapshot();
       control::Message go;
-      if (!control::receive(channel[1], go) || go.fds.empty()) _exit(0);  // the template is gone
+      if (!control::receive(channel[1], go) || go.fds.empty()) {
+        // The function stops (kRetire); were the template gone, this process
+        // would have died with it.
+        if (kind_ == "asgi") retire_prepared(invoke_);
+        _exit(0);
+      }
       ::close(channel[1]);
       ::prctl(PR_SET_NAME, ("coil-i:" + function_).substr(0, 15).c_str());
       become_instance(go.fds[0].release(), /*prepared=*/true);
@@ -468,6 +522,8 @@ class TemplateServer {
   bool has_after_restore_hooks_ = after_restore_hooks_registered();
   std::set<pid_t> instances_;
   std::map<uint32_t, Standby> standbys_;
+  bool retiring_ = false;                        // kRetire came
+  std::map<pid_t, unique_fd> retiring_standbys_;  // standbys ending, with their output pipes
 };
 
 // The template's loop: serve the host's requests, report exits.
@@ -499,6 +555,7 @@ class TemplateServer {
       if (!s) _exit(0);  // the host is gone or stopped this function: instances die with us
       server.on_request(request);
     }
+    if (server.retired()) _exit(0);
   }
 }
 

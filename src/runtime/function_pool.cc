@@ -202,7 +202,10 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
     release_template_cgroup();  // and whatever is left in it
     bool was_building = template_state_ == TemplateState::kBuilding;
     template_.reset();
-    if (stopping_) return;
+    if (stopping_) {
+      if (on_instances_stopped_) std::exchange(on_instances_stopped_, nullptr)();
+      return;
+    }
     if (was_building) {
       template_state_ = TemplateState::kFailed;
       finish_start(Status::error(config_.entrypoint_origin + ": entrypoint: the template exited while importing '" +
@@ -224,7 +227,6 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
     host_pid_of_.clear();
     exit_reasons_.clear();
     live_pids_.clear();
-    if (on_instances_stopped_) std::exchange(on_instances_stopped_, nullptr)();
     if (was_ready) {
       log::info("template {} (pid {}) exited; it is rebuilt when a request needs it", config_.name, template_pid_);
       // Its instances die with it (PDEATHSIG): none may take another request.
@@ -359,7 +361,6 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
       }
       log::info("instance {} pid={} exited ({})", config_.name, pid, reason);
       live_pids_.erase(pid);
-      if (live_pids_.empty() && on_instances_stopped_) std::exchange(on_instances_stopped_, nullptr)();
       break;
     }
     default:
@@ -1173,7 +1174,11 @@ void FunctionPool::close_all_instances(bool kill_busy_handlers) {
 
 void FunctionPool::stop_instances(std::function<void()> done) {
   close_all_instances(true);
-  if (live_pids_.empty() || !template_) {
+  // The template ends its standbys (an ASGI one runs its lifespan shutdown)
+  // and exits once its last instance has: its exit is the signal.
+  control::Message retire;
+  retire.type = control::Type::kRetire;
+  if (!template_ || template_state_ != TemplateState::kReady || !template_->send(std::move(retire))) {
     done();
     return;
   }

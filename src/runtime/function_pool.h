@@ -137,8 +137,10 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   // Requests whose client has not had its complete answer yet.
   size_t unanswered() const { return response_deadlines_.size() + stream_deadlines_.size(); }
   // Refuses new work and closes every instance's socket, so that instances
-  // exit on their own (an ASGI instance runs lifespan shutdown first).
-  // `done` is called once every instance has exited.
+  // exit on their own (an ASGI instance runs lifespan shutdown first), and
+  // retires the template (kRetire): its standbys end too, an ASGI one after
+  // its lifespan shutdown. `done` is called once the template has exited,
+  // which it does after its last instance and standby.
   void stop_instances(std::function<void()> done);
   // Refuses new work and stops the template and every instance.
   void stop();
@@ -243,7 +245,7 @@ class FunctionPool : public InvocationTarget, public InstanceEvents {
   // The template reports pids of its own pid namespace; the host logs and
   // keys instances by their host pids (read from the pidfd).
   std::unordered_map<pid_t, pid_t> host_pid_of_;
-  std::function<void()> on_instances_stopped_;
+  std::function<void()> on_instances_stopped_;  // stop_instances(): called when the template exits
 
   HostServices services_;  // services_.cgroups: nullptr when the host has none
   // A cgroup kept ready for every process this pool may run at once, from

@@ -125,6 +125,23 @@ def test_startup_and_shutdown_run_in_each_instance(coil, tmp_path):
     assert pids <= shutdowns, f"shutdown did not run in instances {pids - shutdowns}:\n{c.log()}"
 
 
+def test_a_standby_that_never_served_runs_shutdown_when_coil_stops(coil, tmp_path):
+    """The standby ran lifespan startup ahead of need; when coil stops before it serves,
+    its shutdown runs too (an app that registers itself at startup deregisters), and what
+    it printed reaches the log."""
+    c = start(coil, tmp_path)
+    # The standby is asked for as soon as the trial instance has started: the template
+    # has forked it before it reads the stop.
+    trial = c.wait_for_line(r"^coil: instance life pid=(\d+) started$", timeout=15)
+    c.wait_for_line(rf"^\[life pid={trial.group(1)}\] startup pid=", timeout=15)
+    assert c.stop() == 0
+    startups = {m.group(2) for m in c.find_lines(fn_line("life", r"startup pid=(\d+)$"))}
+    shutdowns = {m.group(2) for m in c.find_lines(fn_line("life", r"shutdown pid=(\d+)$"))}
+    assert len(startups) == 2, f"expected the trial instance's and the standby's startup:\n{c.log()}"
+    assert shutdowns == startups, f"no shutdown in {startups - shutdowns}:\n{c.log()}"
+    assert not c.find_lines(r"still running after|are killed"), c.log()
+
+
 def test_shutdown_runs_when_an_idle_instance_exits(coil, tmp_path):
     c = start(coil, tmp_path, idle_timeout_ms=300, min_instances=0)
     m = c.wait_for_line(fn_line("life", r"startup pid=(\d+)$"), timeout=15)

@@ -190,6 +190,12 @@ TEST_F(ControlTest, SpawnTemplateStartedAndExitedRoundTrip) {
   EXPECT_EQ(out.wait_status, -1);
 }
 
+TEST_F(ControlTest, RetireRoundTripHasNoBody) {
+  Message retire;
+  retire.type = Type::kRetire;
+  EXPECT_EQ(round_trip(retire).type, Type::kRetire);
+}
+
 TEST_F(ControlTest, PassedFdRefersToTheSamePipe) {
   auto [read_end, write_end] = make_pipe();
   Message m;
