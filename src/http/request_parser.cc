@@ -248,6 +248,23 @@ bool RequestParser::chunk_framing_too_large(std::string_view rest) {
   return true;
 }
 
+// Whether the head at the start of `input` (what is left of it: from the
+// request line, or from a field line once Beast has taken the request line)
+// has a line ended by a bare LF before its end: nullopt if not, else the
+// length of the whole head up to and including its empty line, or 0 while
+// that has not arrived.
+std::optional<size_t> RequestParser::bare_lf_head_end(std::string_view input) {
+  bool bare = false;
+  size_t line_start = 0;
+  for (size_t at = input.find('\n'); at != std::string_view::npos; at = input.find('\n', at + 1)) {
+    bool crlf = at > 0 && input[at - 1] == '\r';
+    bare = bare || !crlf;
+    if (at - line_start == (crlf ? 1 : 0)) return bare ? std::optional<size_t>(at + 1) : std::nullopt;
+    line_start = at + 1;
+  }
+  return bare ? std::optional<size_t>(0) : std::nullopt;
+}
+
 RequestParser::Outcome RequestParser::feed(std::string_view data, size_t& consumed) {
   consumed = 0;
   if (!parser_->is_header_done()) {
@@ -255,7 +272,15 @@ RequestParser::Outcome RequestParser::feed(std::string_view data, size_t& consum
       // Empty lines before a request line are ignored (RFC 9112 2.2): a client
       // may end a body with an extra CRLF. They count in the line's length.
       size_t skipped = 0;
-      while (data.substr(skipped, 2) == "\r\n") skipped += 2;
+      while (true) {
+        if (data.substr(skipped, 2) == "\r\n") {
+          skipped += 2;
+        } else if (data.substr(skipped, 1) == "\n") {
+          skipped += 1;
+        } else {
+          break;
+        }
+      }
       empty_lines_ += skipped;
       consumed = skipped;
       data.remove_prefix(skipped);
@@ -290,6 +315,27 @@ RequestParser::Outcome RequestParser::feed(std::string_view data, size_t& consum
         }
       }
     }
+    // Lines ended by a bare LF (RFC 9112 2.2 lets a recipient accept them, as
+    // uvicorn and nginx do): Beast wants CRLF, so such a head is handed to
+    // it rewritten, once it is complete; `raw_head` is then its length as
+    // received.
+    size_t raw_head = 0;
+    if (std::optional<size_t> end = bare_lf_head_end(data)) {
+      if (*end == 0) {
+        if (data.size() > limits_.request_line + limits_.headers + 4) {
+          fail(431, "request headers too large");
+          return Outcome::kError;
+        }
+        return Outcome::kNeedMore;
+      }
+      raw_head = *end;
+      with_crlf_.clear();
+      for (char c : data.substr(0, raw_head)) {
+        if (c == '\n' && (with_crlf_.empty() || with_crlf_.back() != '\r')) with_crlf_.push_back('\r');
+        with_crlf_.push_back(c);
+      }
+      data = with_crlf_;
+    }
     // Obsolete line folding is refused rather than unfolded: a folded
     // Transfer-Encoding is a classic request-smuggling vector.
     std::string_view head = data.substr(0, data.find("\r\n\r\n"));
@@ -299,7 +345,8 @@ RequestParser::Outcome RequestParser::feed(std::string_view data, size_t& consum
     }
     beast::error_code ec;
     size_t n = parser_->put(boost::asio::buffer(data.data(), data.size()), ec);
-    consumed += n;
+    // A rewritten head is complete: Beast takes all of it, or fails.
+    consumed += raw_head > 0 && n == data.size() ? raw_head : n;
     if (n > 0 && !start_line_consumed_) {
       start_line_consumed_ = true;
       start_line_length_ = data.find('\n') + 1;

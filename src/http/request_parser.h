@@ -15,6 +15,8 @@
 //     without a valid host; a method longer than the request-line limit is
 //     501; empty lines before the request line are skipped (RFC 9112 2.2),
 //     counted in the request line's length;
+//   - lines of the head may end with a bare LF (RFC 9112 2.2 allows it; so do
+//     uvicorn and nginx); chunk-size lines may not;
 //   - the body goes to a caller-owned string as it is parsed, up to a limit
 //     set after the head is known (it depends on the route);
 //   - what Beast buffers whole before parsing it, with no limit of its own,
@@ -128,6 +130,7 @@ class RequestParser {
   void fail(uint16_t status, std::string reason);
   Outcome fail_with(const boost::beast::error_code& ec);
   bool chunk_framing_too_large(std::string_view rest);
+  static std::optional<size_t> bare_lf_head_end(std::string_view input);
   void make_parser();
 
   ParseLimits limits_;
@@ -137,6 +140,7 @@ class RequestParser {
   size_t start_line_length_ = 0;
   size_t empty_lines_ = 0;     // bytes of CRLF skipped before the request line
   std::string later_version_;  // the input with an HTTP/1.x request line as HTTP/1.1
+  std::string with_crlf_;      // a head with bare LF line ends, rewritten with CRLF
   size_t head_bytes_ = 0;
   size_t header_fields_ = 0;  // bytes of the header block, once the head is done
   std::optional<uint64_t> body_limit_;

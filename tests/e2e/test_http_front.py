@@ -130,6 +130,24 @@ def test_pipelined_requests_answered_in_order(coil):
     assert r3.json()["uri"] == "/third?x=3"
 
 
+def test_request_heads_with_bare_lf_line_ends_are_served(coil):
+    # RFC 9112 2.2 lets a server take a bare LF for a line's end; uvicorn and nginx do
+    # (printf 'GET / HTTP/1.1\nHost: x\n\n' | nc ...). The body and the next request on
+    # the connection are framed as usual.
+    c = start(coil)
+    body = b"lf body"
+    data = (b"POST /lf HTTP/1.1\nHost: x\nContent-Length: %d\n\n%s"
+            b"GET /mixed HTTP/1.1\r\nHost: x\n\r\n") % (len(body), body)
+    with RawConn(c.port) as rc:
+        rc.send(data)
+        r1, r2 = rc.read_response(), rc.read_response()
+    assert [r1.status, r2.status] == [200, 200], (r1, r2)
+    assert r1.json()["uri"] == "/lf"
+    assert bytes.fromhex(r1.json()["body_hex"]) == body
+    assert r1.json()["headers"]["host"] == "x"
+    assert r2.json()["uri"] == "/mixed"
+
+
 def test_pipelined_with_error_in_between(coil):
     c = coil({"coil.toml": manifest(fn_toml("only", "/only")), "app.py": ECHO_APP})
     data = (b"GET /only?1 HTTP/1.1\r\nHost: x\r\n\r\n"

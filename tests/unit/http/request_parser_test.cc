@@ -221,6 +221,30 @@ TEST(RequestParser, ContentLengthBodyInPieces) {
   EXPECT_EQ(p.take_body(), "0123456789");
 }
 
+// RFC 9112 2.2: a recipient may take a bare LF for a line's end (uvicorn and nginx do).
+TEST(RequestParser, HeadLinesMayEndWithABareLf) {
+  for (std::string head : {"GET /a HTTP/1.1\nHost: x\nX-One: 1\n\n", "GET /a HTTP/1.1\r\nHost: x\nX-One: 1\r\n\n",
+                           "GET /a HTTP/1.1\r\nHost: x\r\nX-One: 1\r\n\n", "\nGET /a HTTP/1.1\nHost: x\nX-One: 1\n\r\n"}) {
+    RequestParser p;
+    std::string req = head + "GET /next HTTP/1.1\r\n";  // a pipelined request must stay unread
+    size_t consumed = 0;
+    ASSERT_EQ(p.feed(req, consumed), Outcome::kHeadDone) << head << p.error_reason();
+    EXPECT_EQ(consumed, head.size()) << head;
+    EXPECT_EQ(p.target(), "/a");
+    EXPECT_EQ(p.headers(), (Headers{{"host", "x"}, {"x-one", "1"}})) << head;
+  }
+}
+
+TEST(RequestParser, ABareLfHeadArrivingInPiecesIsParsedWithItsBody) {
+  std::string req = "POST /p HTTP/1.1\nHost: x\nContent-Length: 5\n\nhello";
+  for (size_t piece : {1, 3, 7, 100}) {
+    RequestParser p;
+    EXPECT_EQ(in_pieces(p, req, piece), Outcome::kDone) << piece << ": " << p.error_reason();
+    EXPECT_EQ(p.take_body(), "hello") << piece;
+    EXPECT_EQ(p.headers(), (Headers{{"host", "x"}, {"content-length", "5"}}));
+  }
+}
+
 TEST(RequestParser, ZeroContentLength) {
   RequestParser p;
   ASSERT_EQ(run_all(p, "POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"), Outcome::kDone);
@@ -550,6 +574,15 @@ void expect_400(const std::string& req) {
   EXPECT_EQ(o, Outcome::kError) << "body: " << p.body_size() << " bytes, request:\n" << req;
   EXPECT_EQ(p.error_status(), 400) << p.error_reason();
   EXPECT_FALSE(p.error_reason().empty());
+}
+
+TEST(RequestParser, ABareLfHeadIsStillBoundedAndChecked) {
+  RequestParser big;
+  std::string endless = "GET / HTTP/1.1\nX: " + std::string(40 * 1024, 'a');
+  EXPECT_EQ(run_all(big, endless), Outcome::kError);
+  EXPECT_EQ(big.error_status(), 431);
+  expect_400("GET / HTTP/1.1\nHost: x\nX: a\n b\n\n");  // folding stays refused
+  expect_400("GET / HTTP/1.1\nContent-Length: 1\nContent-Length: 2\n\n");
 }
 
 TEST(RequestParser, ContentLengthAndTransferEncodingTogetherAre400) {
