@@ -120,7 +120,14 @@ void Connection::process() {
         body_checkpoint_ = body_received_ + parser_.body_size();
         deadline_ = SteadyClock::now() + server_->options().header_timeout;
       }
-      if (streaming_body_ && outcome != RequestParser::Outcome::kDone && parser_.body_size() > 0) {
+      if (discard_body_) {
+        body_discarded_ += parser_.take_body().size();
+        body_received_ = body_discarded_;
+        if (body_discarded_ > kMaxDiscardedBody) {
+          close();  // a chunked body longer than said: the response is out already
+          return;
+        }
+      } else if (streaming_body_ && outcome != RequestParser::Outcome::kDone && parser_.body_size() > 0) {
         body_received_ += parser_.body_size();
         body_untaken_ += parser_.body_size();
         target_->send_body(invocation_, parser_.take_body(), false);
@@ -145,7 +152,12 @@ void Connection::process() {
         if (!on_head()) return;
         break;
       case RequestParser::Outcome::kDone:
-        on_request();
+        if (discard_body_) {
+          discard_body_ = false;
+          next_request();
+        } else {
+          on_request();
+        }
         return;
       case RequestParser::Outcome::kError:
         respond_error(parser_.error_status(),
@@ -370,9 +382,15 @@ std::optional<uint64_t> declared_length(const frame::ResponseHead& head) {
 
 void Connection::on_response_head(const frame::ResponseHead& head, std::string_view body, bool end) {
   if (phase_ == Phase::kBody) {
-    // The function answered before reading the whole body: the rest of the
-    // body is not read, so the connection cannot be reused.
-    keep_alive_ = false;
+    // The function answered before reading the whole body. The rest is read
+    // and dropped after the response, if it is known to be short (or is
+    // chunked, then bounded as it comes), so that the connection lives on;
+    // else the connection closes after the response. So it does for a client
+    // that waits for "100 Continue": it may send the body or not.
+    std::optional<uint64_t> length = parser_.content_length();
+    uint64_t received = body_received_ + parser_.body_size();
+    discard_body_ = !continue_deferred_ && (length ? *length - received <= kMaxDiscardedBody : parser_.chunked());
+    if (!discard_body_) keep_alive_ = false;
   } else if (phase_ != Phase::kWaiting) {
     return;
   }
@@ -620,6 +638,22 @@ void Connection::finish_response(uint16_t status) {
   }
   request_started_ = {};
   head_request_ = false;
+  if (discard_body_ && keep_alive_ && !close_after_write_ && !response_until_close_) {
+    // The rest of the body goes where the function's would have: nowhere.
+    phase_ = Phase::kBody;
+    body_paused_ = false;
+    body_discarded_ = 0;
+    deadline_ = SteadyClock::now() + server_->options().header_timeout;
+    body_checkpoint_ = 0;
+    body_received_ = 0;
+    process();
+    return;
+  }
+  discard_body_ = false;
+  next_request();
+}
+
+void Connection::next_request() {
   if (!keep_alive_ || close_after_write_ || response_until_close_) {
     linger();
     return;
@@ -658,7 +692,11 @@ void Connection::check_deadline(SteadyClock::time_point now) {
       break;
     case Phase::kHead:
     case Phase::kBody:
-      respond_error(408, "request timeout", true);
+      if (discard_body_) {
+        close();  // the client stopped sending a body whose response it has
+      } else {
+        respond_error(408, "request timeout", true);
+      }
       break;
     default:
       break;

@@ -55,6 +55,11 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   static constexpr size_t kMaxUnsentResponse = 8 * 1024 * 1024;
   // The access-log status of a request whose client left before any answer.
   static constexpr uint16_t kClientClosedRequest = 499;
+  // A function that answers before it has read the whole body: after the
+  // response, at most this much more of the body is read and dropped, so
+  // that the connection serves the client's next request (as uvicorn and
+  // nginx do). A longer rest closes the connection instead.
+  static constexpr uint64_t kMaxDiscardedBody = 1 << 20;
 
   Connection(Server& server, boost::asio::ip::tcp::socket socket);
   ~Connection() override;
@@ -92,6 +97,8 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   bool upgrade_to_websocket();
   void on_request();
   void finish_response(uint16_t status);
+  // After a response (and a discarded body): the next request, or the end.
+  void next_request();
   void respond_error(uint16_t status, std::string_view message, bool close_after,
                      std::string_view extra_headers = {},
                      std::string_view content_type = "text/plain; charset=utf-8");
@@ -131,6 +138,8 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   bool continue_deferred_ = false;  // "100 Continue" waits for the function to want the body
   uint64_t body_untaken_ = 0;  // streamed body bytes handed on that the app has not taken
   bool body_paused_ = false;   // reading stopped at kBodyWindow
+  bool discard_body_ = false;  // the response went first: the rest of the body is dropped after it
+  uint64_t body_discarded_ = 0;
 
   char read_buffer_[16 * 1024];
   std::string input_;

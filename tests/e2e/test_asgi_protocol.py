@@ -823,6 +823,41 @@ def test_an_answer_before_the_body_on_a_reused_connection_is_framed_as_its_own(c
         assert r.header("transfer-encoding") is None, r
 
 
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_body_the_app_did_not_read_is_dropped_and_the_connection_serves_on(coil, tmp_path, framing):
+    # As under uvicorn and nginx: an app that answers before it read the body (an auth
+    # check) leaves the rest to the front, which reads and drops it after the response.
+    c = start_raw(coil, tmp_path)
+    rest = b"b" * 100_000
+    if framing == "content-length":
+        head = b"POST /r HTTP/1.1\r\nHost: x\r\nX-Do: refuse\r\nContent-Length: %d\r\n\r\n" % (5 + len(rest))
+        first, second = b"aaaaa", rest
+    else:
+        head = b"POST /r HTTP/1.1\r\nHost: x\r\nX-Do: refuse\r\nTransfer-Encoding: chunked\r\n\r\n"
+        first = b"5\r\naaaaa\r\n"
+        second = b"".join(b"%x\r\n%s\r\n" % (10_000, rest[at:at + 10_000]) for at in range(0, len(rest), 10_000))
+        second += b"0\r\n\r\n"
+    with c.raw() as conn:
+        conn.send(head + first)
+        r = conn.read_response()  # it comes before the rest of the body was sent
+        assert (r.status, r.body) == (401, b"no"), r
+        assert r.header("connection") is None, r
+        conn.send(second + b"GET /after HTTP/1.1\r\nHost: x\r\nX-Do: scope\r\n\r\n")
+        r = conn.read_response()
+        assert r.status == 200, r
+        assert r.json()["path"] == "/after"
+
+
+def test_a_long_body_the_app_did_not_read_closes_the_connection(coil, tmp_path):
+    # More than a MiB left unread: the client is told to stop rather than made to send it.
+    c = start_raw(coil, tmp_path)
+    with c.raw() as conn:
+        conn.send(b"POST /r HTTP/1.1\r\nHost: x\r\nX-Do: refuse\r\nContent-Length: %d\r\n\r\naaaaa" % (2 << 20))
+        r = conn.read_response()
+        assert (r.status, r.header("connection")) == (401, "close"), r
+        assert read_until_closed(conn) == b""
+
+
 def test_an_app_asking_to_close_the_connection_is_obeyed(coil, tmp_path):
     c = start_raw(coil, tmp_path)
     with c.raw() as conn:
