@@ -123,8 +123,9 @@ class Instance:
     prepare() runs, in a standby (an instance forked ahead of need, see
     src/python/zygote.cc), everything that needs no socket: the event loop and
     lifespan startup. A cold start then pays for neither. A standby that is
-    never handed a socket runs lifespan shutdown (retire()) when its function
-    stops, as an instance would; one whose startup fails ends at once.
+    never handed a socket runs lifespan shutdown (retire()) when coil stops,
+    as an instance would (a function version that `coil server` retires ends
+    it at once); one whose startup fails ends at once.
     """
 
     def __init__(self, app, function, root_path_in_path):
@@ -158,9 +159,11 @@ class Instance:
         if self._prepared is None:
             return
         loop, server, _ = self._prepared
-        loop.run_until_complete(server.shutdown())
-        sys.stdout.flush()
-        sys.stderr.flush()
+        try:
+            loop.run_until_complete(server.shutdown())
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
 
     def __call__(self, fd):
         """Runs the instance until the host closes the socket; never returns."""

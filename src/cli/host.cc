@@ -182,7 +182,7 @@ int serve(http::Server& server, HostRuntime& runtime,
   bool stopped = false;
   boost::asio::steady_timer give_up(io, kInstanceStopTimeout);
   give_up.async_wait([&](boost::system::error_code ec) {
-    if (!ec) log::info("instances still running after {} s are killed", kInstanceStopTimeout.count());
+    if (!ec) log::info("instances and standbys still running after {} s are killed", kInstanceStopTimeout.count());
     io.stop();
   });
   stop_instances([&] {

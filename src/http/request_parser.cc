@@ -191,7 +191,9 @@ void RequestParser::make_parser() {
   parser_.emplace();
   // A backstop only: feed() checks the request line and the header block
   // against their own limits exactly, however the head is split into reads.
-  parser_->header_limit(static_cast<std::uint32_t>(limits_.request_line + limits_.headers + 4));
+  // Twice the limits: a head of bare-LF lines is given to Beast with a CR
+  // added to each (up to twice its size).
+  parser_->header_limit(static_cast<std::uint32_t>(2 * (limits_.request_line + limits_.headers + 4)));
   parser_->eager(false);  // stop after the head: the body limit depends on the route
   parser_->body_limit(boost::none);  // checked by the caller once the route is known
   head_reported_ = false;
@@ -232,6 +234,12 @@ bool RequestParser::chunk_framing_too_large(std::string_view rest) {
     return true;
   }
   if (line_end == std::string_view::npos) return false;
+  // Beast ends the line at a CR: past a bare LF it would wait (and buffer)
+  // for one without a limit.
+  if (line_end == 0 || rest[line_end - 1] != '\r') {
+    fail(400, "chunk-size line not ended by CRLF");
+    return true;
+  }
   std::string_view size = rest.substr(start, line_end - start);
   size = size.substr(0, size.find_first_of(";\r \t"));
   if (size.empty() || size.find_first_not_of('0') != std::string_view::npos)
@@ -240,6 +248,16 @@ bool RequestParser::chunk_framing_too_large(std::string_view rest) {
   // have what the header block left of the header limit (both counted with
   // their closing CRLF).
   size_t allowed = limits_.headers + 4 - header_fields_;
+  std::string_view trailer = rest.substr(line_end + 1, allowed);
+  size_t line_start = 0;
+  for (size_t at = trailer.find('\n'); at != std::string_view::npos; at = trailer.find('\n', at + 1)) {
+    if (at == 0 || trailer[at - 1] != '\r') {  // as above: Beast would wait for a CR
+      fail(400, "trailer line not ended by CRLF");
+      return true;
+    }
+    if (at == line_start + 1) break;  // the empty line: the end of the request
+    line_start = at + 1;
+  }
   if (rest.size() - (line_end + 1) <= allowed) return false;
   if (rest.substr(0, line_end + 1 + allowed).find("\r\n\r\n", line_end - 1) != std::string_view::npos) {
     return false;
@@ -319,10 +337,19 @@ RequestParser::Outcome RequestParser::feed(std::string_view data, size_t& consum
     // uvicorn and nginx do): Beast wants CRLF, so such a head is handed to
     // it rewritten, once it is complete; `raw_head` is then its length as
     // received.
+    // The header block so far, in bytes as received, when Beast has taken
+    // `taken` bytes of `input`: it consumes complete fields as they arrive,
+    // so its own limit only bounds what is pending.
+    auto header_block = [this](std::string_view input, size_t taken) -> size_t {
+      if (start_line_consumed_) return head_bytes_ + (input.size() - taken) - start_line_length_;
+      size_t line_end = input.find('\n');  // Beast waits for the whole head before consuming
+      return line_end == std::string_view::npos ? 0 : input.size() - (line_end + 1);
+    };
+    std::string_view received = data;
     size_t raw_head = 0;
     if (std::optional<size_t> end = bare_lf_head_end(data)) {
       if (*end == 0) {
-        if (data.size() > limits_.request_line + limits_.headers + 4) {
+        if (header_block(data, 0) > limits_.headers + 2) {
           fail(431, "request headers too large");
           return Outcome::kError;
         }
@@ -345,23 +372,17 @@ RequestParser::Outcome RequestParser::feed(std::string_view data, size_t& consum
     }
     beast::error_code ec;
     size_t n = parser_->put(boost::asio::buffer(data.data(), data.size()), ec);
-    // A rewritten head is complete: Beast takes all of it, or fails.
-    consumed += raw_head > 0 && n == data.size() ? raw_head : n;
+    // A rewritten head is complete: Beast takes all of it, or fails. What
+    // is counted is what was received.
+    size_t taken = raw_head == 0 ? n : n == data.size() ? raw_head : 0;
+    consumed += taken;
     if (n > 0 && !start_line_consumed_) {
       start_line_consumed_ = true;
-      start_line_length_ = data.find('\n') + 1;
+      start_line_length_ = received.find('\n') + 1;
     }
-    head_bytes_ += n;
+    head_bytes_ += taken;
     if (ec && ec != bhttp::error::need_more) return fail_with(ec);
-    // Beast consumes complete fields as they arrive, so its own limit only
-    // bounds what is pending; the header block's total is checked here.
-    size_t fields = 0;
-    if (start_line_consumed_) {
-      size_t pending = parser_->is_header_done() ? 0 : data.size() - n;
-      fields = head_bytes_ + pending - start_line_length_;
-    } else if (size_t line_end = data.find('\n'); line_end != std::string_view::npos) {
-      fields = data.size() - (line_end + 1);  // Beast waits for the whole head before consuming
-    }
+    size_t fields = parser_->is_header_done() ? head_bytes_ - start_line_length_ : header_block(received, taken);
     if (fields > limits_.headers + 2) {
       fail(431, "request headers too large");
       return Outcome::kError;

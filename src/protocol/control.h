@@ -21,13 +21,15 @@
 //                                                             names a standby, the cgroup.procs files]
 //   template -> host   kSpawned        {token, pid}       fds: [pidfd, output pipe (read end)]
 //                      kExited         {pid, wait_status}
-//   host -> template   kRetire         {}                 the function stops, its instances' sockets
-//                                                         are closed: end the standbys (an ASGI one runs
-//                                                         lifespan shutdown), exit once no child is left
+//   host -> template   kRetire         {}                 coil stops, the instances' sockets are
+//                                                         closed: end the standbys (an ASGI one runs
+//                                                         lifespan shutdown), exit once the last instance
+//                                                         and standby have exited
 //
 // A template exits when its control socket closes (its children die with it)
-// or, after kRetire, when its last child has exited; the zygote exits when
-// its own socket closes; instances exit when their instance socket closes.
+// or, after kRetire, when its last instance and standby have exited (other
+// processes left in its pid namespace die with it); the zygote exits when its
+// own socket closes; instances exit when their instance socket closes.
 #pragma once
 
 #include <cstdint>

@@ -238,6 +238,22 @@ class TemplateServer {
   // template's work is done.
   bool retired() const { return retiring_ && instances_.empty() && retiring_standbys_.empty(); }
 
+  // The output pipes of retiring standbys still open: read as they write
+  // (pass_on_retiring_output()), since one that fills its pipe would block.
+  std::vector<int> retiring_outputs() const {
+    std::vector<int> fds;
+    for (const auto& [pid, output] : retiring_standbys_) {
+      if (output) fds.push_back(output.get());
+    }
+    return fds;
+  }
+
+  void pass_on_retiring_output(int fd) {
+    for (auto& [pid, output] : retiring_standbys_) {
+      if (output.get() == fd && pass_on_output(fd)) output.reset();
+    }
+  }
+
   // Reaps every child, and reports the instances among them. (A template
   // that is pid 1 of its namespace also inherits what its instances
   // double-forked; a standby that died is forgotten, and its token falls
@@ -250,7 +266,7 @@ class TemplateServer {
     pid_t pid;
     while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
       if (auto it = retiring_standbys_.find(pid); it != retiring_standbys_.end()) {
-        pass_on_output(it->second.get());
+        if (it->second) pass_on_output(it->second.get());  // its last words
         retiring_standbys_.erase(it);
       }
       for (auto& [token, standby] : standbys_) {
@@ -335,29 +351,26 @@ class TemplateServer {
   // kRetire: the function stops. Each standby's channel closes: it ends
   // without serving, an ASGI one after its lifespan shutdown (the startup
   // ran ahead, so its shutdown is due as in any instance). Their output,
-  // which would have gone to the host with their instance socket, goes out
-  // through the template's once they have exited.
+  // which would have gone to the host with kSpawned, goes out through the
+  // template's own.
   void retire() {
     retiring_ = true;
     for (auto& [token, standby] : standbys_) {
-      if (standby.pid > 0) retiring_standbys_[standby.pid] = std::move(standby.output);
+      if (standby.pid > 0) {
+        ::fcntl(standby.output.get(), F_SETFL, ::fcntl(standby.output.get(), F_GETFL) | O_NONBLOCK);
+        retiring_standbys_[standby.pid] = std::move(standby.output);
+      }
     }
     standbys_.clear();  // closes their channels
   }
 
-  // Copies what a process that has exited left in its output pipe to the
-  // template's own output (bounded: a flood is cut).
-  static void pass_on_output(int fd) {
-    if (fd < 0) return;
-    int flags = ::fcntl(fd, F_GETFL);
-    ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  // Copies what is in a (non-blocking) output pipe to the template's own
+  // output. Returns true at its end (the writer has exited).
+  static bool pass_on_output(int fd) {
     char buffer[4096];
     ssize_t n;
-    size_t total = 0;
-    while (total < 64 * 1024 && (n = ::read(fd, buffer, sizeof buffer)) > 0) {
-      total += static_cast<size_t>(n);
-      (void)!::write(STDERR_FILENO, buffer, static_cast<size_t>(n));
-    }
+    while ((n = ::read(fd, buffer, sizeof buffer)) > 0) (void)!::write(STDERR_FILENO, buffer, static_cast<size_t>(n));
+    return n == 0;
   }
 
   // A standby died before it served (a failing hook or lifespan startup, a
@@ -539,14 +552,18 @@ class TemplateServer {
   TemplateServer server(control, signal_fd, invoke, function, kind, fresh, std::move(mounts));
 
   for (;;) {
-    pollfd fds[2] = {{control, POLLIN, 0}, {signal_fd, POLLIN, 0}};
+    std::vector<pollfd> fds = {{control, POLLIN, 0}, {signal_fd, POLLIN, 0}};
+    for (int output : server.retiring_outputs()) fds.push_back({output, POLLIN, 0});
     int n;
     Py_BEGIN_ALLOW_THREADS
-    n = ::poll(fds, 2, -1);
+    n = ::poll(fds.data(), fds.size(), -1);
     Py_END_ALLOW_THREADS
     if (n < 0) {
       if (errno == EINTR) continue;
       fail("poll");
+    }
+    for (size_t i = 2; i < fds.size(); ++i) {
+      if (fds[i].revents != 0) server.pass_on_retiring_output(fds[i].fd);
     }
     if (fds[1].revents & POLLIN) server.report_exits();
     if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {

@@ -261,6 +261,7 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
       break;
     case control::Type::kTemplateReady: {
       if (template_state_ != TemplateState::kBuilding) break;  // said once, at the end of the build
+      if (stopping_) break;  // built while coil stops: nothing is to start in it
       template_state_ = TemplateState::kReady;
       kind_ = m.ready.kind == "asgi" ? config::Kind::kAsgi : config::Kind::kHandler;
       double ms = std::chrono::duration<double, std::milli>(Clock::now() - build_started_).count();
@@ -1188,10 +1189,10 @@ void FunctionPool::stop_instances(std::function<void()> done) {
 void FunctionPool::stop() {
   if (outbound_) outbound_->stop();
   trial_timer_.cancel();
-  cgroup_reservation_ = {};  // a stopped pool needs no ready groups
-  if (stopping_ && !template_) return;
-  on_instances_stopped_ = nullptr;
   deadline_timer_.cancel();
+  cgroup_reservation_ = {};  // a stopped pool needs no ready groups
+  on_instances_stopped_ = nullptr;
+  if (stopping_ && !template_) return;  // stop_instances() saw its template exit
   close_all_instances(false);
   // Those still running now (background work, a lifespan shutdown that did
   // not end) go with their template.

@@ -39,6 +39,9 @@ async def lifespan(scope, receive, send):
                 await send({"type": "lifespan.startup.failed",
                             "message": "down for a moment: marker-2718"})
                 return
+            if MODE == "chatty":   # more than a pipe holds
+                for _ in range(100):
+                    log("chatter " + "x" * 1000)
             scope["state"]["startup_pid"] = os.getpid()
             scope["state"]["items"] = ["from-lifespan"]
             log("startup pid=%d" % os.getpid())
@@ -125,11 +128,12 @@ def test_startup_and_shutdown_run_in_each_instance(coil, tmp_path):
     assert pids <= shutdowns, f"shutdown did not run in instances {pids - shutdowns}:\n{c.log()}"
 
 
-def test_a_standby_that_never_served_runs_shutdown_when_coil_stops(coil, tmp_path):
+@pytest.mark.parametrize("mode", ["ok", "chatty"])
+def test_a_standby_that_never_served_runs_shutdown_when_coil_stops(coil, tmp_path, mode):
     """The standby ran lifespan startup ahead of need; when coil stops before it serves,
     its shutdown runs too (an app that registers itself at startup deregisters), and what
-    it printed reaches the log."""
-    c = start(coil, tmp_path)
+    it printed reaches the log, even more than its output pipe holds."""
+    c = start(coil, tmp_path, mode)
     # The standby is asked for as soon as the trial instance has started: the template
     # has forked it before it reads the stop.
     trial = c.wait_for_line(r"^coil: instance life pid=(\d+) started$", timeout=15)
@@ -140,6 +144,8 @@ def test_a_standby_that_never_served_runs_shutdown_when_coil_stops(coil, tmp_pat
     assert len(startups) == 2, f"expected the trial instance's and the standby's startup:\n{c.log()}"
     assert shutdowns == startups, f"no shutdown in {startups - shutdowns}:\n{c.log()}"
     assert not c.find_lines(r"still running after|are killed"), c.log()
+    if mode == "chatty":
+        assert len(c.find_lines(fn_line("life", r"chatter x+$"))) == 200, "each startup's 100 lines"
 
 
 def test_shutdown_runs_when_an_idle_instance_exits(coil, tmp_path):

@@ -577,12 +577,44 @@ void expect_400(const std::string& req) {
 }
 
 TEST(RequestParser, ABareLfHeadIsStillBoundedAndChecked) {
+  // 431 as soon as the header block passes 32 KiB, as with CRLF, before its end
   RequestParser big;
-  std::string endless = "GET / HTTP/1.1\nX: " + std::string(40 * 1024, 'a');
+  std::string endless = "GET / HTTP/1.1\nX: " + std::string(33 * 1024, 'a');
   EXPECT_EQ(run_all(big, endless), Outcome::kError);
   EXPECT_EQ(big.error_status(), 431);
+  // ... counted as received: 30,000 bytes of short lines are within the limit, though
+  // they would be 37,500 with a CR added to each
+  RequestParser many;
+  std::string lines;
+  for (int i = 0; i < 7500; ++i) lines += "a:b\n";
+  EXPECT_EQ(run_all(many, "GET / HTTP/1.1\n" + lines + "\n"), Outcome::kDone) << many.error_reason();
+  RequestParser over;
+  EXPECT_EQ(run_all(over, "GET / HTTP/1.1\n" + lines + lines.substr(0, 3000) + "\n"), Outcome::kError);
+  EXPECT_EQ(over.error_status(), 431);
   expect_400("GET / HTTP/1.1\nHost: x\nX: a\n b\n\n");  // folding stays refused
   expect_400("GET / HTTP/1.1\nContent-Length: 1\nContent-Length: 2\n\n");
+}
+
+TEST(RequestParser, ABareLfAfterCrlfLinesBeastHasTakenEndsTheHead) {
+  // Beast takes the request line and complete fields as they come, before the bare
+  // LF that makes this head one to rewrite arrives.
+  RequestParser p;
+  size_t head_at = 0;
+  std::string req = "GET /m HTTP/1.1\r\nHost: x\r\nX-One: 1\r\nX-Two: 2\n\n";
+  EXPECT_EQ(trickle(p, req, kNoLimit, &head_at), Outcome::kDone) << p.error_reason();
+  EXPECT_EQ(head_at, req.size());
+  EXPECT_EQ(p.headers(), (Headers{{"host", "x"}, {"x-one", "1"}, {"x-two", "2"}}));
+}
+
+TEST(RequestParser, ChunkSizeAndTrailerLinesNeedCrlfAndAreRefusedAtOnce) {
+  // Beast would wait for a CR, holding whatever comes: refused as soon as the LF is seen
+  for (std::string framing : {"5\n", "5;ext=1\n", "5\r\nhello\r\n0\r\n\n", "0\r\nX: 1\n"}) {
+    RequestParser p;
+    std::string req = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + framing + std::string(8192, 'x');
+    std::string_view in = req;
+    EXPECT_EQ(run(p, in), Outcome::kError) << framing;
+    EXPECT_EQ(p.error_status(), 400) << framing;
+  }
 }
 
 TEST(RequestParser, ContentLengthAndTransferEncodingTogetherAre400) {
