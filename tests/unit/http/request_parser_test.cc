@@ -235,6 +235,18 @@ TEST(RequestParser, HeadLinesMayEndWithABareLf) {
   }
 }
 
+TEST(RequestParser, ABareLfHeadKeepsTheRequestLineRules) {
+  RequestParser later;  // HTTP/1.2 is served as HTTP/1.1
+  size_t consumed = 0;
+  std::string req = "GET /v HTTP/1.2\nHost: x\n\n";
+  EXPECT_EQ(later.feed(req, consumed), Outcome::kHeadDone) << later.error_reason();
+  EXPECT_EQ(consumed, req.size());
+  EXPECT_EQ(later.version(), 11);
+  RequestParser longer;  // 414, not 431, for a long request line
+  EXPECT_EQ(run_all(longer, "GET /" + std::string(9000, 'a') + " HTTP/1.1\nHost: x\n\n"), Outcome::kError);
+  EXPECT_EQ(longer.error_status(), 414);
+}
+
 TEST(RequestParser, ABareLfHeadArrivingInPiecesIsParsedWithItsBody) {
   std::string req = "POST /p HTTP/1.1\nHost: x\nContent-Length: 5\n\nhello";
   for (size_t piece : {1, 3, 7, 100}) {
