@@ -124,7 +124,9 @@ void Connection::process() {
         body_discarded_ += parser_.take_body().size();
         body_received_ = body_discarded_;
         if (body_discarded_ > kMaxDiscardedBody) {
-          close();  // a chunked body longer than said: the response is out already
+          // A chunked body past the bound. The response is written: lingering
+          // (not a reset) lets the client read it.
+          linger();
           return;
         }
       } else if (streaming_body_ && outcome != RequestParser::Outcome::kDone && parser_.body_size() > 0) {
@@ -160,6 +162,10 @@ void Connection::process() {
         }
         return;
       case RequestParser::Outcome::kError:
+        if (discard_body_) {
+          linger();  // its request has its answer: nothing more to say
+          return;
+        }
         respond_error(parser_.error_status(),
                       parser_.error_status() == 400 ? "bad request: " + parser_.error_reason()
                                                     : parser_.error_reason(),

@@ -848,6 +848,22 @@ def test_a_body_the_app_did_not_read_is_dropped_and_the_connection_serves_on(coi
         assert r.json()["path"] == "/after"
 
 
+@pytest.mark.parametrize("rest", [b"zz\r\nbad\r\n", b"%x\r\n%s\r\n" % (2 << 20, b"c" * (2 << 20))],
+                         ids=["bad-chunk", "over-a-mib"])
+def test_a_dropped_body_that_goes_wrong_ends_the_connection_without_another_answer(coil, tmp_path, rest):
+    # Its request has its answer already: a broken or endless rest only ends the connection.
+    c = start_raw(coil, tmp_path)
+    with c.raw() as conn:
+        conn.send(b"POST /r HTTP/1.1\r\nHost: x\r\nX-Do: refuse\r\nTransfer-Encoding: chunked\r\n\r\n5\r\naaaaa\r\n")
+        r = conn.read_response()
+        assert (r.status, r.body) == (401, b"no"), r
+        try:
+            conn.send(rest)
+        except OSError:
+            pass  # coil may have closed before all of it went
+        assert read_until_closed(conn) == b""
+
+
 def test_a_long_body_the_app_did_not_read_closes_the_connection(coil, tmp_path):
     # More than a MiB left unread: the client is told to stop rather than made to send it.
     c = start_raw(coil, tmp_path)
