@@ -121,9 +121,10 @@ void Connection::process() {
         deadline_ = SteadyClock::now() + server_->options().header_timeout;
       }
       if (discard_body_) {
-        body_discarded_ += parser_.take_body().size();
+        parser_.take_body();
+        body_discarded_ += consumed;  // bytes read, chunk framing included
         body_received_ = body_discarded_;
-        if (body_discarded_ > kMaxDiscardedBody) {
+        if (parser_.chunked() && body_discarded_ > kMaxDiscardedBody) {
           // A chunked body past the bound. The response is written: lingering
           // (not a reset) lets the client read it.
           linger();

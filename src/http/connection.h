@@ -10,7 +10,8 @@
 //   reading a request head: header timeout from its first byte, then 408 —
 //     a client trickling bytes cannot extend it;
 //   reading a body:         the body must progress by kBodyProgress bytes
-//     (or finish) within each header-timeout window, else 408;
+//     (or finish) within each header-timeout window, else 408 (or, for a
+//     body dropped after its response, see kMaxDiscardedBody, a silent close);
 //   writing a response:     each write must complete within the header
 //     timeout, else the connection closes (a client that stopped reading).
 //
@@ -56,9 +57,12 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   // The access-log status of a request whose client left before any answer.
   static constexpr uint16_t kClientClosedRequest = 499;
   // A function that answers before it has read the whole body: after the
-  // response, at most this much more of the body is read and dropped, so
+  // response, at most this much more of the request is read and dropped, so
   // that the connection serves the client's next request (as uvicorn and
-  // nginx do). A longer rest closes the connection instead.
+  // nginx do). A Content-Length rest longer than this gets "Connection:
+  // close" instead; a chunked one, whose length is unknown when the response
+  // goes with keep-alive, ends the connection when it passes this bound
+  // (framing included).
   static constexpr uint64_t kMaxDiscardedBody = 1 << 20;
 
   Connection(Server& server, boost::asio::ip::tcp::socket socket);

@@ -365,11 +365,16 @@ class TemplateServer {
   }
 
   // Copies what is in a (non-blocking) output pipe to the template's own
-  // output. Returns true at its end (the writer has exited).
+  // output, at most a pipe's worth a call: a writer that outpaces the copy
+  // cannot keep the template from its loop (poll() comes back for the rest).
+  // Returns true at its end (every writer has exited).
   static bool pass_on_output(int fd) {
     char buffer[4096];
-    ssize_t n;
-    while ((n = ::read(fd, buffer, sizeof buffer)) > 0) (void)!::write(STDERR_FILENO, buffer, static_cast<size_t>(n));
+    ssize_t n = -1;
+    for (size_t copied = 0; copied < 64 * 1024 && (n = ::read(fd, buffer, sizeof buffer)) > 0;) {
+      (void)!::write(STDERR_FILENO, buffer, static_cast<size_t>(n));
+      copied += static_cast<size_t>(n);
+    }
     return n == 0;
   }
 

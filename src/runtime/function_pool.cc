@@ -261,7 +261,10 @@ void FunctionPool::on_template_message(Status status, control::Message& m) {
       break;
     case control::Type::kTemplateReady: {
       if (template_state_ != TemplateState::kBuilding) break;  // said once, at the end of the build
-      if (stopping_) break;  // built while coil stops: nothing is to start in it
+      if (stopping_) {  // built while coil stops: nothing is to start in it
+        finish_start(Status::error("coil is stopping"));
+        break;
+      }
       template_state_ = TemplateState::kReady;
       kind_ = m.ready.kind == "asgi" ? config::Kind::kAsgi : config::Kind::kHandler;
       double ms = std::chrono::duration<double, std::milli>(Clock::now() - build_started_).count();

@@ -797,6 +797,8 @@ def test_100_continue_is_sent_only_when_the_app_reads_the_body(coil, tmp_path):
         conn.send(head.format("refuse", "refuse"))
         r = conn.read_response()
         assert (r.status, r.body) == (401, b"no"), r
+        # the client may send its body or not: the connection cannot go on
+        assert r.header("connection") == "close", r
     # an app that reads it: 100 Continue, then the body, then the answer
     with c.raw() as conn:
         conn.send(head.format("body", "body"))
@@ -862,6 +864,22 @@ def test_a_dropped_body_that_goes_wrong_ends_the_connection_without_another_answ
         except OSError:
             pass  # coil may have closed before all of it went
         assert read_until_closed(conn) == b""
+
+
+def test_an_unread_body_sent_with_the_next_request_in_one_write_does_not_lose_it(coil, tmp_path):
+    # Whether the answer comes before the front has read the whole body or after, the
+    # pipelined request behind it is served.
+    c = start_raw(coil, tmp_path)
+    body = b"b" * 100_000
+    with c.raw() as conn:
+        for i in range(3):
+            conn.send(b"POST /r HTTP/1.1\r\nHost: x\r\nX-Do: refuse\r\nContent-Length: %d\r\n\r\n%s"
+                      b"GET /after%d HTTP/1.1\r\nHost: x\r\nX-Do: scope\r\n\r\n" % (len(body), body, i))
+            r = conn.read_response()
+            assert (r.status, r.header("connection")) == (401, None), r
+            r = conn.read_response()
+            assert r.status == 200, r
+            assert r.json()["path"] == f"/after{i}"
 
 
 def test_a_long_body_the_app_did_not_read_closes_the_connection(coil, tmp_path):
