@@ -1,9 +1,11 @@
 #include "python/page_hints.h"
 #include "python/codec.h"
 
+#include <boost/container/small_vector.hpp>
+#include <cstdint>
 #include <cstring>
-#include <deque>
 #include <initializer_list>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -372,6 +374,24 @@ bool append_to(PyObject* out, std::string_view data) {
   return true;
 }
 
+// Where a response frame is encoded before it is appended to the instance's
+// output: one buffer, kept between calls (no Python code runs while it is in
+// use), so that a small response costs no allocation.
+std::string& scratch() {
+  static std::string buffer;
+  buffer.clear();
+  return buffer;
+}
+
+// Appends `encoded` (the scratch buffer) to `out`; a large one is given back
+// rather than kept for the next small frame.
+PyObject* appended(PyObject* out, std::string& encoded) {
+  bool ok = append_to(out, encoded);
+  if (encoded.capacity() > 64 * 1024) std::string().swap(encoded);
+  if (!ok) return nullptr;
+  Py_RETURN_NONE;
+}
+
 bool buffer_view(PyObject* obj, Py_buffer& view) { return PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE) == 0; }
 
 // The bytes-like objects a response head's headers are made of, viewed in
@@ -390,7 +410,7 @@ class HeaderViews {
   HeaderViews(const HeaderViews&) = delete;
   HeaderViews& operator=(const HeaderViews&) = delete;
   ~HeaderViews() {
-    for (Py_buffer& view : buffers_) PyBuffer_Release(&view);
+    for (auto& view : buffers_) PyBuffer_Release(view.get());
     for (PyObject* tuple : held_) Py_DECREF(tuple);
   }
 
@@ -402,7 +422,9 @@ class HeaderViews {
     Py_ssize_t count = PyTuple_GET_SIZE(all);
     pairs_.reserve(static_cast<size_t>(count));
     for (Py_ssize_t i = 0; i < count; ++i) {
-      PyObject* pair = hold(tuple_from(PyTuple_GET_ITEM(all, i), "a header must be a (name, value) pair"));
+      // An exact tuple is immutable and owned by `all`: it is read in place.
+      PyObject* pair = PyTuple_GET_ITEM(all, i);
+      if (!PyTuple_CheckExact(pair)) pair = hold(tuple_from(pair, "a header must be a (name, value) pair"));
       if (pair == nullptr) return false;
       if (PyTuple_GET_SIZE(pair) != 2) {
         PyErr_SetString(PyExc_ValueError, "a header must be a (name, value) pair");
@@ -439,29 +461,73 @@ class HeaderViews {
       out = std::string_view(PyBytes_AS_STRING(object), static_cast<size_t>(PyBytes_GET_SIZE(object)));
       return true;
     }
-    Py_buffer& buffer = buffers_.emplace_back();
-    if (PyObject_GetBuffer(object, &buffer, PyBUF_SIMPLE) != 0) {
-      buffers_.pop_back();
-      return false;
-    }
-    out = std::string_view(static_cast<const char*>(buffer.buf), static_cast<size_t>(buffer.len));
+    auto buffer = std::make_unique<Py_buffer>();
+    if (PyObject_GetBuffer(object, buffer.get(), PyBUF_SIMPLE) != 0) return false;
+    out = std::string_view(static_cast<const char*>(buffer->buf), static_cast<size_t>(buffer->len));
+    buffers_.push_back(std::move(buffer));
     return true;
   }
 
-  std::vector<frame::HeaderView> pairs_;
-  std::deque<Py_buffer> buffers_;  // a deque: an exported Py_buffer is never moved
-  std::vector<PyObject*> held_;    // the tuples read (new references)
+  // Inline capacity for the usual response: no allocation per head.
+  boost::container::small_vector<frame::HeaderView, 16> pairs_;
+  std::vector<std::unique_ptr<Py_buffer>> buffers_;  // exported buffers never move
+  boost::container::small_vector<PyObject*, 4> held_;  // the tuples made (new references)
 };
 
-PyObject* put_response(PyObject*, PyObject* args) {
+// The arguments of the per-response calls, read without PyArg's format
+// parsing (they run for every response): `out` a bytearray, a stream id, a
+// status, and a truth value.
+bool args_count(Py_ssize_t given, Py_ssize_t wanted, const char* function) {
+  if (given == wanted) return true;
+  PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments (%zd given)", function, wanted, given);
+  return false;
+}
+bool bytearray_arg(PyObject* arg, PyObject*& out) {
+  if (!PyByteArray_Check(arg)) {
+    PyErr_Format(PyExc_TypeError, "a bytearray is required, not %.100s", Py_TYPE(arg)->tp_name);
+    return false;
+  }
+  out = arg;
+  return true;
+}
+bool stream_arg(PyObject* arg, unsigned int& stream) {
+  unsigned long value = PyLong_AsUnsignedLong(arg);
+  if (value == static_cast<unsigned long>(-1) && PyErr_Occurred()) return false;
+  if (value > UINT32_MAX) {
+    PyErr_SetString(PyExc_OverflowError, "stream id out of range");
+    return false;
+  }
+  stream = static_cast<unsigned int>(value);
+  return true;
+}
+// A response status: an integer in 100-599.
+bool status_arg(PyObject* arg, int& status) {
+  int overflow = 0;
+  long value = PyLong_AsLongAndOverflow(arg, &overflow);
+  if (value == -1 && PyErr_Occurred()) return false;
+  if (overflow != 0 || value < 100 || value > 599) {
+    PyErr_Format(PyExc_ValueError, "status %R is not in 100-599", arg);
+    return false;
+  }
+  status = static_cast<int>(value);
+  return true;
+}
+bool truth_arg(PyObject* arg, int& value) {
+  value = PyObject_IsTrue(arg);
+  return value >= 0;
+}
+
+// put_response(out, stream, status, headers, body, end)
+PyObject* put_response(PyObject*, PyObject* const* args, Py_ssize_t count) {
   PyObject *out, *headers, *body;
   unsigned int stream;
   int status, end;
-  if (!PyArg_ParseTuple(args, "YIiOOp", &out, &stream, &status, &headers, &body, &end)) return nullptr;
-  if (status < 100 || status > 599) {
-    PyErr_Format(PyExc_ValueError, "status %d is not in 100-599", status);
+  if (!args_count(count, 6, "put_response") || !bytearray_arg(args[0], out) || !stream_arg(args[1], stream) ||
+      !status_arg(args[2], status) || !truth_arg(args[5], end)) {
     return nullptr;
   }
+  headers = args[3];
+  body = args[4];
   HeaderViews views;
   if (!views.read(headers)) return nullptr;
   if (frame::encoded_size(views.pairs()) > frame::kMaxResponseHead) {
@@ -470,28 +536,31 @@ PyObject* put_response(PyObject*, PyObject* args) {
   }
   Py_buffer body_view;
   if (!buffer_view(body, body_view)) return nullptr;
-  std::string encoded;
+  std::string& encoded = scratch();
   frame::append_response(encoded, stream, static_cast<uint16_t>(status), views.pairs(),
                          std::string_view(static_cast<const char*>(body_view.buf), static_cast<size_t>(body_view.len)),
                          end != 0);
   PyBuffer_Release(&body_view);
-  if (!append_to(out, encoded)) return nullptr;
-  Py_RETURN_NONE;
+  return appended(out, encoded);
 }
 
-PyObject* put_body(PyObject*, PyObject* args) {
+// put_body(out, stream, body, end)
+PyObject* put_body(PyObject*, PyObject* const* args, Py_ssize_t count) {
   PyObject *out, *body;
   unsigned int stream;
   int end;
-  if (!PyArg_ParseTuple(args, "YIOp", &out, &stream, &body, &end)) return nullptr;
+  if (!args_count(count, 4, "put_body") || !bytearray_arg(args[0], out) || !stream_arg(args[1], stream) ||
+      !truth_arg(args[3], end)) {
+    return nullptr;
+  }
+  body = args[2];
   Py_buffer view;
   if (!buffer_view(body, view)) return nullptr;
-  std::string encoded;
+  std::string& encoded = scratch();
   frame::append_body(encoded, frame::Type::kResponseBody, stream,
                      std::string_view(static_cast<const char*>(view.buf), static_cast<size_t>(view.len)), end != 0);
   PyBuffer_Release(&view);
-  if (!append_to(out, encoded)) return nullptr;
-  Py_RETURN_NONE;
+  return appended(out, encoded);
 }
 
 PyObject* put_frame(PyObject*, PyObject* args) {
@@ -568,8 +637,10 @@ PyMethodDef kCodecMethods[] = {
     {"put_ws_message", put_ws_message, METH_VARARGS, "Append a WebSocket message frame to a bytearray."},
     {"put_ws_close", put_ws_close, METH_VARARGS, "Append a WebSocket close frame to a bytearray."},
     {"decode", decode, METH_VARARGS, "Parse the complete frames at the start of a bytearray."},
-    {"put_response", put_response, METH_VARARGS, "Append a response head (and body) to a bytearray."},
-    {"put_body", put_body, METH_VARARGS, "Append response body frames to a bytearray."},
+    {"put_response", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(put_response)), METH_FASTCALL,
+     "Append a response head (and body) to a bytearray."},
+    {"put_body", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(put_body)), METH_FASTCALL,
+     "Append response body frames to a bytearray."},
     {"put_frame", put_frame, METH_VARARGS, "Append one frame with END set to a bytearray."},
     {nullptr, nullptr, 0, nullptr},
 };
