@@ -264,7 +264,7 @@ bool Connection::on_head() {
   head.path_info = std::move(match->path_info);
   head.captures = std::move(match->captures);
   head.host = host;
-  head.headers = parser_.headers();
+  head.headers = parser_.take_headers();
   if (!parser_.authority().empty()) {
     // The target's host is the request's (RFC 9112 3.2.2): the function sees it as its Host header.
     std::erase_if(head.headers, [](const frame::Header& h) { return h.first == "host"; });

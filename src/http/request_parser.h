@@ -81,6 +81,9 @@ class RequestParser {
   int version() const { return parser_->version_; }
   // Field names lower-cased, values as received; order and duplicates kept.
   const std::vector<std::pair<std::string, std::string>>& headers() const { return parser_->headers_; }
+  // Moves the headers out (headers() is then empty): for the request's
+  // invocation, once the head has been checked.
+  std::vector<std::pair<std::string, std::string>> take_headers() { return std::move(parser_->headers_); }
   bool keep_alive() const { return parser_->keep_alive(); }
   bool expects_continue() const { return parser_->expect_continue_; }
   std::optional<uint64_t> content_length() const { return parser_->declared_length_; }
