@@ -102,7 +102,7 @@ void prepare_ahead(PyObject* target) {
   Py_DECREF(result);
 }
 
-// In an ASGI standby that will not serve (its function stops, kRetire):
+// In an ASGI standby that will not serve (coil stops: kRetire):
 // target.retire(), the lifespan shutdown of the startup prepare_ahead() ran.
 void retire_prepared(PyObject* target) {
   PyObject* result = PyObject_CallMethod(target, "retire", nullptr);
@@ -348,7 +348,7 @@ class TemplateServer {
     }
   }
 
-  // kRetire: the function stops. Each standby's channel closes: it ends
+  // kRetire: coil stops. Each standby's channel closes: it ends
   // without serving, an ASGI one after its lifespan shutdown (the startup
   // ran ahead, so its shutdown is due as in any instance). Their output,
   // which would have gone to the host with kSpawned, goes out through the
@@ -441,8 +441,8 @@ class TemplateServer {
       if (snapshot) page_hints::take_snapshot();
       control::Message go;
       if (!control::receive(channel[1], go) || go.fds.empty()) {
-        // The function stops (kRetire); were the template gone, this process
-        // would have died with it.
+        // coil stops (kRetire); were the template gone, this process would
+        // have died with it.
         if (kind_ == "asgi") retire_prepared(invoke_);
         _exit(0);
       }
