@@ -154,8 +154,8 @@ class Instance:
         self._prepared = (loop, server, outcome)
 
     def retire(self):
-        """In a standby that will not serve (its function stops): the lifespan
-        shutdown of the startup prepare() ran."""
+        """In a standby that will not serve (coil stops): the lifespan shutdown
+        of the startup prepare() ran."""
         if self._prepared is None:
             return
         loop, server, _ = self._prepared

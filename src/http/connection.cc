@@ -122,9 +122,8 @@ void Connection::process() {
       }
       if (discard_body_) {
         parser_.take_body();
-        body_discarded_ += consumed;  // bytes read, chunk framing included
-        body_received_ = body_discarded_;
-        if (parser_.chunked() && body_discarded_ > kMaxDiscardedBody) {
+        body_received_ += consumed;  // what was dropped: bytes read, chunk framing included
+        if (parser_.chunked() && body_received_ > kMaxDiscardedBody) {
           // A chunked body past the bound. The response is written: lingering
           // (not a reset) lets the client read it.
           linger();
@@ -649,7 +648,6 @@ void Connection::finish_response(uint16_t status) {
     // The rest of the body goes where the function's would have: nowhere.
     phase_ = Phase::kBody;
     body_paused_ = false;
-    body_discarded_ = 0;
     deadline_ = SteadyClock::now() + server_->options().header_timeout;
     body_checkpoint_ = 0;
     body_received_ = 0;

@@ -136,14 +136,13 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   std::chrono::steady_clock::time_point deadline_;
   std::chrono::steady_clock::time_point request_started_;
   size_t body_checkpoint_ = 0;
-  size_t body_received_ = 0;     // body bytes already handed on (streamed bodies)
+  size_t body_received_ = 0;     // body bytes already handed on (streamed bodies), or dropped
   bool streaming_body_ = false;  // the function gets the body as it arrives (ASGI)
   bool watch_disconnect_ = false;  // keep reading while waiting, to see the client leave
   bool continue_deferred_ = false;  // "100 Continue" waits for the function to want the body
   uint64_t body_untaken_ = 0;  // streamed body bytes handed on that the app has not taken
   bool body_paused_ = false;   // reading stopped at kBodyWindow
   bool discard_body_ = false;  // the response went first: the rest of the body is dropped after it
-  uint64_t body_discarded_ = 0;
 
   char read_buffer_[16 * 1024];
   std::string input_;

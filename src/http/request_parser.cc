@@ -333,10 +333,6 @@ RequestParser::Outcome RequestParser::feed(std::string_view data, size_t& consum
         }
       }
     }
-    // Lines ended by a bare LF (RFC 9112 2.2 lets a recipient accept them, as
-    // uvicorn and nginx do): Beast wants CRLF, so such a head is handed to
-    // it rewritten, once it is complete; `raw_head` is then its length as
-    // received.
     // The header block so far, in bytes as received, when Beast has taken
     // `taken` bytes of `input`: it consumes complete fields as they arrive,
     // so its own limit only bounds what is pending.
@@ -345,6 +341,10 @@ RequestParser::Outcome RequestParser::feed(std::string_view data, size_t& consum
       size_t line_end = input.find('\n');  // Beast waits for the whole head before consuming
       return line_end == std::string_view::npos ? 0 : input.size() - (line_end + 1);
     };
+    // Lines ended by a bare LF (RFC 9112 2.2 lets a recipient accept them, as
+    // uvicorn and nginx do): Beast wants CRLF, so such a head is handed to
+    // it rewritten, once it is complete; `raw_head` is then its length as
+    // received.
     std::string_view received = data;
     size_t raw_head = 0;
     if (std::optional<size_t> end = bare_lf_head_end(data)) {
