@@ -52,9 +52,10 @@ _WS_GONE_GRACE = 5.0
 _READ_SIZE = 65536  # bytes per read from the host
 # Flow control (src/protocol/frame.h): response body bytes of one stream that
 # may be on their way to its client; send() waits while more are. A larger
-# body goes out in slices of _SLICE bytes, each waiting for room.
-_WINDOW = 1 << 20
-_SLICE = 256 << 10
+# body goes out in slices of _SLICE bytes, each waiting for room. Defined by
+# the C side of send() (src/python/exchange.h).
+_WINDOW = _coil.RESPONSE_WINDOW
+_SLICE = _coil.RESPONSE_SLICE
 # The other way, a streamed request body: the host reads the client only while
 # the app has not left more than a MiB of it untaken, and hears of what it
 # took every _BODY_REPORT bytes (frame.h).
@@ -453,20 +454,13 @@ class _Server:
         self.schedule_flush()
 
 
-class _Stream:
+class _Stream(_coil.StreamBase):
     """What HTTP and WebSocket exchanges share: the task running the app, a
-    receive() waiting for input, and cancellation from the host."""
+    receive() waiting for input, and cancellation from the host. Made as
+    _Stream(server, stream); its fields (server, stream, waiter, disconnected,
+    finished, task, running) are the C base's (src/python/exchange.h)."""
 
-    __slots__ = ("server", "stream", "waiter", "disconnected", "finished", "task", "running")
-
-    def __init__(self, server, stream):  # _Exchange.__init__ repeats these fields
-        self.server = server
-        self.stream = stream
-        self.waiter = None  # receive() waiting for input
-        self.disconnected = False
-        self.finished = False
-        self.task = None
-        self.running = False
+    __slots__ = ()
 
     async def wait(self):
         self.waiter = self.server.loop.create_future()
@@ -567,37 +561,17 @@ class _Stream:
         raise NotImplementedError
 
 
-class _Exchange(_Stream):
-    """One request: its receive()/send() callables and its response state."""
+class _Exchange(_coil.ExchangeBase, _Stream):
+    """One request: its receive()/send() callables and its response state.
+
+    Made as _Exchange(server, stream, body, end). The C base
+    (src/python/exchange.h) holds the fields, and has send() and put(): send()
+    takes http.response.start and a bytes body up to _SLICE itself, and runs
+    send_slow_path() for everything else."""
 
     runs_on_after_disconnect = True
 
-    __slots__ = ("chunks", "body_done", "status", "headers", "started", "head_sent", "unsent", "room",
-                 "body_wanted", "client_done", "body_taken", "complete")
-
-    def __init__(self, server, stream, body, end):
-        # _Stream.__init__'s fields, set here rather than through super(): one
-        # call less per request, about 1,300 instructions (4% of the adapter's
-        # cost, bench/RESULTS.md). Keep the two in step.
-        self.server = server
-        self.stream = stream
-        self.waiter = None
-        self.disconnected = False
-        self.finished = False
-        self.task = None
-        self.running = False
-        self.chunks = [body] if (body or end) else []
-        self.body_done = end
-        self.status = 0
-        self.headers = None
-        self.started = False
-        self.head_sent = False
-        self.unsent = 0    # body bytes sent that the client has not taken yet (flow control)
-        self.room = None   # a send() waiting for the window to open
-        self.body_wanted = False  # the host was told the app waits for the body
-        self.client_done = False  # the client closed its sending side (INPUT_CLOSED)
-        self.body_taken = 0  # body bytes the app took, not yet reported to the host
-        self.complete = False  # the app sent its whole response
+    __slots__ = ()
 
     # receive() ------------------------------------------------------------
 
@@ -651,7 +625,9 @@ class _Exchange(_Stream):
 
     # send() ---------------------------------------------------------------
 
-    async def send(self, message):
+    async def send_slow_path(self, message):
+        """What send(message) does (the C fast path takes the usual messages,
+        to the same effect: keep the two in step)."""
         kind = message["type"]
         if kind == "http.response.body":
             if not self.started:
@@ -691,22 +667,6 @@ class _Exchange(_Stream):
             pass
         else:
             raise RuntimeError(f"unexpected ASGI message type {kind!r} for an http request")
-
-    def put(self, body, more):
-        out = self.server.out
-        if not self.head_sent:
-            # The head and the first body part travel in one frame.
-            _coil.put_response(out, self.stream, self.status, self.headers, body, not more)
-            self.head_sent = True
-            self.headers = None
-        else:
-            _coil.put_body(out, self.stream, body, not more)
-        self.unsent += len(body)
-        if not more:
-            self.finished = True
-            self.complete = True
-            self.wake()
-        self.server.schedule_flush()
 
     async def wait_for_room(self):
         while self.unsent > _WINDOW and not (self.finished or self.disconnected):

@@ -385,11 +385,10 @@ std::string& scratch() {
 
 // Appends `encoded` (the scratch buffer) to `out`; a large one is given back
 // rather than kept for the next small frame.
-PyObject* appended(PyObject* out, std::string& encoded) {
+bool appended(PyObject* out, std::string& encoded) {
   bool ok = append_to(out, encoded);
   if (encoded.capacity() > 64 * 1024) std::string().swap(encoded);
-  if (!ok) return nullptr;
-  Py_RETURN_NONE;
+  return ok;
 }
 
 bool buffer_view(PyObject* obj, Py_buffer& view) { return PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE) == 0; }
@@ -519,48 +518,30 @@ bool truth_arg(PyObject* arg, int& value) {
 
 // put_response(out, stream, status, headers, body, end)
 PyObject* put_response(PyObject*, PyObject* const* args, Py_ssize_t count) {
-  PyObject *out, *headers, *body;
+  PyObject* out;
   unsigned int stream;
-  int status, end;
+  int end;
   if (!args_count(count, 6, "put_response") || !bytearray_arg(args[0], out) || !stream_arg(args[1], stream) ||
-      !status_arg(args[2], status) || !truth_arg(args[5], end)) {
+      !truth_arg(args[5], end)) {
     return nullptr;
   }
-  headers = args[3];
-  body = args[4];
-  HeaderViews views;
-  if (!views.read(headers)) return nullptr;
-  if (frame::encoded_size(views.pairs()) > frame::kMaxResponseHead) {
-    PyErr_Format(PyExc_ValueError, "response headers larger than %zu bytes", frame::kMaxResponseHead);
-    return nullptr;
-  }
-  Py_buffer body_view;
-  if (!buffer_view(body, body_view)) return nullptr;
-  std::string& encoded = scratch();
-  frame::append_response(encoded, stream, static_cast<uint16_t>(status), views.pairs(),
-                         std::string_view(static_cast<const char*>(body_view.buf), static_cast<size_t>(body_view.len)),
-                         end != 0);
-  PyBuffer_Release(&body_view);
-  return appended(out, encoded);
+  Py_ssize_t body_size;
+  if (!append_response_frame(out, stream, args[2], args[3], args[4], end != 0, body_size)) return nullptr;
+  Py_RETURN_NONE;
 }
 
 // put_body(out, stream, body, end)
 PyObject* put_body(PyObject*, PyObject* const* args, Py_ssize_t count) {
-  PyObject *out, *body;
+  PyObject* out;
   unsigned int stream;
   int end;
   if (!args_count(count, 4, "put_body") || !bytearray_arg(args[0], out) || !stream_arg(args[1], stream) ||
       !truth_arg(args[3], end)) {
     return nullptr;
   }
-  body = args[2];
-  Py_buffer view;
-  if (!buffer_view(body, view)) return nullptr;
-  std::string& encoded = scratch();
-  frame::append_body(encoded, frame::Type::kResponseBody, stream,
-                     std::string_view(static_cast<const char*>(view.buf), static_cast<size_t>(view.len)), end != 0);
-  PyBuffer_Release(&view);
-  return appended(out, encoded);
+  Py_ssize_t body_size;
+  if (!append_body_frame(out, stream, args[2], end != 0, body_size)) return nullptr;
+  Py_RETURN_NONE;
 }
 
 PyObject* put_frame(PyObject*, PyObject* args) {
@@ -646,6 +627,38 @@ PyMethodDef kCodecMethods[] = {
 };
 
 }  // namespace
+
+bool append_response_frame(PyObject* out, uint32_t stream, PyObject* status, PyObject* headers, PyObject* body,
+                           bool end, Py_ssize_t& body_size) {
+  int code;
+  if (!status_arg(status, code)) return false;
+  HeaderViews views;
+  if (!views.read(headers)) return false;
+  if (frame::encoded_size(views.pairs()) > frame::kMaxResponseHead) {
+    PyErr_Format(PyExc_ValueError, "response headers larger than %zu bytes", frame::kMaxResponseHead);
+    return false;
+  }
+  Py_buffer body_view;
+  if (!buffer_view(body, body_view)) return false;
+  std::string& encoded = scratch();
+  frame::append_response(encoded, stream, static_cast<uint16_t>(code), views.pairs(),
+                         std::string_view(static_cast<const char*>(body_view.buf), static_cast<size_t>(body_view.len)),
+                         end);
+  body_size = body_view.len;
+  PyBuffer_Release(&body_view);
+  return appended(out, encoded);
+}
+
+bool append_body_frame(PyObject* out, uint32_t stream, PyObject* body, bool end, Py_ssize_t& body_size) {
+  Py_buffer view;
+  if (!buffer_view(body, view)) return false;
+  std::string& encoded = scratch();
+  frame::append_body(encoded, frame::Type::kResponseBody, stream,
+                     std::string_view(static_cast<const char*>(view.buf), static_cast<size_t>(view.len)), end);
+  body_size = view.len;
+  PyBuffer_Release(&view);
+  return appended(out, encoded);
+}
 
 PyMethodDef* codec_methods() { return kCodecMethods; }
 

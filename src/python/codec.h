@@ -29,6 +29,8 @@
 
 #include <Python.h>
 
+#include <cstdint>
+
 namespace coil::python {
 
 // The codec's entries of the _coil method table (terminated by a null entry).
@@ -40,5 +42,15 @@ PyMethodDef* codec_methods();
 // of making its own on its first request. False, with a Python error set,
 // when out of memory.
 bool prepare_codec();
+
+// What _coil.put_response and _coil.put_body do, for C callers (the ASGI
+// exchange, exchange.h): append a response frame (a head with `body` as its
+// first part; or a body part) to the bytearray `out`. `status` must be an int
+// in 100-599, `headers` an iterable of (bytes-like, bytes-like) pairs, `body`
+// bytes-like. `body_size` gets the body's length in bytes. False, with a
+// Python error set, when an argument is invalid or memory is out.
+bool append_response_frame(PyObject* out, uint32_t stream, PyObject* status, PyObject* headers, PyObject* body,
+                           bool end, Py_ssize_t& body_size);
+bool append_body_frame(PyObject* out, uint32_t stream, PyObject* body, bool end, Py_ssize_t& body_size);
 
 }  // namespace coil::python

@@ -4,6 +4,7 @@
 
 #include "python/codec.h"
 #include "python/embedded_sources.h"
+#include "python/exchange.h"
 
 namespace coil::python {
 namespace {
@@ -63,7 +64,8 @@ sys.meta_path.insert(0, _EmbeddedFinder)
 
 PyObject* create_native_module() {
   PyObject* module = PyModule_Create(&kModule);
-  if (module != nullptr && (PyModule_AddFunctions(module, codec_methods()) != 0 || !prepare_codec())) {
+  if (module != nullptr &&
+      (PyModule_AddFunctions(module, codec_methods()) != 0 || !prepare_codec() || !add_exchange_types(module))) {
     Py_DECREF(module);
     return nullptr;
   }

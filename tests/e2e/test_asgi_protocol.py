@@ -311,6 +311,23 @@ async def app(scope, receive, send):
             log("send after complete raised: %s" % e)
         return
 
+    if do == "send-awaitables":
+        # send(...) used as any awaitable, not only in `await send(...)`
+        never = send({"type": "http.response.start", "status": 500, "headers": []})
+        del never  # made, never awaited: nothing is sent
+        start = send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        facts = [asyncio.iscoroutine(start)]
+        await asyncio.get_running_loop().create_task(start)
+        try:
+            await start
+        except RuntimeError as e:
+            facts.append(str(e))
+        await asyncio.ensure_future(send({"type": "http.response.body", "body": b"one,", "more_body": True}))
+        # a message that is a mapping but not a dict
+        import types
+        await send(types.MappingProxyType({"type": "http.response.body", "body": repr(facts).encode()}))
+        return
+
     if do == "mutate-state":
         before = sorted(scope["state"])
         scope["state"]["mutated"] = True
@@ -1105,6 +1122,14 @@ def test_a_send_after_the_response_is_complete_raises(coil, tmp_path):
     assert (r.status, r.body) == (200, b"done"), r
     c.wait_for_line(fn_line("raw", "send after complete raised: http.response.body sent after the response "
                                    "was complete$"), since=mark, timeout=5)
+
+
+def test_send_returns_an_awaitable_that_acts_when_awaited(coil, tmp_path):
+    # as a coroutine: one made and never awaited sends nothing, create_task() and
+    # ensure_future() take one, and one awaited twice raises
+    c = start_raw(coil, tmp_path)
+    r = c.get("/aw", headers={"x-do": "send-awaitables"})
+    assert (r.status, r.body) == (200, b"one,[True, 'cannot reuse already awaited coroutine']"), r
 
 
 @pytest.mark.parametrize("do", ["raise-after", "double-start", "start-then-return"])
