@@ -233,6 +233,10 @@ int exchange_init(PyObject* object, PyObject* args, PyObject* kwargs) {
 
 // What put() does; `more` already a truth value.
 bool put(ExchangeBase* self, PyObject* body, bool more) {
+  if (self->out == nullptr) {  // made with __new__ alone
+    PyErr_SetString(PyExc_RuntimeError, "the exchange was not initialised");
+    return false;
+  }
   Py_ssize_t size = 0;
   if (!self->head_sent) {
     PyObject* headers = self->headers != nullptr ? self->headers : names.empty_tuple;
