@@ -195,6 +195,10 @@ class _Server:
         # prepare(), so that its pages are not first touched on a request.
         self.readbuf = memoryview(bytearray(_READ_SIZE))
         self.out = bytearray()
+        # The exchanges whose response started in this turn of the loop and
+        # whose head no body part took along yet (put_waiting_heads). Read by
+        # every exchange once (src/python/exchange.h): never replaced.
+        self.heads = []
         self.writing = False
         self.flush_scheduled = False
         self.last_flush = 0.0
@@ -388,6 +392,25 @@ class _Server:
             self.flush_scheduled = True
             self.loop.call_soon(self.flush)
 
+    def put_heads_soon(self):
+        """Called by the first exchange of a turn that joins self.heads."""
+        self.loop.call_soon(self.put_waiting_heads)
+
+    def put_waiting_heads(self):
+        # At the end of the turn in which they were started: a response whose
+        # body has not come goes out as a head alone, as uvicorn writes it at
+        # http.response.start, so that its client (an SSE client) has it and
+        # timeout_ms no longer runs; a body that comes in the same turn takes
+        # the head along in one frame, and a complete response keeps its
+        # content-length.
+        waiting = self.heads[:]
+        self.heads.clear()
+        for exchange in waiting:
+            if not (exchange.head_sent or exchange.finished or exchange.disconnected):
+                exchange.put_head()
+        if self.out:
+            self.flush()
+
     def flush(self):
         self.flush_scheduled = False
         self.last_flush = self.loop.time()
@@ -462,6 +485,11 @@ class _Stream(_coil.StreamBase):
 
     __slots__ = ()
 
+    # send is the stream itself (run()); asyncio.iscoroutinefunction(send)
+    # and what relies on it (asgiref's async_to_sync) take it as async, as
+    # they take a bound `async def send` under uvicorn.
+    _is_coroutine = asyncio.coroutines._is_coroutine
+
     async def wait(self):
         self.waiter = self.server.loop.create_future()
         try:
@@ -527,7 +555,9 @@ class _Stream(_coil.StreamBase):
         self.running = True
         kind = scope["type"]  # before the app runs: it may change its scope
         try:
-            await app(scope, self.receive, self.send)
+            # The stream is the app's send callable: send(message) is
+            # self.__call__ (the C send of an HTTP exchange, exchange.h).
+            await app(scope, self.receive, self)
         except asyncio.CancelledError:
             self.abort()
         except BaseException:  # noqa: BLE001 - the app's failure is reported, never propagated
@@ -637,6 +667,8 @@ class _Exchange(_coil.ExchangeBase, _Stream):
             if self.finished or self.disconnected:
                 return
             body = message.get("body", b"")
+            if body is None:  # as uvicorn
+                body = b""
             more = message.get("more_body", False)
             if len(body) <= _SLICE:
                 self.put(body, more)
@@ -663,24 +695,45 @@ class _Exchange(_coil.ExchangeBase, _Stream):
             self.status = message["status"]
             self.headers = message.get("headers", ())
             self.started = True
+            self.head_waiting()
         elif kind == "http.response.trailers":
             pass
         else:
             raise RuntimeError(f"unexpected ASGI message type {kind!r} for an http request")
 
     async def wait_for_room(self):
+        # Every send() waiting has a future of its own in self.room (an app
+        # may send parts from several tasks at once).
         while self.unsent > _WINDOW and not (self.finished or self.disconnected):
-            self.room = self.server.loop.create_future()
+            room = self.server.loop.create_future()
+            if self.room is None:
+                self.room = []
+            self.room.append(room)
             try:
-                await self.room
+                await room
             finally:
-                self.room = None
+                self.room.remove(room)
 
     def drained(self, count):
         self.unsent -= count
-        room = self.room
-        if room is not None and not room.done() and (self.unsent <= _WINDOW or self.disconnected):
-            room.set_result(None)
+        if self.room and (self.unsent <= _WINDOW or self.disconnected):
+            for room in self.room:
+                if not room.done():
+                    room.set_result(None)
+
+    def put_head(self):
+        """The head alone (put_waiting_heads). A head the codec refuses (a
+        status or headers that are not valid) is the app's error: a 500."""
+        try:
+            _coil.put_response(self.server.out, self.stream, self.status, self.headers, b"", False)
+        except Exception:  # noqa: BLE001 - reported as the app's, as from send()
+            print(f"coil: invalid http.response.start from ASGI application {self.server.function}:",
+                  file=sys.stderr)
+            traceback.print_exc()
+            self.end_abnormally(f"internal error in function {self.server.function}\n")
+            return
+        self.head_sent = True
+        self.headers = None
 
     # the task -------------------------------------------------------------
 
@@ -912,6 +965,8 @@ class _WebSocket(_Stream):
         else:
             raise RuntimeError(f"unexpected ASGI message type {kind!r} for a websocket")
         self.server.schedule_flush()
+
+    __call__ = send  # the app's send callable is the stream (_Stream.run)
 
     def failed(self):
         self.end(1011)

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string_view>
+#include <utility>
 
 #include "python/codec.h"
 
@@ -24,6 +25,9 @@ struct Names {
   PyObject* body;
   PyObject* more_body;
   PyObject* out;
+  PyObject* heads;
+  PyObject* put_heads_soon;
+  PyObject* message;
   PyObject* wake;
   PyObject* schedule_flush;
   PyObject* send_slow_path;
@@ -34,14 +38,26 @@ struct Names {
 Names names;
 
 bool make_names() {
+  if (names.type != nullptr) return true;  // made already
   auto intern = [](const char* text) { return PyUnicode_InternFromString(text); };
-  names = {intern("type"),          intern("status"),         intern("headers"),
-           intern("body"),          intern("more_body"),      intern("out"),
-           intern("wake"),          intern("schedule_flush"), intern("send_slow_path"),
-           intern("wait_for_room"), PyBytes_FromStringAndSize(nullptr, 0), PyTuple_New(0)};
-  for (PyObject* made : {names.type, names.status, names.headers, names.body, names.more_body, names.out, names.wake,
-                         names.schedule_flush, names.send_slow_path, names.wait_for_room, names.empty_bytes,
-                         names.empty_tuple}) {
+  names = {intern("type"),
+           intern("status"),
+           intern("headers"),
+           intern("body"),
+           intern("more_body"),
+           intern("out"),
+           intern("heads"),
+           intern("put_heads_soon"),
+           intern("message"),
+           intern("wake"),
+           intern("schedule_flush"),
+           intern("send_slow_path"),
+           intern("wait_for_room"),
+           PyBytes_FromStringAndSize(nullptr, 0),
+           PyTuple_New(0)};
+  for (PyObject* made : {names.type, names.status, names.headers, names.body, names.more_body, names.out,
+                         names.heads, names.put_heads_soon, names.message, names.wake, names.schedule_flush,
+                         names.send_slow_path, names.wait_for_room, names.empty_bytes, names.empty_tuple}) {
     if (made == nullptr) return false;
   }
   return true;
@@ -60,7 +76,7 @@ bool is_set(PyObject* object) { return object != nullptr && object != Py_None; }
 // ---------------------------------------------------------------- StreamBase
 
 struct StreamBase {
-  PyObject_HEAD
+  PyObject ob_base;  // PyObject_HEAD
   PyObject* server;
   PyObject* waiter;
   PyObject* task;
@@ -154,6 +170,7 @@ PyTypeObject stream_base_type = [] {
 struct ExchangeBase {
   StreamBase base;
   PyObject* out;
+  PyObject* heads;
   PyObject* chunks;
   PyObject* status;
   PyObject* headers;
@@ -171,6 +188,7 @@ struct ExchangeBase {
 int exchange_traverse(PyObject* object, visitproc visit, void* arg) {
   auto* self = reinterpret_cast<ExchangeBase*>(object);
   Py_VISIT(self->out);
+  Py_VISIT(self->heads);
   Py_VISIT(self->chunks);
   Py_VISIT(self->status);
   Py_VISIT(self->headers);
@@ -180,6 +198,7 @@ int exchange_traverse(PyObject* object, visitproc visit, void* arg) {
 int exchange_clear(PyObject* object) {
   auto* self = reinterpret_cast<ExchangeBase*>(object);
   Py_CLEAR(self->out);
+  Py_CLEAR(self->heads);
   Py_CLEAR(self->chunks);
   Py_CLEAR(self->status);
   Py_CLEAR(self->headers);
@@ -210,6 +229,14 @@ int exchange_init(PyObject* object, PyObject* args, PyObject* kwargs) {
     return -1;
   }
   Py_XSETREF(self->out, out);
+  PyObject* heads = PyObject_GetAttr(server, names.heads);
+  if (heads == nullptr) return -1;
+  if (!PyList_CheckExact(heads)) {
+    Py_DECREF(heads);
+    PyErr_SetString(PyExc_TypeError, "server.heads must be a list");
+    return -1;
+  }
+  Py_XSETREF(self->heads, heads);
   int ended = PyObject_IsTrue(end);
   int has_body = ended < 0 ? -1 : PyObject_IsTrue(body);
   if (ended < 0 || has_body < 0) return -1;
@@ -231,36 +258,74 @@ int exchange_init(PyObject* object, PyObject* args, PyObject* kwargs) {
   return 0;
 }
 
-// What put() does; `more` already a truth value.
+// What put() does; `more` already a truth value. The fields it reads are held
+// while it runs: app code can run inside (a status's __index__, the headers'
+// iteration, wake(), schedule_flush()) and may replace them.
 bool put(ExchangeBase* self, PyObject* body, bool more) {
-  if (self->out == nullptr) {  // made with __new__ alone
-    PyErr_SetString(PyExc_RuntimeError, "the exchange was not initialised");
+  if (self->out == nullptr || self->base.server == nullptr) {  // made with __new__ alone, or server deleted
+    PyErr_SetString(PyExc_RuntimeError, "the exchange has no server");
     return false;
   }
+  PyObject* out = Py_NewRef(self->out);
+  PyObject* server = Py_NewRef(self->base.server);
   Py_ssize_t size = 0;
+  bool ok;
   if (!self->head_sent) {
-    PyObject* headers = self->headers != nullptr ? self->headers : names.empty_tuple;
-    PyObject* status = self->status != nullptr ? self->status : Py_None;
-    if (!append_response_frame(self->out, self->base.stream, status, headers, body, !more, size)) return false;
-    self->head_sent = 1;
-    Py_CLEAR(self->headers);
-  } else if (!append_body_frame(self->out, self->base.stream, body, !more, size)) {
-    return false;
+    PyObject* headers = Py_NewRef(self->headers != nullptr ? self->headers : names.empty_tuple);
+    PyObject* status = Py_NewRef(self->status != nullptr ? self->status : Py_None);
+    ok = append_response_frame(out, self->base.stream, status, headers, body, !more, size);
+    Py_DECREF(headers);
+    Py_DECREF(status);
+    if (ok) {
+      self->head_sent = 1;
+      Py_CLEAR(self->headers);
+    }
+  } else {
+    ok = append_body_frame(out, self->base.stream, body, !more, size);
   }
-  self->unsent += size;
-  if (!more) {
-    self->base.finished = 1;
-    self->complete = 1;
-    if (is_set(self->base.waiter)) {  // a receive() waits: it returns http.disconnect
-      PyObject* done = PyObject_CallMethodNoArgs(reinterpret_cast<PyObject*>(self), names.wake);
-      if (done == nullptr) return false;
-      Py_DECREF(done);
+  if (ok) {
+    self->unsent += size;
+    if (!more) {
+      self->base.finished = 1;
+      self->complete = 1;
+      if (is_set(self->base.waiter)) {  // a receive() waits: it returns http.disconnect
+        PyObject* done = PyObject_CallMethodNoArgs(reinterpret_cast<PyObject*>(self), names.wake);
+        ok = done != nullptr;
+        Py_XDECREF(done);
+      }
     }
   }
-  PyObject* done = PyObject_CallMethodNoArgs(self->base.server, names.schedule_flush);
-  if (done == nullptr) return false;
-  Py_DECREF(done);
-  return true;
+  if (ok) {
+    PyObject* done = PyObject_CallMethodNoArgs(server, names.schedule_flush);
+    ok = done != nullptr;
+    Py_XDECREF(done);
+  }
+  Py_DECREF(server);
+  Py_DECREF(out);
+  return ok;
+}
+
+// What head_waiting() does: the exchange joins server.heads, the responses
+// started and not yet written, and the first to join in a turn of the loop
+// has server.put_heads_soon() called, which writes at the end of the turn
+// the heads that no body part took along by then.
+bool note_head_waiting(ExchangeBase* self) {
+  if (self->heads == nullptr || self->base.server == nullptr) {
+    PyErr_SetString(PyExc_RuntimeError, "the exchange has no server");
+    return false;
+  }
+  if (PyList_Append(self->heads, reinterpret_cast<PyObject*>(self)) != 0) return false;
+  if (PyList_GET_SIZE(self->heads) != 1) return true;
+  PyObject* server = Py_NewRef(self->base.server);
+  PyObject* done = PyObject_CallMethodNoArgs(server, names.put_heads_soon);
+  Py_DECREF(server);
+  Py_XDECREF(done);
+  return done != nullptr;
+}
+
+PyObject* exchange_head_waiting(PyObject* self, PyObject*) {
+  if (!note_head_waiting(reinterpret_cast<ExchangeBase*>(self))) return nullptr;
+  Py_RETURN_NONE;
 }
 
 // put(body, more)
@@ -286,11 +351,15 @@ enum class Taken {
 PyObject* item(PyObject* message, PyObject* key) { return Py_XNewRef(PyDict_GetItemWithError(message, key)); }
 
 // The fast path of send(): the same outcome as _Exchange.send_slow_path for
-// the messages it takes, and kSlow for every other message and every case
-// that raises, so that the errors are made in one place.
+// the messages it takes, and kSlow for every other message and for every
+// mistake send_slow_path names (a start sent twice, a body before the start
+// or after the end). What raises here is what the Python path would raise
+// the same way: an invalid status or headers (from the codec), or an
+// exception from app code (a key's __eq__, more_body's __bool__).
 Taken take(ExchangeBase* self, PyObject* message) {
   if (!PyDict_CheckExact(message)) return Taken::kSlow;
-  PyObject* type = PyDict_GetItemWithError(message, names.type);  // an exact str: no code runs
+  // Borrowed, and used before any other lookup (a key's __eq__ may run then).
+  PyObject* type = PyDict_GetItemWithError(message, names.type);
   if (type == nullptr) return PyErr_Occurred() ? Taken::kError : Taken::kSlow;
   if (is_text(type, "http.response.start")) {
     if (self->started) return Taken::kSlow;
@@ -304,16 +373,14 @@ Taken take(ExchangeBase* self, PyObject* message) {
     Py_XSETREF(self->status, status);
     Py_XSETREF(self->headers, headers != nullptr ? headers : Py_NewRef(names.empty_tuple));
     self->started = 1;
-    return Taken::kDone;
+    return note_head_waiting(self) ? Taken::kDone : Taken::kError;
   }
   if (!is_text(type, "http.response.body")) return Taken::kSlow;
   if (!self->started || (self->complete && !self->base.disconnected)) return Taken::kSlow;
   if (self->base.finished || self->base.disconnected) return Taken::kDone;
   PyObject* body = item(message, names.body);
-  if (body == nullptr) {
-    if (PyErr_Occurred()) return Taken::kError;
-    body = Py_NewRef(names.empty_bytes);
-  }
+  if (body == nullptr && PyErr_Occurred()) return Taken::kError;
+  if (body == nullptr || body == Py_None) Py_XSETREF(body, Py_NewRef(names.empty_bytes));  // None: as uvicorn
   if (!PyBytes_CheckExact(body) || PyBytes_GET_SIZE(body) > kResponseSlice) {
     Py_DECREF(body);
     return Taken::kSlow;
@@ -335,12 +402,15 @@ Taken take(ExchangeBase* self, PyObject* message) {
 // ---------------------------------------------------------------- PendingSend
 
 // What send(message) returns: an awaitable that takes the message when it is
-// first awaited, then runs the coroutine the message needs, if any.
+// first awaited, then runs the coroutine the message needs, if any. It keeps
+// a coroutine's rules: a step while one runs raises ValueError, a second
+// awaiter RuntimeError, and one never awaited warns when it is collected.
 struct PendingSend {
-  PyObject_HEAD
+  PyObject ob_base;    // PyObject_HEAD
   PyObject* exchange;  // nullptr once the message was looked at
   PyObject* message;
   PyObject* inner;  // the coroutine awaited in turn (send_slow_path or wait_for_room)
+  char running;     // a step is under way (app code may run inside it)
 };
 
 int pending_traverse(PyObject* object, visitproc visit, void* arg) {
@@ -357,15 +427,49 @@ int pending_clear(PyObject* object) {
   Py_CLEAR(self->inner);
   return 0;
 }
+
+// A send made and never awaited: the mistake a coroutine reports too.
+void pending_finalize(PyObject* object) {
+  auto* self = reinterpret_cast<PendingSend*>(object);
+  if (self->exchange == nullptr) return;
+  PyObject *type, *value, *traceback;
+  PyErr_Fetch(&type, &value, &traceback);
+  if (PyErr_WarnEx(PyExc_RuntimeWarning, "ASGI send() was never awaited: its message was not sent", 1) < 0) {
+    PyErr_WriteUnraisable(nullptr);
+  }
+  PyErr_Restore(type, value, traceback);
+}
+
 void pending_dealloc(PyObject* self) {
+  if (PyObject_CallFinalizerFromDealloc(self) < 0) return;  // resurrected by a warning filter
   PyObject_GC_UnTrack(self);
   pending_clear(self);
   PyObject_GC_Del(self);
 }
 
+// Runs `call` on the inner coroutine, held for the call, and forgets it
+// when the call ended it (anything but a yielded value).
+template <typename Call>
+auto on_inner(PendingSend* self, Call call) {
+  PyObject* inner = Py_NewRef(self->inner);
+  self->running = 1;
+  auto [outcome, ended] = call(inner);
+  self->running = 0;
+  if (ended && self->inner == inner) Py_CLEAR(self->inner);
+  Py_DECREF(inner);
+  return outcome;
+}
+
+bool refuse_if_running(PendingSend* self) {
+  if (!self->running) return false;
+  PyErr_SetString(PyExc_ValueError, "coroutine already executing");
+  return true;
+}
+
 // One step, as a coroutine's send(value) (the am_send protocol).
 PySendResult pending_step(PyObject* object, PyObject* value, PyObject** result) {
   auto* self = reinterpret_cast<PendingSend*>(object);
+  if (refuse_if_running(self)) return PYGEN_ERROR;
   if (self->exchange != nullptr) {
     if (value != Py_None) {
       PyErr_SetString(PyExc_TypeError, "can't send non-None value to a just-started coroutine");
@@ -375,12 +479,15 @@ PySendResult pending_step(PyObject* object, PyObject* value, PyObject** result) 
     PyObject* message = self->message;
     self->exchange = nullptr;
     self->message = nullptr;
+    self->running = 1;
     Taken taken = take(reinterpret_cast<ExchangeBase*>(exchange), message);
+    PyObject* inner = nullptr;
     if (taken == Taken::kSlow) {
-      self->inner = PyObject_CallMethodOneArg(exchange, names.send_slow_path, message);
+      inner = PyObject_CallMethodOneArg(exchange, names.send_slow_path, message);
     } else if (taken == Taken::kWaitForRoom) {
-      self->inner = PyObject_CallMethodNoArgs(exchange, names.wait_for_room);
+      inner = PyObject_CallMethodNoArgs(exchange, names.wait_for_room);
     }
+    self->running = 0;
     Py_DECREF(exchange);
     Py_DECREF(message);
     if (taken == Taken::kError) return PYGEN_ERROR;
@@ -388,15 +495,17 @@ PySendResult pending_step(PyObject* object, PyObject* value, PyObject** result) 
       *result = Py_NewRef(Py_None);
       return PYGEN_RETURN;
     }
-    if (self->inner == nullptr) return PYGEN_ERROR;
+    if (inner == nullptr) return PYGEN_ERROR;
+    Py_XSETREF(self->inner, inner);
   }
   if (self->inner == nullptr) {
     PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
     return PYGEN_ERROR;
   }
-  PySendResult outcome = PyIter_Send(self->inner, value, result);
-  if (outcome != PYGEN_NEXT) Py_CLEAR(self->inner);
-  return outcome;
+  return on_inner(self, [&](PyObject* inner) {
+    PySendResult outcome = PyIter_Send(inner, value, result);
+    return std::pair{outcome, outcome != PYGEN_NEXT};
+  });
 }
 
 // Raises StopIteration(value), as a coroutine that returned `value` does.
@@ -435,47 +544,92 @@ PyObject* pending_send(PyObject* self, PyObject* value) {
   return nullptr;
 }
 
-// throw(exception) / throw(type[, value[, traceback]]): into the coroutine
-// awaited in turn; before the first step, or after the last, it is raised
-// here (a message not yet looked at is never taken).
-PyObject* pending_throw(PyObject* object, PyObject* args) {
-  auto* self = reinterpret_cast<PendingSend*>(object);
-  Py_CLEAR(self->exchange);
-  Py_CLEAR(self->message);
-  if (self->inner != nullptr) {
-    PyObject* method = PyObject_GetAttrString(self->inner, "throw");
-    PyObject* result = method != nullptr ? PyObject_Call(method, args, nullptr) : nullptr;
-    Py_XDECREF(method);
-    if (result == nullptr) Py_CLEAR(self->inner);  // it ended: returned (StopIteration) or raised
-    return result;
+// Raises what throw(type[, value[, traceback]]) names, as a coroutine that
+// has not started, or has ended, does.
+void raise_thrown(PyObject* type, PyObject* value, PyObject* traceback) {
+  if (traceback == Py_None) traceback = nullptr;
+  if (traceback != nullptr && !PyTraceBack_Check(traceback)) {
+    PyErr_SetString(PyExc_TypeError, "throw() third argument must be a traceback object");
+    return;
   }
-  PyObject *type, *value = nullptr, *traceback = nullptr;
-  if (!PyArg_UnpackTuple(args, "throw", 1, 3, &type, &value, &traceback)) return nullptr;
   if (PyExceptionInstance_Check(type)) {
+    if (value != nullptr && value != Py_None) {
+      PyErr_SetString(PyExc_TypeError, "instance exception may not have a separate value");
+      return;
+    }
     PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(type)), type);
   } else if (PyExceptionClass_Check(type)) {
     PyErr_SetObject(type, value);
   } else {
-    PyErr_SetString(PyExc_TypeError, "exceptions must be classes or instances deriving from BaseException");
+    PyErr_Format(PyExc_TypeError,
+                 "exceptions must be classes or instances deriving from BaseException, not %s",
+                 Py_TYPE(type)->tp_name);
+    return;
   }
-  return nullptr;
+  if (traceback != nullptr) {
+    PyObject *error_type, *error, *error_traceback;
+    PyErr_Fetch(&error_type, &error, &error_traceback);
+    PyErr_NormalizeException(&error_type, &error, &error_traceback);
+    if (error != nullptr) PyException_SetTraceback(error, traceback);
+    Py_XSETREF(error_traceback, Py_NewRef(traceback));
+    PyErr_Restore(error_type, error, error_traceback);
+  }
+}
+
+// throw(): into the coroutine awaited in turn; before the first step, or
+// after the last, it is raised here (a message not yet looked at is never
+// taken).
+PyObject* pending_throw(PyObject* object, PyObject* args) {
+  auto* self = reinterpret_cast<PendingSend*>(object);
+  PyObject *type, *value = nullptr, *traceback = nullptr;
+  if (!PyArg_UnpackTuple(args, "throw", 1, 3, &type, &value, &traceback)) return nullptr;
+  if (refuse_if_running(self)) return nullptr;
+  Py_CLEAR(self->exchange);
+  Py_CLEAR(self->message);
+  if (self->inner == nullptr) {
+    raise_thrown(type, value, traceback);
+    return nullptr;
+  }
+  return on_inner(self, [&](PyObject* inner) {
+    PyObject* method = PyObject_GetAttrString(inner, "throw");
+    PyObject* result = method != nullptr ? PyObject_Call(method, args, nullptr) : nullptr;
+    Py_XDECREF(method);
+    return std::pair{result, result == nullptr};  // it ended: returned (StopIteration) or raised
+  });
 }
 
 PyObject* pending_close(PyObject* object, PyObject*) {
   auto* self = reinterpret_cast<PendingSend*>(object);
+  if (refuse_if_running(self)) return nullptr;
   Py_CLEAR(self->exchange);
   Py_CLEAR(self->message);
-  if (self->inner != nullptr) {
-    PyObject* inner = self->inner;
-    self->inner = nullptr;
-    PyObject* result = PyObject_CallMethod(inner, "close", nullptr);
-    Py_DECREF(inner);
-    return result;
-  }
-  Py_RETURN_NONE;
+  if (self->inner == nullptr) Py_RETURN_NONE;
+  return on_inner(self, [&](PyObject* inner) {
+    return std::pair{PyObject_CallMethod(inner, "close", nullptr), true};
+  });
 }
 
-PyObject* pending_await(PyObject* self) { return Py_NewRef(self); }
+// `await pending`: the first awaiter gets the send itself. While the send
+// waits inside its inner coroutine, a second awaiter is refused, as with a
+// coroutine.
+PyObject* pending_await(PyObject* object) {
+  auto* self = reinterpret_cast<PendingSend*>(object);
+  if (self->inner != nullptr) {
+    PyErr_SetString(PyExc_RuntimeError, "coroutine is being awaited already");
+    return nullptr;
+  }
+  return Py_NewRef(object);
+}
+
+// For reprs (a Task running a send shows it by name).
+PyObject* pending_name(PyObject*, void*) { return PyUnicode_FromString("send"); }
+PyObject* pending_qualname(PyObject*, void*) { return PyUnicode_FromString("ExchangeBase.send"); }
+
+PyGetSetDef kPendingGetSet[] = {
+    {"__name__", pending_name, nullptr, nullptr, nullptr},
+    {"__qualname__", pending_qualname, nullptr, nullptr, nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr},
+};
 
 PyMethodDef kPendingMethods[] = {
     {"send", pending_send, METH_O, "Resumes the send, as a coroutine's send()."},
@@ -495,25 +649,60 @@ PyTypeObject pending_send_type = [] {
   type.tp_traverse = pending_traverse;
   type.tp_clear = pending_clear;
   type.tp_dealloc = pending_dealloc;
+  type.tp_finalize = pending_finalize;
   type.tp_as_async = &kPendingAsync;
+  type.tp_getset = kPendingGetSet;
   type.tp_iternext = pending_next;
+  type.tp_iter = PyObject_SelfIter;  // `yield from send(m)` in a generator-based coroutine
   type.tp_methods = kPendingMethods;
   return type;
 }();
 
-// send(message)
-PyObject* exchange_send(PyObject* self, PyObject* message) {
+// The PendingSend of send(message).
+PyObject* pending_send_of(PyObject* self, PyObject* message) {
   PendingSend* pending = PyObject_GC_New(PendingSend, &pending_send_type);
   if (pending == nullptr) return nullptr;
   pending->exchange = Py_NewRef(self);
   pending->message = Py_NewRef(message);
   pending->inner = nullptr;
+  pending->running = 0;
   PyObject_GC_Track(pending);
   return reinterpret_cast<PyObject*>(pending);
 }
 
+// send(message), message by position or by name, as for `async def send(message)`.
+PyObject* exchange_send(PyObject* self, PyObject* const* args, Py_ssize_t given, PyObject* keywords) {
+  Py_ssize_t named = keywords != nullptr ? PyTuple_GET_SIZE(keywords) : 0;
+  if (given + named == 1 &&
+      (named == 0 || PyUnicode_Compare(PyTuple_GET_ITEM(keywords, 0), names.message) == 0)) {
+    return pending_send_of(self, args[0]);
+  }
+  if (PyErr_Occurred()) return nullptr;
+  PyErr_Format(PyExc_TypeError, "send() takes one argument, message (%zd given)", given + named);
+  return nullptr;
+}
+
+// The exchange called: what the app is given as its send callable.
+PyObject* exchange_call(PyObject* self, PyObject* args, PyObject* kwargs) {
+  Py_ssize_t given = PyTuple_GET_SIZE(args);
+  if (given == 1 && (kwargs == nullptr || PyDict_GET_SIZE(kwargs) == 0)) {
+    return pending_send_of(self, PyTuple_GET_ITEM(args, 0));
+  }
+  if (given == 0 && kwargs != nullptr && PyDict_GET_SIZE(kwargs) == 1) {
+    PyObject* message = PyDict_GetItemWithError(kwargs, names.message);
+    if (message != nullptr) return pending_send_of(self, message);
+    if (PyErr_Occurred()) return nullptr;
+  }
+  PyErr_Format(PyExc_TypeError, "send() takes one argument, message (%zd given)",
+               given + (kwargs != nullptr ? PyDict_GET_SIZE(kwargs) : 0));
+  return nullptr;
+}
+
 PyMethodDef kExchangeMethods[] = {
-    {"send", exchange_send, METH_O, "The ASGI send callable of an HTTP request (src/python/exchange.h)."},
+    {"send", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(exchange_send)),
+     METH_FASTCALL | METH_KEYWORDS, "The ASGI send callable of an HTTP request (src/python/exchange.h)."},
+    {"head_waiting", exchange_head_waiting, METH_NOARGS,
+     "Has the response head written at the end of this turn of the loop unless a body part takes it first."},
     {"put", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(exchange_put)), METH_FASTCALL,
      "Appends a response body part (and the head, the first time); ends the stream when not more."},
     {nullptr, nullptr, 0, nullptr},
@@ -522,15 +711,19 @@ PyMethodDef kExchangeMethods[] = {
 PyMemberDef kExchangeMembers[] = {
     {"chunks", T_OBJECT, offsetof(ExchangeBase, chunks), 0, "Body parts not yet received (a list)."},
     {"status", T_OBJECT, offsetof(ExchangeBase, status), 0, "The response status, once started."},
-    {"headers", T_OBJECT, offsetof(ExchangeBase, headers), 0, "The response headers until the head is written."},
-    {"room", T_OBJECT, offsetof(ExchangeBase, room), 0, "The future a send() waits on for the window, or None."},
-    {"unsent", T_PYSSIZET, offsetof(ExchangeBase, unsent), 0, "Body bytes sent that the client has not taken."},
+    {"headers", T_OBJECT, offsetof(ExchangeBase, headers), 0,
+     "The response headers until the head is written."},
+    {"room", T_OBJECT, offsetof(ExchangeBase, room), 0,
+     "The futures of the send()s waiting for the window (a list), or None."},
+    {"unsent", T_PYSSIZET, offsetof(ExchangeBase, unsent), 0,
+     "Body bytes sent that the client has not taken."},
     {"body_taken", T_PYSSIZET, offsetof(ExchangeBase, body_taken), 0,
      "Request body bytes the app took, not yet reported to the host."},
     {"body_done", T_BOOL, offsetof(ExchangeBase, body_done), 0, "The request body has all arrived."},
     {"started", T_BOOL, offsetof(ExchangeBase, started), 0, "http.response.start was sent."},
     {"head_sent", T_BOOL, offsetof(ExchangeBase, head_sent), 0, "The response head is written."},
-    {"body_wanted", T_BOOL, offsetof(ExchangeBase, body_wanted), 0, "The host was told the app waits for the body."},
+    {"body_wanted", T_BOOL, offsetof(ExchangeBase, body_wanted), 0,
+     "The host was told the app waits for the body."},
     {"client_done", T_BOOL, offsetof(ExchangeBase, client_done), 0, "The client closed its sending side."},
     {"complete", T_BOOL, offsetof(ExchangeBase, complete), 0, "The app sent its whole response."},
     {nullptr, 0, 0, 0, nullptr},
@@ -546,6 +739,7 @@ PyTypeObject exchange_base_type = [] {
   type.tp_clear = exchange_clear;
   type.tp_dealloc = exchange_dealloc;
   type.tp_methods = kExchangeMethods;
+  type.tp_call = exchange_call;
   type.tp_members = kExchangeMembers;
   type.tp_base = &stream_base_type;
   type.tp_init = exchange_init;
@@ -562,7 +756,8 @@ bool add_exchange_types(PyObject* module) {
     return false;
   }
   return PyModule_AddObjectRef(module, "StreamBase", reinterpret_cast<PyObject*>(&stream_base_type)) == 0 &&
-         PyModule_AddObjectRef(module, "ExchangeBase", reinterpret_cast<PyObject*>(&exchange_base_type)) == 0 &&
+         PyModule_AddObjectRef(module, "ExchangeBase", reinterpret_cast<PyObject*>(&exchange_base_type)) ==
+             0 &&
          PyModule_AddIntConstant(module, "RESPONSE_WINDOW", kResponseWindow) == 0 &&
          PyModule_AddIntConstant(module, "RESPONSE_SLICE", kResponseSlice) == 0;
 }

@@ -12,20 +12,29 @@
 //       body parts not yet received, [body] to start with when body or end),
 //       status, headers, room (objects), unsent, body_taken (ints), body_done
 //       (= end), started, head_sent, body_wanted, client_done, complete
-//       (bools). server.out, the instance's output bytearray, is read once
-//       here.
+//       (bools). server.out, the instance's output bytearray, and server.heads
+//       (a list) are read once here.
 //       .put(body, more)  Appends a response body part (the head with it
 //           when it has not gone yet), counts it in unsent, ends the stream
 //           when not more (finished, complete, self.wake() when a receive()
 //           waits), then calls server.schedule_flush().
-//       .send(message)  The ASGI send callable. Returns an awaitable that acts
+//       .head_waiting()  Joins server.heads, the responses started in this turn
+//           of the loop whose head no body part took along yet; the first to join
+//           has server.put_heads_soon() called (which writes, at the end of the
+//           turn, the heads still waiting, each alone). http.response.start
+//           does this.
+//       .send(message), and the exchange called (it is the app's send: a class
+//           attribute _is_coroutine makes asyncio.iscoroutinefunction() take it;
+//           message by position or as message=). Returns an awaitable that acts
 //           when it is awaited, not when it is made, as a coroutine does (and
-//           passes asyncio.iscoroutine(), so create_task() takes it): an
-//           http.response.start, or a whole response body of bytes up to
-//           RESPONSE_SLICE, is taken here; any other message, and every error
-//           to raise, goes to the Python coroutine self.send_slow_path(message),
-//           which the awaitable then runs. A body part that leaves more than
-//           RESPONSE_WINDOW unsent waits in self.wait_for_room().
+//           passes asyncio.iscoroutine(), so create_task() takes it; a step
+//           while one runs, a second awaiter and one never awaited are
+//           treated as for a coroutine): an http.response.start, or a body
+//           part of bytes up to RESPONSE_SLICE, is taken here; any other
+//           message, and every mistake of order it names, goes to the Python
+//           coroutine self.send_slow_path(message), which the awaitable then
+//           runs. A body part that leaves more than RESPONSE_WINDOW unsent
+//           waits in self.wait_for_room().
 //
 //   _coil.RESPONSE_WINDOW, _coil.RESPONSE_SLICE: flow control of a response
 //   body (src/protocol/frame.h): the bytes that may be on their way to a

@@ -78,7 +78,7 @@ async def app(scope, receive, send):
 
     if do == "read-after-gate":
         # busy before it reads its body: how much of it did the instance hold meanwhile?
-        exchange = send.__self__
+        exchange = send  # the exchange itself (src/python/exchange.h)
         await gate(dict(scope["headers"])[b"x-gate"].decode())
         held = sum(len(c) for c in exchange.chunks)
         h, sizes = hashlib.sha256(), []
@@ -326,6 +326,66 @@ async def app(scope, receive, send):
         # a message that is a mapping but not a dict
         import types
         await send(types.MappingProxyType({"type": "http.response.body", "body": repr(facts).encode()}))
+        return
+
+    if do == "send-as-async-callable":
+        # what code that inspects or wraps send() relies on: an async callable
+        # (asyncio.iscoroutinefunction, as asgiref's async_to_sync checks), the message
+        # by keyword, an awaitable a generator-based coroutine can yield from
+        import types
+
+        @types.coroutine
+        def via_yield_from(message):
+            yield from send(message)
+        facts = [asyncio.iscoroutinefunction(send)]
+        await send(message={"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-type", b"text/plain")]})
+        await via_yield_from({"type": "http.response.body", "body": b"a,", "more_body": True})
+        await send({"type": "http.response.body", "body": None, "more_body": True})  # None: as uvicorn
+        await send({"type": "http.response.body", "body": repr(facts).encode()})
+        return
+
+    if do == "parallel-sends":
+        # body parts sent from several tasks at once, together more than the 1 MiB
+        # flow-control window: every waiting send() goes on as the client reads
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        parts = [bytes([65 + i]) * (300 << 10) for i in range(5)]
+        await asyncio.gather(*(send({"type": "http.response.body", "body": part, "more_body": True})
+                               for part in parts))
+        await send({"type": "http.response.body", "body": b""})
+        return
+
+    if do == "head-then-gate":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        await gate(dict(scope["headers"])[b"x-gate"].decode())
+        await send({"type": "http.response.body", "body": b"data: late\n\n"})
+        return
+
+    if do == "head-then-pause":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await asyncio.sleep(float(dict(scope["headers"])[b"x-pause"]))
+        await send({"type": "http.response.body", "body": b"after the pause"})
+        return
+
+    if do == "send-reentered":
+        # app code running inside a send() (more_body's __bool__) that steps the same
+        # send again: refused as for a coroutine, on the C path (bytes) and on the
+        # Python one (a bytearray body)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        refused, pending = [], None
+
+        class More:
+            def __bool__(self):
+                try:
+                    pending.send(None)
+                except ValueError as e:
+                    refused.append(str(e))
+                return True
+        for body in (b"a,", bytearray(b"b,")):
+            pending = send({"type": "http.response.body", "body": body, "more_body": More()})
+            await pending
+        # (the Python path may ask bool(more_body) more than once)
+        await send({"type": "http.response.body", "body": repr(sorted(set(refused))).encode()})
         return
 
     if do == "mutate-state":
@@ -1128,8 +1188,52 @@ def test_send_returns_an_awaitable_that_acts_when_awaited(coil, tmp_path):
     # as a coroutine: one made and never awaited sends nothing, create_task() and
     # ensure_future() take one, and one awaited twice raises
     c = start_raw(coil, tmp_path)
+    mark = c.mark()
     r = c.get("/aw", headers={"x-do": "send-awaitables"})
     assert (r.status, r.body) == (200, b"one,[True, 'cannot reuse already awaited coroutine']"), r
+    c.wait_for_line(fn_line("raw", r".*RuntimeWarning: ASGI send\(\) was never awaited"), since=mark, timeout=5)
+
+
+def test_send_is_an_async_callable_taking_its_message_by_keyword(coil, tmp_path):
+    c = start_raw(coil, tmp_path)
+    r = c.get("/cb", headers={"x-do": "send-as-async-callable"})
+    assert (r.status, r.body) == (200, b"a,[True]"), r
+
+
+def test_body_parts_sent_from_several_tasks_at_once_all_arrive(coil, tmp_path):
+    c = start_raw(coil, tmp_path)
+    with c.raw(timeout=20) as conn:
+        conn.send(b"GET /par HTTP/1.1\r\nHost: x\r\nX-Do: parallel-sends\r\n\r\n")
+        r = conn.read_response()
+    assert r.status == 200, r
+    assert sorted((byte, r.body.count(byte)) for byte in set(r.body)) == [(65 + i, 300 << 10) for i in range(5)]
+
+
+def test_a_started_response_reaches_its_client_before_its_body(coil, tmp_path):
+    # as under uvicorn, the head goes out at http.response.start: an SSE client has it
+    # before the first event
+    c = start_raw(coil, tmp_path)
+    g = c.gates.new()
+    with c.raw() as conn:
+        conn.send(f"GET /sse HTTP/1.1\r\nHost: x\r\nX-Do: head-then-gate\r\nX-Gate: {g}\r\n\r\n")
+        head = conn.read_head(timeout=5)
+        assert head.status == 200 and head.header("content-type") == "text/event-stream", head
+        c.gates.open(g)
+        assert read_chunked_rest(conn) == b"data: late\n\n"
+
+
+def test_timeout_ms_ends_once_the_response_started(coil, tmp_path):
+    # a body that comes after timeout_ms, its head sent before: no 504
+    c = start_raw(coil, tmp_path, timeout_ms=300)
+    r = c.get("/slow", headers={"x-do": "head-then-pause", "x-pause": "0.8"})
+    assert (r.status, r.body) == (200, b"after the pause"), r
+
+
+def test_a_send_stepped_again_from_inside_itself_is_refused(coil, tmp_path):
+    c = start_raw(coil, tmp_path)
+    r = c.get("/re", headers={"x-do": "send-reentered"})
+    assert (r.status, r.body) == (200, b"a,b,['coroutine already executing']"), r
+    assert c.get("/fine").status == 200
 
 
 @pytest.mark.parametrize("do", ["raise-after", "double-start", "start-then-return"])
@@ -1403,7 +1507,7 @@ def frame(kind, flags, stream, payload=b""):
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
-    exchange = send.__self__
+    exchange = send  # the exchange itself (src/python/exchange.h)
     if scope["path"] == "/ok":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
