@@ -29,6 +29,7 @@ Contract with the host (see src/protocol/frame.h):
 """
 import asyncio
 import gc
+import inspect  # imported by asyncio already
 import os
 import socket
 import sys
@@ -489,6 +490,7 @@ class _Stream(_coil.StreamBase):
     # and what relies on it (asgiref's async_to_sync) take it as async, as
     # they take a bound `async def send` under uvicorn.
     _is_coroutine = asyncio.coroutines._is_coroutine
+    __signature__ = inspect.Signature([inspect.Parameter("message", inspect.Parameter.POSITIONAL_OR_KEYWORD)])
 
     async def wait(self):
         self.waiter = self.server.loop.create_future()

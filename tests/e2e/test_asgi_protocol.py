@@ -337,7 +337,8 @@ async def app(scope, receive, send):
         @types.coroutine
         def via_yield_from(message):
             yield from send(message)
-        facts = [asyncio.iscoroutinefunction(send)]
+        import inspect
+        facts = [asyncio.iscoroutinefunction(send), str(inspect.signature(send))]
         await send(message={"type": "http.response.start", "status": 200,
                             "headers": [(b"content-type", b"text/plain")]})
         await via_yield_from({"type": "http.response.body", "body": b"a,", "more_body": True})
@@ -1197,7 +1198,7 @@ def test_send_returns_an_awaitable_that_acts_when_awaited(coil, tmp_path):
 def test_send_is_an_async_callable_taking_its_message_by_keyword(coil, tmp_path):
     c = start_raw(coil, tmp_path)
     r = c.get("/cb", headers={"x-do": "send-as-async-callable"})
-    assert (r.status, r.body) == (200, b"a,[True]"), r
+    assert (r.status, r.body) == (200, b"a,[True, '(message)']"), r
 
 
 def test_body_parts_sent_from_several_tasks_at_once_all_arrive(coil, tmp_path):
