@@ -437,6 +437,13 @@ void Connection::on_response_head(const frame::ResponseHead& head, std::string_v
       keep_alive_ = false;
     }
   }
+  if (end && declared && *declared != body.size() && framing == BodyFraming::kContentLength &&
+      head.status != 205 && !head_request_) {
+    // A complete response is sent with its real length; the app's mistake is
+    // named (uvicorn raises it in the app).
+    log::info("{} {} {}: the function's content-length ({}) is not its body's length ({}); sent with {}",
+              function_, parser_.method(), parser_.target(), *declared, body.size(), body.size());
+  }
   append_head(output_, head.status, head.headers, framing, length, keep_alive_, parser_.version() < 11);
   if (head_request_ || body_dropped(head.status)) {
     // no body bytes on the wire

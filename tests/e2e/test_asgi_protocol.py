@@ -1070,6 +1070,15 @@ def test_a_streamed_body_that_breaks_its_content_length_is_cut_and_logged(coil, 
     c.wait_for_line(r"^coil: raw GET /cl: " + log, since=mark, timeout=10)
 
 
+def test_a_complete_body_that_breaks_its_content_length_is_sent_with_its_length_and_logged(coil, tmp_path):
+    c = start_raw(coil, tmp_path)
+    mark = c.mark()
+    r = c.get("/cl", headers={"x-do": "content-length-broken", "x-parts": "3"})
+    assert (r.status, r.header("content-length"), r.body) == (200, "3", b"xxx"), r
+    c.wait_for_line(r"^coil: raw GET /cl: the function's content-length \(10\) is not its body's length \(3\); "
+                    r"sent with 3$", since=mark, timeout=10)
+
+
 def test_large_streamed_response(coil, tmp_path):
     c = start_raw(coil, tmp_path)
     n = 5 * 1024 * 1024 + 3
