@@ -404,10 +404,14 @@ class _Server:
         # timeout_ms no longer runs; a body that comes in the same turn takes
         # the head along in one frame, and a complete response keeps its
         # content-length.
+        #
+        # Not while the request body is still coming: the host reads a body
+        # only until the response starts. Such a head waits for the app's first
+        # body part, or for the body's end (feed()).
         waiting = self.heads[:]
         self.heads.clear()
         for exchange in waiting:
-            if not (exchange.head_sent or exchange.finished or exchange.disconnected):
+            if not (exchange.head_sent or exchange.finished or exchange.disconnected) and exchange.body_done:
                 exchange.put_head()
         if self.out:
             self.flush()
@@ -654,6 +658,8 @@ class _Exchange(_coil.ExchangeBase, _Stream):
             self.chunks.append(data)
         self.body_done = end
         self.wake()
+        if end and self.started and not self.head_sent:
+            self.head_waiting()  # held while the body came (put_waiting_heads)
 
     # send() ---------------------------------------------------------------
 
@@ -717,8 +723,10 @@ class _Exchange(_coil.ExchangeBase, _Stream):
                 self.room.remove(room)
 
     def drained(self, count):
+        """Also called with 0 when the stream ends (end_abnormally, the C
+        put()): send()s waiting for room in other tasks then return."""
         self.unsent -= count
-        if self.room and (self.unsent <= _WINDOW or self.disconnected):
+        if self.room and (self.unsent <= _WINDOW or self.disconnected or self.finished):
             for room in self.room:
                 if not room.done():
                     room.set_result(None)
@@ -729,10 +737,12 @@ class _Exchange(_coil.ExchangeBase, _Stream):
         try:
             _coil.put_response(self.server.out, self.stream, self.status, self.headers, b"", False)
         except Exception:  # noqa: BLE001 - reported as the app's, as from send()
-            print(f"coil: invalid http.response.start from ASGI application {self.server.function}:",
-                  file=sys.stderr)
-            traceback.print_exc()
-            self.end_abnormally(f"internal error in function {self.server.function}\n")
+            try:
+                print(f"coil: invalid http.response.start from ASGI application {self.server.function}:",
+                      file=sys.stderr)
+                traceback.print_exc()
+            finally:
+                self.end_abnormally(f"internal error in function {self.server.function}\n")
             return
         self.head_sent = True
         self.headers = None
@@ -778,6 +788,7 @@ class _Exchange(_coil.ExchangeBase, _Stream):
         else:
             _coil.put_frame(out, RESET, self.stream, b"")
         self.server.schedule_flush()
+        self.drained(0)
 
 
 def _waits_on_thread(task):

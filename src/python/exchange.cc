@@ -293,6 +293,12 @@ bool put(ExchangeBase* self, PyObject* body, bool more) {
         ok = done != nullptr;
         Py_XDECREF(done);
       }
+      if (ok && self->room != nullptr && PyList_Check(self->room) && PyList_GET_SIZE(self->room) > 0) {
+        // send()s of other tasks waiting for room: the stream is over
+        PyObject* done = PyObject_CallMethod(reinterpret_cast<PyObject*>(self), "drained", "i", 0);
+        ok = done != nullptr;
+        Py_XDECREF(done);
+      }
     }
   }
   if (ok) {
@@ -319,8 +325,17 @@ bool note_head_waiting(ExchangeBase* self) {
   PyObject* server = Py_NewRef(self->base.server);
   PyObject* done = PyObject_CallMethodNoArgs(server, names.put_heads_soon);
   Py_DECREF(server);
-  Py_XDECREF(done);
-  return done != nullptr;
+  if (done == nullptr) {
+    // Nothing will write the heads: the list is left empty, so that the next
+    // start schedules again (the invariant: heads not empty, a call scheduled).
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyList_SetSlice(self->heads, 0, PyList_GET_SIZE(self->heads), nullptr);
+    PyErr_Restore(type, value, traceback);
+    return false;
+  }
+  Py_DECREF(done);
+  return true;
 }
 
 PyObject* exchange_head_waiting(PyObject* self, PyObject*) {

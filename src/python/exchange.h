@@ -17,7 +17,8 @@
 //       .put(body, more)  Appends a response body part (the head with it
 //           when it has not gone yet), counts it in unsent, ends the stream
 //           when not more (finished, complete, self.wake() when a receive()
-//           waits), then calls server.schedule_flush().
+//           waits, self.drained(0) when send()s of other tasks wait for
+//           room), then calls server.schedule_flush().
 //       .head_waiting()  Joins server.heads, the responses started in this turn
 //           of the loop whose head no body part took along yet; the first to join
 //           has server.put_heads_soon() called (which writes, at the end of the

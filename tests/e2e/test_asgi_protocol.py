@@ -362,6 +362,30 @@ async def app(scope, receive, send):
         await send({"type": "http.response.body", "body": b"data: late\n\n"})
         return
 
+    if do == "start-then-read":
+        # starts its response, then reads the body, which is still coming
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        for _ in range(3):  # turns of the loop in which a head alone would go out
+            await asyncio.sleep(0)
+        log("started, waiting at the gate")
+        await gate(dict(scope["headers"])[b"x-gate"].decode())
+        msgs = await read_body(receive)
+        await send({"type": "http.response.body", "body": b"got %d" % sum(len(m["body"]) for m in msgs)})
+        return
+
+    if do == "end-while-another-task-waits":
+        # a part sent from another task waits for room when the request's task ends
+        # the response: the waiting send returns
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        send.unsent += 2 << 20  # as if 2 MiB were on their way to the client: the next part waits
+        other = asyncio.ensure_future(send({"type": "http.response.body", "body": b"x", "more_body": True}))
+        await asyncio.sleep(0)
+        log("another send waits: %s" % bool(send.room))
+        await send({"type": "http.response.body", "body": b""})
+        await other
+        log("the other send returned")
+        return
+
     if do == "head-then-pause":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         await asyncio.sleep(float(dict(scope["headers"])[b"x-pause"]))
@@ -1230,6 +1254,36 @@ def test_a_started_response_reaches_its_client_before_its_body(coil, tmp_path):
         assert head.status == 200 and head.header("content-type") == "text/event-stream", head
         c.gates.open(g)
         assert read_chunked_rest(conn) == b"data: late\n\n"
+
+
+def test_an_app_that_starts_its_response_before_reading_its_body_gets_all_of_it(coil, tmp_path):
+    # the head waits while the body is still coming: the front reads a body only
+    # until the response starts
+    c = start_raw(coil, tmp_path)
+    g = c.gates.new()
+    mark = c.mark()
+    with c.raw() as conn:
+        conn.send(f"POST /up HTTP/1.1\r\nHost: x\r\nX-Do: start-then-read\r\nX-Gate: {g}\r\n"
+                  f"Content-Length: 10\r\n\r\n01234")
+        c.wait_for_line(fn_line("raw", "started, waiting at the gate$"), since=mark, timeout=5)
+        # nothing reaches the client meanwhile (a bounded wait: what is asserted is an absence)
+        conn.sock.settimeout(0.3)
+        with pytest.raises(socket.timeout):
+            conn.sock.recv(1)
+        conn.send(b"56789")
+        c.gates.open(g)
+        r = conn.read_response()
+    assert (r.status, r.body) == (200, b"got 10"), r
+
+
+def test_a_send_waiting_for_room_returns_when_another_task_ends_the_response(coil, tmp_path):
+    c = start_raw(coil, tmp_path)
+    mark = c.mark()
+    with c.raw() as conn:
+        conn.send(b"GET /end HTTP/1.1\r\nHost: x\r\nX-Do: end-while-another-task-waits\r\n\r\n")
+        c.wait_for_line(fn_line("raw", "another send waits: True$"), since=mark, timeout=10)
+        c.wait_for_line(fn_line("raw", "the other send returned$"), since=mark, timeout=10)
+        assert conn.read_response().status == 200
 
 
 def test_timeout_ms_ends_once_the_response_started(coil, tmp_path):
