@@ -397,6 +397,15 @@ void Connection::on_response_head(const frame::ResponseHead& head, std::string_v
     uint64_t received = body_received_ + parser_.body_size();
     discard_body_ = !continue_deferred_ && (length ? *length - received <= kMaxDiscardedBody : parser_.chunked());
     if (!discard_body_) keep_alive_ = false;
+    if (streaming_body_ && !end && invocation_ && target_) {
+      // An app streaming its answer while it still reads its body: no more
+      // of the body reaches it, and it is told so at once (receive() says
+      // http.disconnect) rather than left waiting for the rest.
+      log::info("{} {} {}: the function answered while its request body was still coming; the rest of the "
+                "body is not passed on (coil reads a body only until the response starts)",
+                function_, parser_.method(), parser_.target());
+      target_->input_closed(invocation_);
+    }
   } else if (phase_ != Phase::kWaiting) {
     return;
   }

@@ -386,6 +386,19 @@ async def app(scope, receive, send):
         log("the other send returned")
         return
 
+    if do == "echo-while-reading":
+        # streams its answer while it still reads its body
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        while True:
+            m = await receive()
+            log("echo got " + m["type"])
+            if m["type"] != "http.request":
+                await send({"type": "http.response.body", "body": b"|end"})
+                return
+            await send({"type": "http.response.body", "body": m["body"], "more_body": m.get("more_body", False)})
+            if not m.get("more_body", False):
+                return
+
     if do == "head-then-pause":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         await asyncio.sleep(float(dict(scope["headers"])[b"x-pause"]))
@@ -1274,6 +1287,22 @@ def test_an_app_that_starts_its_response_before_reading_its_body_gets_all_of_it(
         c.gates.open(g)
         r = conn.read_response()
     assert (r.status, r.body) == (200, b"got 10"), r
+
+
+def test_an_app_streaming_its_answer_while_it_reads_its_body_is_told_the_rest_will_not_come(coil, tmp_path):
+    # coil reads a body only until the response starts: the app hears http.disconnect
+    # at once (not a wait for stream_idle_timeout_ms), and the log says why
+    c = start_raw(coil, tmp_path)
+    mark = c.mark()
+    with c.raw() as conn:
+        conn.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nX-Do: echo-while-reading\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        c.wait_for_line(fn_line("raw", "echo got http.disconnect$"), since=mark, timeout=5)
+        conn.send(b"5\r\nworld\r\n0\r\n\r\n")
+        r = conn.read_response()
+    assert (r.status, r.body) == (200, b"hello|end"), r
+    c.wait_for_line(r"^coil: raw POST /echo: the function answered while its request body was still coming",
+                    since=mark, timeout=5)
 
 
 def test_a_send_waiting_for_room_returns_when_another_task_ends_the_response(coil, tmp_path):
