@@ -410,11 +410,13 @@ class _Server:
         # body part, or for the body's end (feed()).
         waiting = self.heads[:]
         self.heads.clear()
+        written = False
         for exchange in waiting:
             if not (exchange.head_sent or exchange.finished or exchange.disconnected) and exchange.body_done:
                 exchange.put_head()
-        if self.out:
-            self.flush()
+                written = True
+        if written:
+            self.schedule_flush()
 
     def flush(self):
         self.flush_scheduled = False
