@@ -603,9 +603,9 @@ class _Exchange(_coil.ExchangeBase, _Stream):
     """One request: its receive()/send() callables and its response state.
 
     Made as _Exchange(server, stream, body, end). The C base
-    (src/python/exchange.h) holds the fields, and has send() and put(): send()
-    takes http.response.start and a bytes body up to _SLICE itself, and runs
-    send_slow_path() for everything else."""
+    (src/python/exchange.h) holds the fields and has put(); the exchange
+    called is the app's send(), which takes http.response.start and a bytes
+    body up to _SLICE itself, and runs send_slow_path() for everything else."""
 
     runs_on_after_disconnect = True
 

@@ -685,19 +685,8 @@ PyObject* pending_send_of(PyObject* self, PyObject* message) {
   return reinterpret_cast<PyObject*>(pending);
 }
 
-// send(message), message by position or by name, as for `async def send(message)`.
-PyObject* exchange_send(PyObject* self, PyObject* const* args, Py_ssize_t given, PyObject* keywords) {
-  Py_ssize_t named = keywords != nullptr ? PyTuple_GET_SIZE(keywords) : 0;
-  if (given + named == 1 &&
-      (named == 0 || PyUnicode_Compare(PyTuple_GET_ITEM(keywords, 0), names.message) == 0)) {
-    return pending_send_of(self, args[0]);
-  }
-  if (PyErr_Occurred()) return nullptr;
-  PyErr_Format(PyExc_TypeError, "send() takes one argument, message (%zd given)", given + named);
-  return nullptr;
-}
-
-// The exchange called: what the app is given as its send callable.
+// The exchange called, send(message): what the app is given as its send
+// callable, message by position or by name, as for `async def send(message)`.
 PyObject* exchange_call(PyObject* self, PyObject* args, PyObject* kwargs) {
   Py_ssize_t given = PyTuple_GET_SIZE(args);
   if (given == 1 && (kwargs == nullptr || PyDict_GET_SIZE(kwargs) == 0)) {
@@ -714,8 +703,6 @@ PyObject* exchange_call(PyObject* self, PyObject* args, PyObject* kwargs) {
 }
 
 PyMethodDef kExchangeMethods[] = {
-    {"send", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(exchange_send)),
-     METH_FASTCALL | METH_KEYWORDS, "The ASGI send callable of an HTTP request (src/python/exchange.h)."},
     {"head_waiting", exchange_head_waiting, METH_NOARGS,
      "Has the response head written at the end of this turn of the loop unless a body part takes it first."},
     {"put", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(exchange_put)), METH_FASTCALL,

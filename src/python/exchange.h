@@ -24,7 +24,7 @@
 //           has server.put_heads_soon() called (which writes, at the end of the
 //           turn, the heads still waiting, each alone). http.response.start
 //           does this.
-//       .send(message), and the exchange called (it is the app's send: a class
+//       The exchange called, exchange(message), is the app's send (a class
 //           attribute _is_coroutine makes asyncio.iscoroutinefunction() take it;
 //           message by position or as message=). Returns an awaitable that acts
 //           when it is awaited, not when it is made, as a coroutine does (and
