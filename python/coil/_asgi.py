@@ -404,15 +404,11 @@ class _Server:
         # timeout_ms no longer runs; a body that comes in the same turn takes
         # the head along in one frame, and a complete response keeps its
         # content-length.
-        #
-        # Not while the request body is still coming: the host reads a body
-        # only until the response starts. Such a head waits for the app's first
-        # body part, or for the body's end (feed()).
         waiting = self.heads[:]
         self.heads.clear()
         written = False
         for exchange in waiting:
-            if not (exchange.head_sent or exchange.finished or exchange.disconnected) and exchange.body_done:
+            if not (exchange.head_sent or exchange.finished or exchange.disconnected):
                 exchange.put_head()
                 written = True
         if written:
@@ -660,8 +656,6 @@ class _Exchange(_coil.ExchangeBase, _Stream):
             self.chunks.append(data)
         self.body_done = end
         self.wake()
-        if end and self.started and not self.head_sent:
-            self.head_waiting()  # held while the body came (put_waiting_heads)
 
     # send() ---------------------------------------------------------------
 

@@ -116,7 +116,7 @@ void Connection::process() {
         continue_deferred_ = false;
         deadline_ = SteadyClock::now() + server_->options().header_timeout;
       }
-      if (body_received_ + parser_.body_size() >= body_checkpoint_ + kBodyProgress) {
+      if (!duplex_ && body_received_ + parser_.body_size() >= body_checkpoint_ + kBodyProgress) {
         body_checkpoint_ = body_received_ + parser_.body_size();
         deadline_ = SteadyClock::now() + server_->options().header_timeout;
       }
@@ -134,6 +134,7 @@ void Connection::process() {
         body_untaken_ += parser_.body_size();
         target_->send_body(invocation_, parser_.take_body(), false);
         if (body_untaken_ > kBodyWindow && phase_ == Phase::kBody) {
+          // Reading goes on when the app takes its body (on_messages_taken).
           body_paused_ = true;
           deadline_ = SteadyClock::time_point::max();
         }
@@ -166,6 +167,13 @@ void Connection::process() {
           linger();  // its request has its answer: nothing more to say
           return;
         }
+        if (duplex_) {
+          // The response is on the wire: cutting the connection is all that is left.
+          log::info("{} {} {}: the request body broke off while the response streamed: {}", function_,
+                    parser_.method(), parser_.target(), parser_.error_reason());
+          close();
+          return;
+        }
         respond_error(parser_.error_status(),
                       parser_.error_status() == 400 ? "bad request: " + parser_.error_reason()
                                                     : parser_.error_reason(),
@@ -183,6 +191,7 @@ bool Connection::on_head() {
   response_chunked_ = false;
   response_until_close_ = false;
   response_remaining_.reset();
+  duplex_ = false;
   head_request_ = parser_.method() == "HEAD";
   keep_alive_ = parser_.keep_alive() && !server_->draining();
   function_ = "-";
@@ -355,7 +364,13 @@ void Connection::on_request() {
   runtime::InvocationTarget& target = *target_;
   if (streaming_body_ && invocation_->sink) {
     // Already submitted at the head: this is the end of the body.
-    phase_ = Phase::kWaiting;
+    if (duplex_) {
+      duplex_ = false;
+      discard_body_ = false;
+      phase_ = Phase::kResponding;
+    } else {
+      phase_ = Phase::kWaiting;
+    }
     target.send_body(invocation_, parser_.take_body(), true);
   } else {
     invocation_->body = parser_.take_body();
@@ -364,7 +379,10 @@ void Connection::on_request() {
     phase_ = Phase::kWaiting;
     target.submit(invocation_);
   }
-  if (watch_disconnect_ && phase_ == Phase::kWaiting && input_pos_ == input_.size()) read();
+  if (watch_disconnect_ && (phase_ == Phase::kWaiting || phase_ == Phase::kResponding) &&
+      input_pos_ == input_.size()) {
+    read();
+  }
 }
 
 namespace {
@@ -386,30 +404,46 @@ std::optional<uint64_t> declared_length(const frame::ResponseHead& head) {
 
 }  // namespace
 
+bool Connection::rest_of_body_droppable() const {
+  // Known to be short, or chunked (then bounded as it comes). Not for a
+  // client that waits for "100 Continue": it may send the body or not.
+  std::optional<uint64_t> length = parser_.content_length();
+  uint64_t received = body_received_ + parser_.body_size();
+  return !continue_deferred_ && (length ? *length - received <= kMaxDiscardedBody : parser_.chunked());
+}
+
 void Connection::on_response_head(const frame::ResponseHead& head, std::string_view body, bool end) {
   if (phase_ == Phase::kBody) {
     // The function answered before reading the whole body. The rest is read
-    // and dropped after the response, if it is known to be short (or is
-    // chunked, then bounded as it comes), so that the connection lives on;
-    // else the connection closes after the response. So it does for a client
-    // that waits for "100 Continue": it may send the body or not.
-    std::optional<uint64_t> length = parser_.content_length();
-    uint64_t received = body_received_ + parser_.body_size();
-    discard_body_ = !continue_deferred_ && (length ? *length - received <= kMaxDiscardedBody : parser_.chunked());
-    if (!discard_body_) keep_alive_ = false;
-    if (streaming_body_ && !end && invocation_ && target_) {
-      // An app streaming its answer while it still reads its body: no more
-      // of the body reaches it, and it is told so at once (receive() says
-      // http.disconnect) rather than left waiting for the rest.
-      log::info("{} {} {}: the function answered while its request body was still coming; the rest of the "
-                "body is not passed on (coil reads a body only until the response starts)",
-                function_, parser_.method(), parser_.target());
-      target_->input_closed(invocation_);
+    // and dropped after the response if it can be (rest_of_body_droppable()),
+    // so that the connection lives on; else the connection closes after the
+    // response. The head says which, so it is decided now, also for a
+    // streamed response that the body goes on beside (duplex_).
+    bool droppable = rest_of_body_droppable();
+    if (!droppable) keep_alive_ = false;
+    if (streaming_body_ && !end && invocation_ && target_ && !continue_deferred_) {
+      // An app streaming its answer while it still reads its body (an echo
+      // of an upload): both go on at once, as under uvicorn.
+      duplex_ = true;
+      deadline_ = SteadyClock::time_point::max();
+    } else {
+      discard_body_ = droppable;
+      if (streaming_body_ && !end && invocation_ && target_) {
+        // The client holds its body back until "100 Continue", which cannot
+        // follow a final response: the app is told that no body comes
+        // (receive() says http.disconnect) rather than left waiting.
+        log::info("{} {} {}: the function started its response before asking for the body its client holds "
+                  "back (Expect: 100-continue); the body is not read",
+                  function_, parser_.method(), parser_.target());
+        target_->input_closed(invocation_);
+      }
+      phase_ = Phase::kResponding;
     }
   } else if (phase_ != Phase::kWaiting) {
     return;
+  } else {
+    phase_ = Phase::kResponding;
   }
-  phase_ = Phase::kResponding;
   response_status_ = head.status;
   body_buffered_ = body.size();  // counted whether or not it goes on the wire (HEAD)
   // Connection headers are coil's to write, but a function asking for the
@@ -469,6 +503,13 @@ void Connection::on_response_head(const frame::ResponseHead& head, std::string_v
   flush();
 }
 
+void Connection::end_duplex() {
+  duplex_ = false;
+  discard_body_ = keep_alive_ && rest_of_body_droppable();
+  if (!discard_body_) keep_alive_ = false;
+  phase_ = Phase::kResponding;
+}
+
 bool Connection::client_too_slow() {
   if (unsent_bytes() <= kMaxUnsentResponse) return false;
   log::info("{} {} {}: the client left {} bytes of the response unread; aborting it", function_,
@@ -478,7 +519,7 @@ bool Connection::client_too_slow() {
 }
 
 void Connection::on_response_body(std::string_view body, bool end) {
-  if (phase_ != Phase::kResponding) return;
+  if (phase_ != Phase::kResponding && !duplex_) return;
   if (client_too_slow()) return;
   body_buffered_ += body.size();
   if (!head_request_ && !body_dropped(response_status_)) {
@@ -492,6 +533,7 @@ void Connection::on_response_body(std::string_view body, bool end) {
   if (end) {
     response_complete_ = true;
     check_declared_length();
+    if (duplex_) end_duplex();
   }
   flush();
 }
@@ -524,6 +566,7 @@ void Connection::check_declared_length() {
 }
 
 void Connection::on_failure(uint16_t status, const std::string& message) {
+  if (duplex_) end_duplex();  // the head is out: the response is aborted below
   if (phase_ == Phase::kWaiting || phase_ == Phase::kBody || phase_ == Phase::kHead) {
     // Before the whole request was read (a streamed body), the rest of it
     // will not be: close after answering.
@@ -548,6 +591,7 @@ void Connection::on_ended_for_closed_client() {
   // What was written stays written; the access line says what was sent, or
   // 499 (see close()).
   invocation_.reset();
+  if (duplex_) end_duplex();
   if (phase_ == Phase::kResponding) log_access(response_status_);
   else if (phase_ == Phase::kWaiting) log_access(kClientClosedRequest);
   close();
@@ -636,12 +680,12 @@ void Connection::on_messages_taken(uint64_t bytes) {
   body_paused_ = false;
   // The pause was the app's: the client's body deadline starts afresh.
   body_checkpoint_ = body_received_;
-  deadline_ = SteadyClock::now() + server_->options().header_timeout;
+  if (!duplex_) deadline_ = SteadyClock::now() + server_->options().header_timeout;
   process();
 }
 
 void Connection::report_drained(uint64_t bytes) {
-  if (bytes == 0 || !invocation_ || response_complete_ || phase_ != Phase::kResponding) return;
+  if (bytes == 0 || !invocation_ || response_complete_ || (phase_ != Phase::kResponding && !duplex_)) return;
   target_->response_drained(invocation_, bytes, unsent_bytes());
 }
 
@@ -660,6 +704,7 @@ void Connection::finish_response(uint16_t status) {
   }
   request_started_ = {};
   head_request_ = false;
+  duplex_ = false;
   if (discard_body_ && keep_alive_ && !close_after_write_ && !response_until_close_) {
     // The rest of the body goes where the function's would have: nowhere.
     phase_ = Phase::kBody;
@@ -755,7 +800,7 @@ void Connection::on_read_closed() {
 
 void Connection::close() {
   if (phase_ == Phase::kClosed) return;
-  bool responding = phase_ == Phase::kResponding;
+  bool responding = phase_ == Phase::kResponding || duplex_;
   phase_ = Phase::kClosed;
   if (invocation_ && server_ != nullptr) {
     // A request that never got its whole answer still has its access line:

@@ -12,6 +12,8 @@
 //   reading a body:         the body must progress by kBodyProgress bytes
 //     (or finish) within each header-timeout window, else 408 (or, for a
 //     body dropped after its response, see kMaxDiscardedBody, a silent close);
+//     not while the response streams beside it (duplex_: the app's
+//     stream_idle_timeout_ms bounds the exchange then);
 //   writing a response:     each write must complete within the header
 //     timeout, else the connection closes (a client that stopped reading).
 //
@@ -78,7 +80,7 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   void orphan() { server_ = nullptr; }
   // True while a request is being answered or a response is being written.
   bool busy() const {
-    return write_in_progress_ || phase_ == Phase::kWaiting || phase_ == Phase::kResponding;
+    return write_in_progress_ || duplex_ || phase_ == Phase::kWaiting || phase_ == Phase::kResponding;
   }
 
   // runtime::ResponseSink
@@ -100,6 +102,12 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   static bool asks_for_websocket(const frame::RequestHead& head);
   bool upgrade_to_websocket();
   void on_request();
+  // The response is complete while the body is still being read: the rest
+  // of the body is dropped after it, or the connection ends (see on_head).
+  void end_duplex();
+  // Whether the rest of a body whose response went first can be read and
+  // dropped (kMaxDiscardedBody), so that the connection lives on.
+  bool rest_of_body_droppable() const;
   void finish_response(uint16_t status);
   // After a response (and a discarded body): the next request, or the end.
   void next_request();
@@ -143,6 +151,13 @@ class Connection : public runtime::ResponseSink, public std::enable_shared_from_
   uint64_t body_untaken_ = 0;  // streamed body bytes handed on that the app has not taken
   bool body_paused_ = false;   // reading stopped at kBodyWindow
   bool discard_body_ = false;  // the response went first: the rest of the body is dropped after it
+  // Full duplex (ASGI): the response streams while the request body is still
+  // read and passed on. phase_ stays kBody (the request side) until the body
+  // ends (then kResponding) or the response ends (then the rest is dropped,
+  // as for any body whose response went first). The client's body deadline
+  // does not run meanwhile: the app's stream_idle_timeout_ms bounds the
+  // exchange, as it bounds any stream.
+  bool duplex_ = false;
 
   char read_buffer_[16 * 1024];
   std::string input_;

@@ -386,9 +386,13 @@ async def app(scope, receive, send):
         log("the other send returned")
         return
 
-    if do == "echo-while-reading":
-        # streams its answer while it still reads its body
+    if do in ("echo-while-reading", "head-then-echo"):
+        # streams its answer while it still reads its body; head-then-echo lets its
+        # head go out alone before it asks for the body
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        if do == "head-then-echo":
+            for _ in range(3):
+                await asyncio.sleep(0)
         while True:
             m = await receive()
             log("echo got " + m["type"])
@@ -398,6 +402,14 @@ async def app(scope, receive, send):
             await send({"type": "http.response.body", "body": m["body"], "more_body": m.get("more_body", False)})
             if not m.get("more_body", False):
                 return
+
+    if do == "echo-first-piece":
+        # streams its answer, echoes the first piece of its body, and ends
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        m = await receive()
+        await send({"type": "http.response.body", "body": m["body"], "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        return
 
     if do == "head-then-pause":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
@@ -1270,8 +1282,8 @@ def test_a_started_response_reaches_its_client_before_its_body(coil, tmp_path):
 
 
 def test_an_app_that_starts_its_response_before_reading_its_body_gets_all_of_it(coil, tmp_path):
-    # the head waits while the body is still coming: the front reads a body only
-    # until the response starts
+    # as under uvicorn, the head goes out at http.response.start while the body is
+    # still coming, and the front goes on reading the body
     c = start_raw(coil, tmp_path)
     g = c.gates.new()
     mark = c.mark()
@@ -1279,30 +1291,96 @@ def test_an_app_that_starts_its_response_before_reading_its_body_gets_all_of_it(
         conn.send(f"POST /up HTTP/1.1\r\nHost: x\r\nX-Do: start-then-read\r\nX-Gate: {g}\r\n"
                   f"Content-Length: 10\r\n\r\n01234")
         c.wait_for_line(fn_line("raw", "started, waiting at the gate$"), since=mark, timeout=5)
-        # nothing reaches the client meanwhile (a bounded wait: what is asserted is an absence)
-        conn.sock.settimeout(0.3)
-        with pytest.raises(socket.timeout):
-            conn.sock.recv(1)
+        head = conn.read_head(timeout=5)
+        assert head.status == 200 and head.header("transfer-encoding") == "chunked", head
         conn.send(b"56789")
         c.gates.open(g)
-        r = conn.read_response()
-    assert (r.status, r.body) == (200, b"got 10"), r
+        assert read_chunked_rest(conn) == b"got 10"
+        # the connection lives on
+        conn.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.read_response().status == 200
 
 
-def test_an_app_streaming_its_answer_while_it_reads_its_body_is_told_the_rest_will_not_come(coil, tmp_path):
-    # coil reads a body only until the response starts: the app hears http.disconnect
-    # at once (not a wait for stream_idle_timeout_ms), and the log says why
+def test_an_app_streams_its_answer_while_it_reads_its_body(coil, tmp_path):
+    # full duplex, as under uvicorn: each piece of a chunked upload is echoed back
+    # before the client sends the next
     c = start_raw(coil, tmp_path)
     mark = c.mark()
     with c.raw() as conn:
         conn.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nX-Do: echo-while-reading\r\n"
                   b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
-        c.wait_for_line(fn_line("raw", "echo got http.disconnect$"), since=mark, timeout=5)
-        conn.send(b"5\r\nworld\r\n0\r\n\r\n")
+        head = conn.read_head(timeout=5)
+        assert head.status == 200, head
+        assert read_chunked_bytes(conn, 5) == b"hello"
+        conn.send(b"6\r\n world\r\n")
+        assert read_chunked_bytes(conn, 6) == b" world"
+        conn.send(b"0\r\n\r\n")
+        assert read_chunked_rest(conn) == b""
+        conn.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.read_response().status == 200
+    assert c.count_lines(fn_line("raw", "echo got http.disconnect$"), since=mark) == 0
+
+
+def test_an_app_streaming_its_answer_invites_a_held_back_body_before_its_head(coil, tmp_path):
+    # the app asks for its body in the turn it starts its response: "100 Continue"
+    # goes first, then the head, and the body streams both ways
+    c = start_raw(coil, tmp_path)
+    with c.raw() as conn:
+        conn.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nX-Do: echo-while-reading\r\n"
+                  b"Content-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        assert conn.read_head(timeout=5).status == 100
+        head = conn.read_head(timeout=5)
+        assert head.status == 200, head
+        conn.send(b"hello")
+        assert read_chunked_rest(conn) == b"hello"
+
+
+def test_an_app_streaming_before_it_asks_for_a_held_back_body_is_told_none_comes(coil, tmp_path):
+    # the head went out before the app asked for the body, and "100 Continue" cannot
+    # follow a final response: the app hears http.disconnect at once (not a wait for
+    # stream_idle_timeout_ms), the log says why, and the connection closes after the
+    # response
+    c = start_raw(coil, tmp_path)
+    mark = c.mark()
+    with c.raw() as conn:
+        conn.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nX-Do: head-then-echo\r\n"
+                  b"Content-Length: 5\r\nExpect: 100-continue\r\n\r\n")
         r = conn.read_response()
-    assert (r.status, r.body) == (200, b"hello|end"), r
-    c.wait_for_line(r"^coil: raw POST /echo: the function answered while its request body was still coming",
-                    since=mark, timeout=5)
+        assert (r.status, r.body) == (200, b"|end"), r
+        assert conn.sock.recv(1) == b""
+    c.wait_for_line(fn_line("raw", "echo got http.disconnect$"), since=mark, timeout=5)
+    c.wait_for_line(r"^coil: raw POST /echo: the function started its response before asking for the body its "
+                    r"client holds back", since=mark, timeout=5)
+
+
+def test_a_client_that_stops_its_body_while_the_response_streams_is_bounded_by_the_stream_timeout(coil, tmp_path):
+    # full duplex: the client's body deadline does not run; stream_idle_timeout_ms
+    # ends an exchange in which neither side moves
+    c = start_raw(coil, tmp_path, stream_idle_timeout_ms=500)
+    mark = c.mark()
+    with c.raw() as conn:
+        conn.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nX-Do: echo-while-reading\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        assert conn.read_head(timeout=5).status == 200
+        assert read_chunked_bytes(conn, 5) == b"hello"
+        c.wait_for_line(r"^coil: function raw: no response data for stream_idle_timeout_ms=500; aborting the response$",
+                        since=mark, timeout=10)
+        conn.sock.settimeout(5)
+        assert conn.sock.recv(100) == b""  # cut: the response never ended
+
+
+def test_a_response_that_ends_while_its_body_streams_in_drops_the_rest(coil, tmp_path):
+    # the app stops reading and ends its response: the rest of the body is read and
+    # dropped, and the connection serves the next request
+    c = start_raw(coil, tmp_path)
+    with c.raw() as conn:
+        conn.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nX-Do: echo-first-piece\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        head = conn.read_head(timeout=5)
+        assert head.status == 200, head
+        assert read_chunked_rest(conn) == b"hello"
+        conn.send(b"5\r\nworld\r\n0\r\n\r\nGET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.read_response().status == 200
 
 
 def test_a_send_waiting_for_room_returns_when_another_task_ends_the_response(coil, tmp_path):
