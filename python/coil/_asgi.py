@@ -693,11 +693,11 @@ class _Exchange(_coil.ExchangeBase, _Stream):
                 # The first head goes out, then the stream is reset: the
                 # client sees a broken response and the connection closes.
                 if not self.head_sent and not self.disconnected:
-                    _coil.put_response(self.server.out, self.stream, self.status, self.headers, b"", False)
-                    self.head_sent = True
+                    self.put_head()
                 raise RuntimeError("http.response.start sent twice")
-            self.status = message["status"]
-            self.headers = message.get("headers", ())
+            # Encoded now, as uvicorn does: a mistake raises here, and later
+            # changes to the app's headers do not go out.
+            self.head = _coil.encode_head(message["status"], message.get("headers", ()))
             self.started = True
             self.head_waiting()
         elif kind == "http.response.trailers":
@@ -726,22 +726,6 @@ class _Exchange(_coil.ExchangeBase, _Stream):
             for room in self.room:
                 if not room.done():
                     room.set_result(None)
-
-    def put_head(self):
-        """The head alone (put_waiting_heads). A head the codec refuses (a
-        status or headers that are not valid) is the app's error: a 500."""
-        try:
-            _coil.put_response(self.server.out, self.stream, self.status, self.headers, b"", False)
-        except Exception:  # noqa: BLE001 - reported as the app's, as from send()
-            try:
-                print(f"coil: invalid http.response.start from ASGI application {self.server.function}:",
-                      file=sys.stderr)
-                traceback.print_exc()
-            finally:
-                self.end_abnormally(f"internal error in function {self.server.function}\n")
-            return
-        self.head_sent = True
-        self.headers = None
 
     # the task -------------------------------------------------------------
 

@@ -116,6 +116,18 @@ void append_response(std::string& out, uint32_t stream, uint16_t status, std::sp
   append_response_message(out, stream, status, headers, body, end);
 }
 
+void encode_response_head(std::string& out, uint16_t status, std::span<const HeaderView> headers) {
+  put_u16(out, status);
+  put_pairs(out, headers);
+}
+
+void append_response(std::string& out, uint32_t stream, std::string_view encoded_head, std::string_view body,
+                     bool end) {
+  append_message(
+      out, Type::kResponseHead, Type::kResponseBody, stream, [&](std::string& o) { o.append(encoded_head); }, body,
+      end);
+}
+
 void append_ws_message(std::string& out, Type type, uint32_t stream, std::string_view data, bool text) {
   uint8_t kind = text ? kFlagText : 0;
   do {

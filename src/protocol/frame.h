@@ -183,6 +183,12 @@ void append_response(std::string& out, uint32_t stream, const ResponseHead& head
 // The same from headers that point elsewhere (no copy of each one first).
 void append_response(std::string& out, uint32_t stream, uint16_t status, std::span<const HeaderView> headers,
                      std::string_view body, bool end);
+// A response head's fields (status and headers) encoded apart, as the ASGI
+// instance encodes them at http.response.start, and a response made of them:
+// the same frames as append_response() from the same status and headers.
+void encode_response_head(std::string& out, uint16_t status, std::span<const HeaderView> headers);
+void append_response(std::string& out, uint32_t stream, std::string_view encoded_head, std::string_view body,
+                     bool end);
 // Body frames only (`body` may be empty when only the end is to be signalled).
 void append_body(std::string& out, Type type, uint32_t stream, std::string_view body, bool end);
 

@@ -611,6 +611,12 @@ PyObject* dict_version(PyObject*, PyObject* d) {
   return PyLong_FromUnsignedLongLong(reinterpret_cast<PyDictObject*>(d)->ma_version_tag);
 }
 
+// encode_head(status, headers)
+PyObject* encode_head(PyObject*, PyObject* const* args, Py_ssize_t count) {
+  if (!args_count(count, 2, "encode_head")) return nullptr;
+  return encode_response_head(args[0], args[1]);
+}
+
 PyMethodDef kCodecMethods[] = {
     {"dict_version", dict_version, METH_O, "The version tag of a dict: it changes whenever the dict does."},
     {"first_request_report", first_request_report, METH_NOARGS,
@@ -620,6 +626,8 @@ PyMethodDef kCodecMethods[] = {
     {"decode", decode, METH_VARARGS, "Parse the complete frames at the start of a bytearray."},
     {"put_response", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(put_response)), METH_FASTCALL,
      "Append a response head (and body) to a bytearray."},
+    {"encode_head", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(encode_head)), METH_FASTCALL,
+     "A response's status and headers, encoded as the exchange sends them (bytes)."},
     {"put_body", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(put_body)), METH_FASTCALL,
      "Append response body frames to a bytearray."},
     {"put_frame", put_frame, METH_VARARGS, "Append one frame with END set to a bytearray."},
@@ -642,6 +650,38 @@ bool append_response_frame(PyObject* out, uint32_t stream, PyObject* status, PyO
   if (!buffer_view(body, body_view)) return false;
   std::string& encoded = scratch();
   frame::append_response(encoded, stream, static_cast<uint16_t>(code), views.pairs(),
+                         std::string_view(static_cast<const char*>(body_view.buf), static_cast<size_t>(body_view.len)),
+                         end);
+  body_size = body_view.len;
+  PyBuffer_Release(&body_view);
+  return appended(out, encoded);
+}
+
+PyObject* encode_response_head(PyObject* status, PyObject* headers) {
+  int code;
+  if (!status_arg(status, code)) return nullptr;
+  HeaderViews views;
+  if (!views.read(headers)) return nullptr;
+  if (frame::encoded_size(views.pairs()) > frame::kMaxResponseHead) {
+    PyErr_Format(PyExc_ValueError, "response headers larger than %zu bytes", frame::kMaxResponseHead);
+    return nullptr;
+  }
+  std::string& encoded = scratch();
+  frame::encode_response_head(encoded, static_cast<uint16_t>(code), views.pairs());
+  return PyBytes_FromStringAndSize(encoded.data(), static_cast<Py_ssize_t>(encoded.size()));
+}
+
+bool append_encoded_response_frame(PyObject* out, uint32_t stream, PyObject* head, PyObject* body, bool end,
+                                   Py_ssize_t& body_size) {
+  if (!PyBytes_Check(head)) {
+    PyErr_Format(PyExc_TypeError, "an encoded response head must be bytes, not %.100s", Py_TYPE(head)->tp_name);
+    return false;
+  }
+  Py_buffer body_view;
+  if (!buffer_view(body, body_view)) return false;
+  std::string& encoded = scratch();
+  frame::append_response(encoded, stream,
+                         std::string_view(PyBytes_AS_STRING(head), static_cast<size_t>(PyBytes_GET_SIZE(head))),
                          std::string_view(static_cast<const char*>(body_view.buf), static_cast<size_t>(body_view.len)),
                          end);
   body_size = body_view.len;

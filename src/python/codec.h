@@ -53,4 +53,15 @@ bool append_response_frame(PyObject* out, uint32_t stream, PyObject* status, PyO
                            bool end, Py_ssize_t& body_size);
 bool append_body_frame(PyObject* out, uint32_t stream, PyObject* body, bool end, Py_ssize_t& body_size);
 
+// What _coil.encode_head does: `status` and `headers` (as above) encoded as a
+// response head's fields (frame::encode_response_head), a new bytes object;
+// nullptr, with a Python error set, when they are not valid. The ASGI
+// exchange encodes its head at http.response.start, as uvicorn does: the app
+// hears of a mistake there, and what it changes in its headers afterwards
+// does not go out.
+PyObject* encode_response_head(PyObject* status, PyObject* headers);
+// A response frame from such an encoded head (bytes) and `body`'s first part.
+bool append_encoded_response_frame(PyObject* out, uint32_t stream, PyObject* head, PyObject* body, bool end,
+                                   Py_ssize_t& body_size);
+
 }  // namespace coil::python

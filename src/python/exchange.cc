@@ -172,8 +172,7 @@ struct ExchangeBase {
   PyObject* out;
   PyObject* heads;
   PyObject* chunks;
-  PyObject* status;
-  PyObject* headers;
+  PyObject* head;  // the encoded head (bytes) from http.response.start until it is written
   PyObject* room;
   Py_ssize_t unsent;
   Py_ssize_t body_taken;
@@ -190,8 +189,7 @@ int exchange_traverse(PyObject* object, visitproc visit, void* arg) {
   Py_VISIT(self->out);
   Py_VISIT(self->heads);
   Py_VISIT(self->chunks);
-  Py_VISIT(self->status);
-  Py_VISIT(self->headers);
+  Py_VISIT(self->head);
   Py_VISIT(self->room);
   return stream_traverse_fields(&self->base, visit, arg);
 }
@@ -200,8 +198,7 @@ int exchange_clear(PyObject* object) {
   Py_CLEAR(self->out);
   Py_CLEAR(self->heads);
   Py_CLEAR(self->chunks);
-  Py_CLEAR(self->status);
-  Py_CLEAR(self->headers);
+  Py_CLEAR(self->head);
   Py_CLEAR(self->room);
   stream_clear_fields(&self->base);
   return 0;
@@ -244,8 +241,7 @@ int exchange_init(PyObject* object, PyObject* args, PyObject* kwargs) {
   if (chunks == nullptr) return -1;
   if (has_body || ended) PyList_SET_ITEM(chunks, 0, Py_NewRef(body));
   Py_XSETREF(self->chunks, chunks);
-  Py_CLEAR(self->status);
-  Py_CLEAR(self->headers);
+  Py_CLEAR(self->head);
   Py_CLEAR(self->room);
   self->unsent = 0;
   self->body_taken = 0;
@@ -259,8 +255,8 @@ int exchange_init(PyObject* object, PyObject* args, PyObject* kwargs) {
 }
 
 // What put() does; `more` already a truth value. The fields it reads are held
-// while it runs: app code can run inside (a status's __index__, the headers'
-// iteration, wake(), schedule_flush()) and may replace them.
+// while it runs: app code can run inside (a body's buffer, wake(),
+// schedule_flush()) and may replace them.
 bool put(ExchangeBase* self, PyObject* body, bool more) {
   if (self->out == nullptr || self->base.server == nullptr) {  // made with __new__ alone, or server deleted
     PyErr_SetString(PyExc_RuntimeError, "the exchange has no server");
@@ -271,14 +267,12 @@ bool put(ExchangeBase* self, PyObject* body, bool more) {
   Py_ssize_t size = 0;
   bool ok;
   if (!self->head_sent) {
-    PyObject* headers = Py_NewRef(self->headers != nullptr ? self->headers : names.empty_tuple);
-    PyObject* status = Py_NewRef(self->status != nullptr ? self->status : Py_None);
-    ok = append_response_frame(out, self->base.stream, status, headers, body, !more, size);
-    Py_DECREF(headers);
-    Py_DECREF(status);
+    PyObject* head = Py_NewRef(self->head != nullptr ? self->head : Py_None);
+    ok = append_encoded_response_frame(out, self->base.stream, head, body, !more, size);
+    Py_DECREF(head);
     if (ok) {
       self->head_sent = 1;
-      Py_CLEAR(self->headers);
+      Py_CLEAR(self->head);
     }
   } else {
     ok = append_body_frame(out, self->base.stream, body, !more, size);
@@ -343,6 +337,26 @@ PyObject* exchange_head_waiting(PyObject* self, PyObject*) {
   Py_RETURN_NONE;
 }
 
+// put_head(): the head alone, the stream going on (put_waiting_heads, and the
+// first head of a response started twice).
+PyObject* exchange_put_head(PyObject* object, PyObject*) {
+  auto* self = reinterpret_cast<ExchangeBase*>(object);
+  if (self->out == nullptr || self->head == nullptr || self->head_sent) {
+    PyErr_SetString(PyExc_RuntimeError, "the exchange has no head to write");
+    return nullptr;
+  }
+  PyObject* out = Py_NewRef(self->out);
+  PyObject* head = Py_NewRef(self->head);
+  Py_ssize_t size = 0;
+  bool ok = append_encoded_response_frame(out, self->base.stream, head, names.empty_bytes, false, size);
+  Py_DECREF(head);
+  Py_DECREF(out);
+  if (!ok) return nullptr;
+  self->head_sent = 1;
+  Py_CLEAR(self->head);
+  Py_RETURN_NONE;
+}
+
 // put(body, more)
 PyObject* exchange_put(PyObject* self, PyObject* const* args, Py_ssize_t count) {
   if (count != 2) {
@@ -385,8 +399,17 @@ Taken take(ExchangeBase* self, PyObject* message) {
       Py_DECREF(status);
       return Taken::kError;
     }
-    Py_XSETREF(self->status, status);
-    Py_XSETREF(self->headers, headers != nullptr ? headers : Py_NewRef(names.empty_tuple));
+    // Encoded now, as uvicorn does: an invalid status or headers raise from
+    // this send(), and later changes to the app's header list do not go out.
+    PyObject* head = encode_response_head(status, headers != nullptr ? headers : names.empty_tuple);
+    Py_DECREF(status);
+    Py_XDECREF(headers);
+    if (head == nullptr) return Taken::kError;
+    if (self->started) {  // app code in the encoding sent a start meanwhile
+      Py_DECREF(head);
+      return Taken::kSlow;
+    }
+    Py_XSETREF(self->head, head);
     self->started = 1;
     return note_head_waiting(self) ? Taken::kDone : Taken::kError;
   }
@@ -705,6 +728,7 @@ PyObject* exchange_call(PyObject* self, PyObject* args, PyObject* kwargs) {
 PyMethodDef kExchangeMethods[] = {
     {"head_waiting", exchange_head_waiting, METH_NOARGS,
      "Has the response head written at the end of this turn of the loop unless a body part takes it first."},
+    {"put_head", exchange_put_head, METH_NOARGS, "Appends the response head alone; the stream goes on."},
     {"put", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(exchange_put)), METH_FASTCALL,
      "Appends a response body part (and the head, the first time); ends the stream when not more."},
     {nullptr, nullptr, 0, nullptr},
@@ -712,9 +736,8 @@ PyMethodDef kExchangeMethods[] = {
 
 PyMemberDef kExchangeMembers[] = {
     {"chunks", T_OBJECT, offsetof(ExchangeBase, chunks), 0, "Body parts not yet received (a list)."},
-    {"status", T_OBJECT, offsetof(ExchangeBase, status), 0, "The response status, once started."},
-    {"headers", T_OBJECT, offsetof(ExchangeBase, headers), 0,
-     "The response headers until the head is written."},
+    {"head", T_OBJECT, offsetof(ExchangeBase, head), 0,
+     "The encoded response head (bytes), from http.response.start until it is written."},
     {"room", T_OBJECT, offsetof(ExchangeBase, room), 0,
      "The futures of the send()s waiting for the window (a list), or None."},
     {"unsent", T_PYSSIZET, offsetof(ExchangeBase, unsent), 0,

@@ -10,7 +10,9 @@
 //   _coil.ExchangeBase(server, stream, body, end)
 //       An HTTP request's stream, base of _Exchange. Adds chunks (a list: the
 //       body parts not yet received, [body] to start with when body or end),
-//       status, headers, room (objects), unsent, body_taken (ints), body_done
+//       head (the encoded response head, bytes, from http.response.start
+//       until it is written; see codec.h), room (objects), unsent,
+//       body_taken (ints), body_done
 //       (= end), started, head_sent, body_wanted, client_done, complete
 //       (bools). server.out, the instance's output bytearray, and server.heads
 //       (a list) are read once here.
@@ -19,6 +21,7 @@
 //           when not more (finished, complete, self.wake() when a receive()
 //           waits, self.drained(0) when send()s of other tasks wait for
 //           room), then calls server.schedule_flush().
+//       .put_head()  Appends the head alone; the stream goes on.
 //       .head_waiting()  Joins server.heads, the responses started in this turn
 //           of the loop whose head no body part took along yet; the first to join
 //           has server.put_heads_soon() called (which writes, at the end of the

@@ -230,6 +230,30 @@ async def app(scope, receive, send):
         await send({"type": "http.response.body", "body": str(os.getpid()).encode()})
         return
 
+    if do == "invalid-start-caught":
+        # an invalid start raises from its send(), as under uvicorn: the app may
+        # catch it and start again
+        caught = []
+        for bad in ({"status": 200, "headers": [("content-type", "text/plain")]},  # str, not bytes
+                    {"status": 99}, {"status": 200, "headers": 5}):
+            try:
+                await send({"type": "http.response.start", **bad})
+            except (TypeError, ValueError) as e:
+                caught.append(type(e).__name__)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": ",".join(caught).encode()})
+        return
+
+    if do == "headers-changed-after-start":
+        # what the app changes in its header list after http.response.start, in the
+        # same turn, does not go out (uvicorn encodes the head at start)
+        headers = [(b"content-type", b"text/plain")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        headers.append((b"x-late", b"1"))
+        headers[0] = (b"content-type", b"application/late")
+        await send({"type": "http.response.body", "body": b"as started"})
+        return
+
     if do == "str-header":
         await send({"type": "http.response.start", "status": 200, "headers": [("content-type", "text/plain")]})
         await send({"type": "http.response.body", "body": b"never"})
@@ -1191,6 +1215,19 @@ def test_response_header_that_is_not_bytes_is_500_and_named_in_the_log(coil, tmp
     assert r.status == 500, r
     c.wait_for_line(fn_line("raw", r"TypeError: a bytes-like object is required, not 'str'$"), since=mark, timeout=5)
     assert c.get("/fine").status == 200
+
+
+def test_an_invalid_response_start_raises_from_its_send(coil, tmp_path):
+    c = start_raw(coil, tmp_path)
+    r = c.get("/h", headers={"x-do": "invalid-start-caught"})
+    assert (r.status, r.body) == (200, b"TypeError,ValueError,TypeError"), r
+
+
+def test_headers_changed_after_the_start_do_not_go_out(coil, tmp_path):
+    c = start_raw(coil, tmp_path)
+    r = c.get("/h", headers={"x-do": "headers-changed-after-start"})
+    assert (r.status, r.body) == (200, b"as started"), r
+    assert r.header("content-type") == "text/plain" and r.header("x-late") is None, r
 
 
 def test_pipelined_requests_answered_in_order(coil, tmp_path):

@@ -193,6 +193,23 @@ TEST(Frame, ResponseFromHeaderViewsEncodesAsFromOwnedHeaders) {
   EXPECT_EQ(encoded_size(views), encoded_size(head.headers));
 }
 
+TEST(Frame, ResponseFromAnEncodedHeadEncodesAsFromItsFields) {
+  ResponseHead head{200, {{"content-type", "text/plain"}, {"x-a", ""}}};
+  std::vector<HeaderView> views(head.headers.begin(), head.headers.end());
+  std::string encoded_head;
+  encode_response_head(encoded_head, head.status, views);
+  // a body over one frame's part, and an empty one, with and without the end
+  std::string large(kBodyChunk + 10, 'x');
+  for (std::string_view body : {std::string_view("body"), std::string_view(), std::string_view(large)}) {
+    for (bool end : {false, true}) {
+      std::string from_fields, from_encoded;
+      append_response(from_fields, 9, head, body, end);
+      append_response(from_encoded, 9, encoded_head, body, end);
+      EXPECT_EQ(from_encoded, from_fields) << body.size() << " " << end;
+    }
+  }
+}
+
 TEST(Frame, RequestWithEmptyBodyAndEmptyFields) {
   RequestHead head;
   head.method = "GET";
