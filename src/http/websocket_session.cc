@@ -57,8 +57,18 @@ void WebSocketSession::on_response_head(const frame::ResponseHead& head, std::st
     // Beast adds its own banner (library and version) unless a Server field is
     // there: coil names itself, unless the application gave one.
     response.set(boost::beast::http::field::server, "coil");
+    response.set(boost::beast::http::field::date, http_date());  // as on every other response
     for (const auto& [name, value] : headers) response.set(name, value);
   }));
+  // permessage-deflate (RFC 7692) when the client offers it, as uvicorn's
+  // websockets does, with its smaller window (2^12 bytes, memory level 5):
+  // compression state is kept per connection, and a chatty session of small
+  // JSON messages gains about as much with it.
+  websocket::permessage_deflate deflate;
+  deflate.server_enable = true;
+  deflate.server_max_window_bits = 12;
+  deflate.memLevel = 5;
+  ws_.set_option(deflate);
   ws_.set_option(websocket::stream_base::timeout::suggested(boost::beast::role_type::server));
   // A client's pings (and pongs) keep the session from idling out
   // (stream_idle_timeout_ms), as its messages do. Beast answers the pings.

@@ -172,11 +172,14 @@ def test_messages_up_to_16_mib_pass_both_ways(coil):
     ws_run(session())
 
 
-def test_a_message_over_16_mib_from_the_client_closes_with_1009(coil):
+@pytest.mark.parametrize("compression", [None, "deflate"])
+def test_a_message_over_16_mib_from_the_client_closes_with_1009(coil, compression):
+    # compressed, the message is about 16 KiB on the wire: the bound is on what it
+    # inflates to
     c = start(coil)
 
     async def session():
-        async with websockets.connect(ws_url(c, "/echo"), max_size=None) as ws:
+        async with websockets.connect(ws_url(c, "/echo"), max_size=None, compression=compression) as ws:
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await ws.send(b"x" * ((16 << 20) + 1))  # the close may come while it is sent
                 await ws.recv()
@@ -222,7 +225,8 @@ def test_a_client_flooding_an_app_that_does_not_read_waits_for_it(coil, tmp_path
     mark = c.mark()
 
     async def session():
-        async with websockets.connect(ws_url(c, f"/flood?{g}"), max_size=None) as ws:
+        # uncompressed: compressed, 64 MiB of one byte fit in the sockets' buffers
+        async with websockets.connect(ws_url(c, f"/flood?{g}"), max_size=None, compression=None) as ws:
             async def flood():
                 for _ in range(64):
                     await ws.send(b"f" * (1 << 20))
@@ -315,6 +319,27 @@ def test_accept_headers_reach_the_client(coil):
     extra, server = ws_run(session())
     assert extra == "yes"
     assert server == ["coil"], "no library banner (name and version) in the handshake"
+
+
+@pytest.mark.parametrize("compression", [None, "deflate"])
+def test_permessage_deflate_is_agreed_when_the_client_offers_it(coil, compression):
+    c = start(coil)
+
+    async def session():
+        async with websockets.connect(ws_url(c, "/echo"), max_size=None, compression=compression) as ws:
+            text = "a JSON-like message, said again and again. " * 20000
+            await ws.send(text)
+            assert await ws.recv() == "echo:" + text
+            blob = os.urandom(100_000)
+            await ws.send(blob)
+            assert await ws.recv() == b"echo:" + blob
+            return ws.response_headers.get("sec-websocket-extensions"), ws.response_headers.get("date")
+    extensions, date = ws_run(session())
+    if compression is None:
+        assert extensions is None
+    else:
+        assert extensions is not None and extensions.startswith("permessage-deflate"), extensions
+    assert date is not None and date.endswith(" GMT"), "a Date, as on every other response"
 
 
 def test_client_sees_the_apps_close_code(coil):
