@@ -129,7 +129,7 @@ const ScopeKeys* scope_keys() {
     for (const CommonText& common : k->common) complete = complete && common.str != nullptr;
     return complete ? k : nullptr;
   }();
-  // Made once, in the zygote (prepare_codec()).
+  // Made once per interpreter, where _coil is created (prepare_codec()).
   if (keys == nullptr && !PyErr_Occurred()) PyErr_NoMemory();
   return keys;
 }

@@ -38,8 +38,8 @@ PyMethodDef* codec_methods();
 
 // Makes the Python objects every ASGI scope shares (the interned keys, the
 // prototype scopes, the common values) now: called where _coil is created,
-// in the zygote, so that every template and instance inherits them instead
-// of making its own on its first request. False, with a Python error set,
+// in each template's interpreter (and the zygote's), so that every instance
+// inherits them instead of making its own on its first request. False, with a Python error set,
 // when out of memory.
 bool prepare_codec();
 

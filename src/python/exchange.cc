@@ -17,7 +17,8 @@ namespace {
 constexpr Py_ssize_t kResponseWindow = 1 << 20;
 constexpr Py_ssize_t kResponseSlice = 256 << 10;
 
-// Interned names, made once in the zygote (add_exchange_types) and inherited.
+// Interned names, made once per interpreter where _coil is created
+// (add_exchange_types), and inherited by every instance.
 struct Names {
   PyObject* type;
   PyObject* status;

@@ -15,8 +15,8 @@ namespace coil::python {
 PyObject* create_native_module();
 
 // Makes coil's Python package (python/, compiled in) importable: a finder
-// first on sys.meta_path. Called once, in the zygote or a fresh instance,
-// before coil's package is imported. False with the Python error set.
+// first on sys.meta_path. Called once per interpreter (the zygote, a
+// template, a fresh instance), before coil's package is imported. False with the Python error set.
 bool install_embedded_finder();
 
 // Runs Python `source` (statements) in a namespace of its own, so that none

@@ -640,12 +640,75 @@ std::vector<sandbox::InstanceMount> instance_mounts(const TemplateSandbox& sandb
   return mounts;
 }
 
-// Runs in the freshly forked (or cloned) template: isolate it, enter the
-// function's directory, import its code once, freeze the heap, report, then
-// serve spawn requests.
+// Reports a template's failure to the host on its control socket, and exits.
+[[noreturn]] void fail_template(int control, const std::string& message) {
+  control::Message failed;
+  failed.type = control::Type::kTemplateFailed;
+  failed.message = message;
+  (void)control::send(control, failed);
+  _exit(1);
+}
+
+// The fds a template's interpreter finds after its exec (exec_template_interpreter).
+constexpr int kTemplateControlFd = 3;  // the template's control socket
+constexpr int kTemplateSpecFd = 5;     // its kBuildTemplate, to be read once
+
+// Starts the function's own interpreter in this process: execve of
+// python3.11 with coil-python.so's `__template` (run_fresh_template), which
+// goes on where this left off. Why not go on in the zygote's interpreter, as
+// a fork: every process forked from one interpreter shares what it fixed at
+// its start, the address layout of its libraries, heap and stack, and its
+// str hash secret. A template of its own gives each function its own, so
+// that one function's code learns nothing of another's memory layout or
+// hashes. The exec keeps the sandbox (namespaces, root, uid, seccomp,
+// no_new_privs, rlimits, cgroups); its spec travels through a socket pair.
+[[noreturn]] void exec_template_interpreter(int control, int runtime_module, const control::Message& build,
+                                           uint32_t host_pid) {
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
+    fail_template(control, std::string("socketpair: ") + std::strerror(errno));
+  }
+  control::Message spec;
+  spec.type = control::Type::kBuildTemplate;
+  spec.build = build.build;
+  if (Status s = control::send(pair[0], spec); !s) fail_template(control, "passing the spec on: " + s.message());
+  ::close(pair[0]);
+  // The host's pid of this process goes as an argument: inside the sandbox,
+  // /proc no longer shows it.
+  std::vector<std::string> args = python_command_line({"__template", std::to_string(host_pid)});
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  // The zygote's environment, with LD_BIND_NOW for the loader (as the host
+  // starts the zygote: every symbol bound here, once, rather than in each
+  // instance; main.cc removes it from the environment at once).
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+  env.emplace_back("LD_BIND_NOW=1");
+  std::vector<char*> envp;
+  for (std::string& variable : env) envp.push_back(variable.data());
+  envp.push_back(nullptr);
+  // Out of the way first (a wanted fd may sit on 3, 4 or 5), then into place;
+  // just above them, since max_open_files (RLIMIT_NOFILE, set by now) may be
+  // as low as 16.
+  int moved_control = ::fcntl(control, F_DUPFD_CLOEXEC, kTemplateSpecFd + 1);
+  int moved_module = ::fcntl(runtime_module, F_DUPFD_CLOEXEC, kTemplateSpecFd + 1);
+  int moved_spec = ::fcntl(pair[1], F_DUPFD_CLOEXEC, kTemplateSpecFd + 1);
+  if (moved_control < 0 || moved_module < 0 || moved_spec < 0 || ::dup2(moved_control, kTemplateControlFd) < 0 ||
+      ::dup2(moved_module, kRuntimeModuleFd) < 0 || ::dup2(moved_spec, kTemplateSpecFd) < 0 ||
+      ::close_range(kTemplateSpecFd + 1, ~0U, 0) != 0) {
+    fail_template(control, std::string("moving fds for the exec: ") + std::strerror(errno));
+  }
+  ::execve("/proc/self/exe", argv.data(), envp.data());
+  fail_template(kTemplateControlFd, std::string("execve of the template's interpreter: ") + std::strerror(errno));
+}
+
+// Runs in the freshly forked (or cloned) template: bind it to the zygote,
+// isolate it, enter the function's directory, then exec its own interpreter
+// (exec_template_interpreter), which imports the code.
 //
 // runtime_module: the zygote's copy of coil-python.so (run_zygote), which
-// only a template that must start fresh processes keeps.
+// the interpreter is loaded from.
 [[noreturn]] void build_template(pid_t zygote_pid, int zygote_control, int runtime_module, control::Message& build,
                                  const TemplateSandbox& sandbox) {
   const control::BuildTemplate& spec = build.build;
@@ -665,19 +728,11 @@ std::vector<sandbox::InstanceMount> instance_mounts(const TemplateSandbox& sandb
   started.pid = host_pid();
   if (!control::send(control, started)) _exit(1);
 
-  auto report_failure = [&](const std::string& message) {
-    control::Message failed;
-    failed.type = control::Type::kTemplateFailed;
-    failed.message = message;
-    (void)control::send(control, failed);
-    _exit(1);
-  };
-
   // Isolation comes before the function's code runs, and is inherited by
   // every instance forked from here.
   std::string code_dir = spec.source;
   if (sandbox.enabled) {
-    if (Status s = sandbox::contain(sandbox.plan); !s) report_failure("sandbox: " + s.message());
+    if (Status s = sandbox::contain(sandbox.plan); !s) fail_template(control, "sandbox: " + s.message());
     if (sandbox.plan.namespaces) code_dir = sandbox::kCodeMount;
   }
   // Instances of a function with ephemeral volumes make their own mount
@@ -685,7 +740,7 @@ std::vector<sandbox::InstanceMount> instance_mounts(const TemplateSandbox& sandb
   // namespaces), say so now rather than fail every instance later.
   if (std::vector<sandbox::InstanceMount> mounts = instance_mounts(sandbox); !mounts.empty()) {
     int pipe_fds[2];
-    if (::pipe2(pipe_fds, O_CLOEXEC) != 0) report_failure(std::string("pipe2: ") + std::strerror(errno));
+    if (::pipe2(pipe_fds, O_CLOEXEC) != 0) fail_template(control, std::string("pipe2: ") + std::strerror(errno));
     pid_t probe = ::fork();
     if (probe == 0) {
       Status s = sandbox::enter_instance();
@@ -701,13 +756,23 @@ std::vector<sandbox::InstanceMount> instance_mounts(const TemplateSandbox& sandb
     int status = 1;
     if (probe > 0) ::waitpid(probe, &status, 0);
     if (probe < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      report_failure("ephemeral volumes: an instance cannot make its own mount namespace here: " +
-                     (n > 0 ? std::string(buffer, static_cast<size_t>(n)) : std::string("the probe failed")));
+      fail_template(control, "ephemeral volumes: an instance cannot make its own mount namespace here: " +
+                                 (n > 0 ? std::string(buffer, static_cast<size_t>(n)) : std::string("the probe failed")));
     }
   }
   if (::chdir(code_dir.c_str()) != 0) {
-    report_failure("cannot enter " + code_dir + ": " + std::strerror(errno));
+    fail_template(control, "cannot enter " + code_dir + ": " + std::strerror(errno));
   }
+  exec_template_interpreter(control, runtime_module, build, started.pid);
+}
+
+// The template's own interpreter, after exec_template_interpreter: import
+// the function's code once, freeze the heap, report, then serve spawn
+// requests.
+[[noreturn]] void finish_template(int control, int runtime_module, const control::BuildTemplate& spec,
+                                  const TemplateSandbox& sandbox, uint32_t host_pid) {
+  auto report_failure = [&](const std::string& message) { fail_template(control, message); };
+  std::string code_dir = sandbox.enabled && sandbox.plan.namespaces ? std::string(sandbox::kCodeMount) : spec.source;
   // The function's environment and import path, through Python so that
   // os.environ and the C environment agree.
   PyObject* os_environ = import_attr("os", "environ");
@@ -791,7 +856,7 @@ std::vector<sandbox::InstanceMount> instance_mounts(const TemplateSandbox& sandb
 
   control::Message ready;
   ready.type = control::Type::kTemplateReady;
-  ready.ready.pid = started.pid;
+  ready.ready.pid = host_pid;
   ready.ready.import_us = import_us;
   ready.ready.kind = kind_name;
   ready.ready.threads = threads;
@@ -891,6 +956,19 @@ void start_template(pid_t self, int control_fd, int runtime_module, const sandbo
 
 }  // namespace
 
+[[noreturn]] void run_fresh_template(uint32_t host_pid) {
+  // Not dumpable again before anything else: the exec made it so, and
+  // instances run as the same uid (sandbox/namespaces.h).
+  if (::prctl(PR_SET_DUMPABLE, 0) != 0) fail_template(kTemplateControlFd, "prctl(PR_SET_DUMPABLE)");
+  control::Message build;
+  if (Status s = control::receive(kTemplateSpecFd, build); !s || build.type != control::Type::kBuildTemplate) {
+    fail_template(kTemplateControlFd, "reading the template's spec after its exec: " + s.message());
+  }
+  ::close(kTemplateSpecFd);
+  ::prctl(PR_SET_NAME, ("coil-t:" + build.build.function).substr(0, 15).c_str());
+  finish_template(kTemplateControlFd, kRuntimeModuleFd, build.build, sandbox_of(build.build), host_pid);
+}
+
 [[noreturn]] void run_fresh_instance(const std::vector<std::string>& command) {
   // fd 3: the instance socket; fds 1 and 2: the output pipe; fd 4: the
   // runtime module, loaded by now (set up by start_fresh_instance). The
@@ -960,20 +1038,11 @@ int run_zygote(int control_fd, int runtime_module) {
   action.sa_handler = SIG_IGN;
   ::sigaction(SIGCHLD, &action, nullptr);
 
-  // Kept for templates whose instances must start fresh; nothing it execs
-  // inherits it.
+  // Every template execs its own interpreter from it (exec_template_interpreter);
+  // the exec's dup2 is what passes it on.
   if (::fcntl(runtime_module, F_SETFD, FD_CLOEXEC) != 0) fail("fcntl on coil-python.so's fd");
-  // What every template needs, imported once here and shared by all: the
-  // runtime, and nothing more. asyncio (with uvloop) is imported by the
-  // templates of ASGI apps only (start_template): it would add 6.6 MiB of
-  // objects to every template, and a fork's cost grows with the memory it
-  // must share out (bench/RESULTS.md: a handler's creation rate).
-  PyObject* runtime = PyImport_ImportModule("coil._runtime");
-  if (runtime == nullptr) {
-    PyErr_Print();
-    return 1;
-  }
-  Py_DECREF(runtime);
+  // Nothing of Python is imported here beyond the interpreter's start: the
+  // templates run interpreters of their own.
 
   // The zygote enters each new sandbox's mount namespace to assemble its
   // root (sandbox/contain.h), and comes back through this.

@@ -145,6 +145,10 @@ def handle_request(request):
     elif path == "/fill":
         where, limit = arg.split(",")
         body = fill(where, int(limit))
+    elif path == "/layout":
+        # what a process fixes when it starts: its str hash secret and where libc is
+        libc = ctypes.CDLL(None)
+        body = {"hash": hash("abc"), "libc": ctypes.cast(libc.printf, ctypes.c_void_p).value}
     elif path == "/network":
         body = network(int(arg))
     elif path == "/read":
@@ -215,6 +219,16 @@ def test_host_files_and_other_functions_are_out_of_reach(coil, tmp_path):
     r = c.get("/a/read?/code/secret-of-b.txt").json()
     assert r["result"] == "ENOENT"
     assert c.get("/b/read?/code/secret-of-b.txt").json()["text"] == "b's own data\n"
+
+
+def test_each_function_has_its_own_hash_secret_and_address_layout(coil, tmp_path):
+    # each template execs an interpreter of its own: one function's code learns
+    # nothing of another's hashes or memory layout (a fork would share both)
+    c = two_functions(coil, tmp_path)
+    a, b = c.get("/a/layout").json(), c.get("/b/layout").json()
+    assert a["hash"] != b["hash"], (a, b)
+    assert a["libc"] != b["libc"], (a, b)
+    assert c.get("/a/layout").json() == a, "an instance of the same function: the same (forked from its template)"
 
 
 def test_proc_shows_only_the_sandbox_and_no_host_secret(coil, tmp_path, monkeypatch):
