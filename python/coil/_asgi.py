@@ -409,7 +409,10 @@ class _Server:
         written = False
         for exchange in waiting:
             if not (exchange.head_sent or exchange.finished or exchange.disconnected):
-                exchange.put_head()
+                try:
+                    exchange.put_head()
+                except Exception:  # noqa: BLE001 - out of memory: this stream ends, the others go on
+                    exchange.end_abnormally(None)
                 written = True
         if written:
             self.schedule_flush()
@@ -697,7 +700,10 @@ class _Exchange(_coil.ExchangeBase, _Stream):
                 raise RuntimeError("http.response.start sent twice")
             # Encoded now, as uvicorn does: a mistake raises here, and later
             # changes to the app's headers do not go out.
-            self.head = _coil.encode_head(message["status"], message.get("headers", ()))
+            head = _coil.encode_head(message["status"], message.get("headers", ()))
+            if self.started:  # app code run by the encoding (the headers' iteration) started meanwhile
+                raise RuntimeError("http.response.start sent twice")
+            self.head = head
             self.started = True
             self.head_waiting()
         elif kind == "http.response.trailers":

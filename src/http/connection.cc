@@ -414,20 +414,21 @@ bool Connection::rest_of_body_droppable() const {
 
 void Connection::on_response_head(const frame::ResponseHead& head, std::string_view body, bool end) {
   if (phase_ == Phase::kBody) {
-    // The function answered before reading the whole body. The rest is read
-    // and dropped after the response if it can be (rest_of_body_droppable()),
-    // so that the connection lives on; else the connection closes after the
-    // response. The head says which, so it is decided now, also for a
-    // streamed response that the body goes on beside (duplex_).
-    bool droppable = rest_of_body_droppable();
-    if (!droppable) keep_alive_ = false;
+    // The function answered before reading the whole body.
     if (streaming_body_ && !end && invocation_ && target_ && !continue_deferred_) {
       // An app streaming its answer while it still reads its body (an echo
-      // of an upload): both go on at once, as under uvicorn.
+      // of an upload, or a start before the read): both go on at once, as
+      // under uvicorn. The head promises keep-alive: the body is most likely
+      // read by the response's end, and if it is not, end_duplex() drops the
+      // rest or closes the connection after the response.
       duplex_ = true;
       deadline_ = SteadyClock::time_point::max();
     } else {
-      discard_body_ = droppable;
+      // The rest is read and dropped after the response if it can be
+      // (rest_of_body_droppable()), so that the connection lives on; else
+      // the head says that the connection closes after the response.
+      discard_body_ = rest_of_body_droppable();
+      if (!discard_body_) keep_alive_ = false;
       if (streaming_body_ && !end && invocation_ && target_) {
         // The client holds its body back until "100 Continue", which cannot
         // follow a final response: the app is told that no body comes
@@ -504,6 +505,9 @@ void Connection::on_response_head(const frame::ResponseHead& head, std::string_v
 }
 
 void Connection::end_duplex() {
+  // A response that ends before its body: the rest is dropped if it can be;
+  // else the connection closes after the response, although its head did not
+  // say so (a server may close after any response: RFC 9112 9.6).
   duplex_ = false;
   discard_body_ = keep_alive_ && rest_of_body_droppable();
   if (!discard_body_) keep_alive_ = false;

@@ -668,7 +668,9 @@ PyObject* encode_response_head(PyObject* status, PyObject* headers) {
   }
   std::string& encoded = scratch();
   frame::encode_response_head(encoded, static_cast<uint16_t>(code), views.pairs());
-  return PyBytes_FromStringAndSize(encoded.data(), static_cast<Py_ssize_t>(encoded.size()));
+  PyObject* head = PyBytes_FromStringAndSize(encoded.data(), static_cast<Py_ssize_t>(encoded.size()));
+  if (encoded.capacity() > 64 * 1024) std::string().swap(encoded);  // as appended() does
+  return head;
 }
 
 bool append_encoded_response_frame(PyObject* out, uint32_t stream, PyObject* head, PyObject* body, bool end,

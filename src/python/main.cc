@@ -9,7 +9,7 @@
 //
 // Internal: the host starts `python3.11 ... -c BOOTSTRAP /proc/self/fd/4
 // __zygote FD` (runtime/zygote_process.cc); each template execs its own
-// interpreter as `... __template PID` once isolated, and a template whose import
+// interpreter as `... __template` once isolated, and a template whose import
 // started threads starts its instances as `... __instance ...`
 // (python/zygote.h).
 // Nobody runs it by hand.
@@ -79,9 +79,7 @@ PyObject* main_entry(PyObject* module, PyObject*) {
   if (command.size() == 2 && command[0] == "__zygote") {
     _exit(run_zygote(std::atoi(command[1].c_str()), kRuntimeModuleFd));
   }
-  if (command.size() == 2 && command[0] == "__template") {
-    run_fresh_template(static_cast<uint32_t>(std::strtoul(command[1].c_str(), nullptr, 10)));
-  }
+  if (command.size() == 1 && command[0] == "__template") run_fresh_template();
   if (command.size() >= 3 && command[0] == "__instance") run_fresh_instance(command);
   std::fprintf(stderr, "coil-python.so is loaded by coil (coil up, coil server), not by hand\n");
   _exit(2);

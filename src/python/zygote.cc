@@ -191,9 +191,10 @@ pid_t start_fresh_instance(const FreshStart& fresh, control::Message& request, i
     if (::write(fds[i], "0", 1) != 1) _exit(126);
   }
   // Out of the way first (a wanted fd may sit on 1, 2 or 3), then into place.
-  int socket = ::fcntl(fds[0], F_DUPFD, 100);
-  int out = ::fcntl(output, F_DUPFD, 100);
-  int module = ::fcntl(fresh.runtime_module, F_DUPFD, 100);
+  // (just above them: max_open_files may be as low as 16).
+  int socket = ::fcntl(fds[0], F_DUPFD, kRuntimeModuleFd + 1);
+  int out = ::fcntl(output, F_DUPFD, kRuntimeModuleFd + 1);
+  int module = ::fcntl(fresh.runtime_module, F_DUPFD, kRuntimeModuleFd + 1);
   if (socket < 0 || out < 0 || module < 0 || ::dup2(out, 1) < 0 || ::dup2(out, 2) < 0 || ::dup2(socket, 3) < 0 ||
       ::dup2(module, kRuntimeModuleFd) < 0) {
     _exit(126);
@@ -671,11 +672,16 @@ constexpr int kTemplateSpecFd = 5;     // its kBuildTemplate, to be read once
   control::Message spec;
   spec.type = control::Type::kBuildTemplate;
   spec.build = build.build;
-  if (Status s = control::send(pair[0], spec); !s) fail_template(control, "passing the spec on: " + s.message());
+  // And this process's host pid, which /proc no longer shows inside the
+  // sandbox (not in argv: every instance's /proc/self/cmdline would show it).
+  control::Message started;
+  started.type = control::Type::kTemplateStarted;
+  started.pid = host_pid;
+  Status sent = control::send(pair[0], spec);
+  if (sent) sent = control::send(pair[0], started);
+  if (!sent) fail_template(control, "passing the spec on: " + sent.message());
   ::close(pair[0]);
-  // The host's pid of this process goes as an argument: inside the sandbox,
-  // /proc no longer shows it.
-  std::vector<std::string> args = python_command_line({"__template", std::to_string(host_pid)});
+  std::vector<std::string> args = python_command_line({"__template"});
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
@@ -694,10 +700,13 @@ constexpr int kTemplateSpecFd = 5;     // its kBuildTemplate, to be read once
   int moved_control = ::fcntl(control, F_DUPFD_CLOEXEC, kTemplateSpecFd + 1);
   int moved_module = ::fcntl(runtime_module, F_DUPFD_CLOEXEC, kTemplateSpecFd + 1);
   int moved_spec = ::fcntl(pair[1], F_DUPFD_CLOEXEC, kTemplateSpecFd + 1);
-  if (moved_control < 0 || moved_module < 0 || moved_spec < 0 || ::dup2(moved_control, kTemplateControlFd) < 0 ||
-      ::dup2(moved_module, kRuntimeModuleFd) < 0 || ::dup2(moved_spec, kTemplateSpecFd) < 0 ||
-      ::close_range(kTemplateSpecFd + 1, ~0U, 0) != 0) {
+  if (moved_control < 0 || moved_module < 0 || moved_spec < 0) {
     fail_template(control, std::string("moving fds for the exec: ") + std::strerror(errno));
+  }
+  // From here `control` may have been replaced; moved_control is its copy.
+  if (::dup2(moved_control, kTemplateControlFd) < 0 || ::dup2(moved_module, kRuntimeModuleFd) < 0 ||
+      ::dup2(moved_spec, kTemplateSpecFd) < 0 || ::close_range(kTemplateSpecFd + 1, ~0U, 0) != 0) {
+    fail_template(moved_control, std::string("moving fds for the exec: ") + std::strerror(errno));
   }
   ::execve("/proc/self/exe", argv.data(), envp.data());
   fail_template(kTemplateControlFd, std::string("execve of the template's interpreter: ") + std::strerror(errno));
@@ -956,17 +965,27 @@ void start_template(pid_t self, int control_fd, int runtime_module, const sandbo
 
 }  // namespace
 
-[[noreturn]] void run_fresh_template(uint32_t host_pid) {
+[[noreturn]] void run_fresh_template() {
   // Not dumpable again before anything else: the exec made it so, and
-  // instances run as the same uid (sandbox/namespaces.h).
+  // instances run as the same uid (sandbox/namespaces.h). The interpreter's
+  // start ran before this can (tens of ms): no instance exists yet, and in
+  // a full sandbox the template is alone in its pid namespace.
   if (::prctl(PR_SET_DUMPABLE, 0) != 0) fail_template(kTemplateControlFd, "prctl(PR_SET_DUMPABLE)");
-  control::Message build;
-  if (Status s = control::receive(kTemplateSpecFd, build); !s || build.type != control::Type::kBuildTemplate) {
+  // The exec's dup2 cleared close-on-exec: a program that the function's
+  // code starts must not hold the control socket (the host learns of the
+  // template's end from its EOF) or coil-python.so.
+  if (::fcntl(kTemplateControlFd, F_SETFD, FD_CLOEXEC) != 0 || ::fcntl(kRuntimeModuleFd, F_SETFD, FD_CLOEXEC) != 0) {
+    fail_template(kTemplateControlFd, std::string("fcntl(FD_CLOEXEC): ") + std::strerror(errno));
+  }
+  control::Message build, started;
+  Status s = control::receive(kTemplateSpecFd, build);
+  if (s && build.type == control::Type::kBuildTemplate) s = control::receive(kTemplateSpecFd, started);
+  if (!s || build.type != control::Type::kBuildTemplate || started.type != control::Type::kTemplateStarted) {
     fail_template(kTemplateControlFd, "reading the template's spec after its exec: " + s.message());
   }
   ::close(kTemplateSpecFd);
   ::prctl(PR_SET_NAME, ("coil-t:" + build.build.function).substr(0, 15).c_str());
-  finish_template(kTemplateControlFd, kRuntimeModuleFd, build.build, sandbox_of(build.build), host_pid);
+  finish_template(kTemplateControlFd, kRuntimeModuleFd, build.build, sandbox_of(build.build), started.pid);
 }
 
 [[noreturn]] void run_fresh_instance(const std::vector<std::string>& command) {

@@ -19,12 +19,13 @@ namespace coil::python {
 // (command_line.h), which templates whose import started threads keep.
 int run_zygote(int control_fd, int runtime_module);
 
-// `__template HOST_PID`: a template's own interpreter, exec'd by the template the
+// `__template`: a template's own interpreter, exec'd by the template the
 // zygote forked once it is isolated (zygote.cc, exec_template_interpreter),
 // with its control socket on fd 3, coil-python.so on fd 4 and its spec (a
-// kBuildTemplate message) to read on fd 5. Imports the function's code,
+// kBuildTemplate message, then a kTemplateStarted with its host pid) to read
+// on fd 5. Imports the function's code,
 // reports ready, and serves its instances. Never returns.
-[[noreturn]] void run_fresh_template(uint32_t host_pid);
+[[noreturn]] void run_fresh_template();
 
 // `__instance FUNCTION ENTRYPOINT KEY=VALUE...`: an instance started
 // as a fresh process, for a template that must not fork because its import

@@ -5,6 +5,7 @@ root_path, kind detection, and apps that misbehave."""
 import hashlib
 import os
 import socket
+import time
 import threading
 
 import pytest
@@ -393,6 +394,13 @@ async def app(scope, receive, send):
             await asyncio.sleep(0)
         log("started, waiting at the gate")
         await gate(dict(scope["headers"])[b"x-gate"].decode())
+        msgs = await read_body(receive)
+        await send({"type": "http.response.body", "body": b"got %d" % sum(len(m["body"]) for m in msgs)})
+        return
+
+    if do == "start-then-read-all":
+        # starts its response, then reads its whole body, then answers
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         msgs = await read_body(receive)
         await send({"type": "http.response.body", "body": b"got %d" % sum(len(m["body"]) for m in msgs)})
         return
@@ -1334,6 +1342,35 @@ def test_an_app_that_starts_its_response_before_reading_its_body_gets_all_of_it(
         c.gates.open(g)
         assert read_chunked_rest(conn) == b"got 10"
         # the connection lives on
+        conn.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.read_response().status == 200
+
+
+def test_a_slow_upload_read_after_the_start_is_not_an_idle_stream(coil, tmp_path):
+    # the body arriving beside a started response is the stream's activity: an app
+    # reading a slow upload is not cut off by stream_idle_timeout_ms
+    c = start_raw(coil, tmp_path, stream_idle_timeout_ms=1000)
+    with c.raw() as conn:
+        conn.send(b"POST /up HTTP/1.1\r\nHost: x\r\nX-Do: start-then-read-all\r\nContent-Length: 12\r\n\r\n")
+        assert conn.read_head(timeout=5).status == 200
+        for _ in range(12):  # 1.8 s in all, a byte every 150 ms: the pace is what is tested
+            time.sleep(0.15)
+            conn.send(b"x")
+        assert read_chunked_rest(conn) == b"got 12"
+
+
+def test_a_large_upload_read_after_the_start_keeps_the_connection(coil, tmp_path):
+    # the head goes out before the 3 MiB body has come: it still promises keep-alive,
+    # and the connection serves the next request
+    c = start_raw(coil, tmp_path)
+    body = b"y" * (3 << 20)
+    with c.raw() as conn:
+        conn.send(b"POST /up HTTP/1.1\r\nHost: x\r\nX-Do: start-then-read-all\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body))
+        head = conn.read_head(timeout=5)
+        assert head.status == 200 and head.header("connection") != "close", head
+        conn.send(body)
+        assert read_chunked_rest(conn) == b"got %d" % len(body)
         conn.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
         assert conn.read_response().status == 200
 

@@ -15,8 +15,22 @@ import pytest
 from conftest import COIL_BIN, LISTEN_RE, fn_toml, manifest, write_files
 
 PROBE_APP = '''
-import json, os, sys, __main__
+import fcntl, json, os, sys, __main__
 from spin_http import Response
+
+def inheritable():
+    """The fds a program started now would inherit (no close-on-exec)."""
+    out = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if not fcntl.fcntl(int(fd), fcntl.F_GETFD) & fcntl.FD_CLOEXEC:
+                out[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            pass  # the directory listing's own fd, closed by now
+    return out
+
+# In the template, at import (a forked function), or in the fresh instance.
+INHERITABLE_AT_IMPORT = inheritable()
 
 def interpreter():
     import _coil
@@ -46,7 +60,7 @@ def handle_request(request):
         except OSError:
             pass  # the directory listing's own fd, closed by now
     return Response(200, None, json.dumps({"fds": fds, "env": dict(os.environ), "signals": signal_masks(),
-                                           "python": interpreter()}))
+                                           "python": interpreter(), "inheritable_at_import": INHERITABLE_AT_IMPORT}))
 '''
 
 
@@ -111,6 +125,14 @@ def test_only_stdio_and_the_instance_socket_are_open(coil_with_leaky_parent):
         assert len(others) == 1 and re.match(r"^socket:\[\d+\]$", next(iter(others.values()))), (path, fds)
 
 
+def test_a_program_started_at_import_inherits_only_stdio(coil_with_leaky_parent):
+    # Not the template's control socket (the host learns of a template's end from
+    # it) nor coil-python.so's copy: a daemon started at import must not hold them.
+    port, _ = coil_with_leaky_parent
+    at_import = probe(port, "/")["inheritable_at_import"]
+    assert set(at_import) == {"0", "1", "2"}, at_import
+
+
 def test_functions_run_on_debians_python_program(coil_with_leaky_parent):
     # The interpreter is /usr/bin/python3.11 itself (not libpython embedded),
     # isolated and in UTF-8 mode, and little of how coil started it shows:
@@ -125,6 +147,7 @@ def test_functions_run_on_debians_python_program(coil_with_leaky_parent):
         assert seen == {"executable": "/usr/bin/python3.11", "argv": ["coil"], "orig_argv": ["coil"], "isolated": 1,
                         "utf8_mode": 1, "main": [], "main_again": "coil's runtime is running already"}, path
         assert cmdline.startswith("/usr/bin/python3.11\0") and install_dir not in cmdline, (path, cmdline)
+        assert not any(arg.isdigit() for arg in cmdline.split("\0")), ("no host pid", path, cmdline)
 
 
 @pytest.mark.parametrize("path", ["/", "/threads/x"])
