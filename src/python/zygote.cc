@@ -652,7 +652,7 @@ std::vector<sandbox::InstanceMount> instance_mounts(const TemplateSandbox& sandb
 
 // The fds a template's interpreter finds after its exec (exec_template_interpreter).
 constexpr int kTemplateControlFd = 3;  // the template's control socket
-constexpr int kTemplateSpecFd = 5;     // its kBuildTemplate, to be read once
+constexpr int kTemplateSpecFd = 5;     // its kBuildTemplate and host pid, read once
 
 // Starts the function's own interpreter in this process: execve of
 // python3.11 with coil-python.so's `__template` (run_fresh_template), which
