@@ -993,6 +993,10 @@ void start_template(pid_t self, int control_fd, int runtime_module, const sandbo
   // runtime module, loaded by now (set up by start_fresh_instance). The
   // sandbox came with the exec.
   ::close(kRuntimeModuleFd);
+  // The exec's dup2 cleared close-on-exec: a program the function's code
+  // starts must not hold the instance socket (as in a forked instance, whose
+  // socket came close-on-exec).
+  ::fcntl(3, F_SETFD, FD_CLOEXEC);
   const std::string& function = command[1];
   const std::string& entrypoint = command[2];
   auto die = [&](const std::string& message) {

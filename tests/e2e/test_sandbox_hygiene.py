@@ -128,9 +128,11 @@ def test_only_stdio_and_the_instance_socket_are_open(coil_with_leaky_parent):
 def test_a_program_started_at_import_inherits_only_stdio(coil_with_leaky_parent):
     # Not the template's control socket (the host learns of a template's end from
     # it) nor coil-python.so's copy: a daemon started at import must not hold them.
+    # Nor, in a fresh instance (a threaded template's), its instance socket.
     port, _ = coil_with_leaky_parent
-    at_import = probe(port, "/")["inheritable_at_import"]
-    assert set(at_import) == {"0", "1", "2"}, at_import
+    for path in ("/", "/threads/x"):
+        at_import = probe(port, path)["inheritable_at_import"]
+        assert set(at_import) == {"0", "1", "2"}, (path, at_import)
 
 
 def test_functions_run_on_debians_python_program(coil_with_leaky_parent):
