@@ -60,10 +60,11 @@ void WebSocketSession::on_response_head(const frame::ResponseHead& head, std::st
     response.set(boost::beast::http::field::date, http_date());  // as on every other response
     for (const auto& [name, value] : headers) response.set(name, value);
   }));
-  // permessage-deflate (RFC 7692) when the client offers it, as uvicorn's
-  // websockets does, with its smaller window (2^12 bytes, memory level 5):
+  // permessage-deflate (RFC 7692) when the client offers it, as under
+  // uvicorn, with the settings the websockets library's own server uses (a
+  // 2^12-byte window, memory level 5; uvicorn 0.17 keeps zlib's defaults):
   // compression state is kept per connection, and a chatty session of small
-  // JSON messages gains about as much with it.
+  // JSON messages gains about as much with the smaller one.
   websocket::permessage_deflate deflate;
   deflate.server_enable = true;
   deflate.server_max_window_bits = 12;
