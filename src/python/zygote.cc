@@ -140,6 +140,29 @@ std::string extra_threads() {
   return found;
 }
 
+// The argv and envp of an execve of python3.11 running coil-python.so's
+// `command` (command_line.h), with this process's environment (the
+// function's, as Python set it) plus `extra_env`. Built ahead, so that a
+// child of a multi-threaded process only has to pass the pointers.
+struct ExecLine {
+  std::vector<std::string> args;
+  std::vector<std::string> env;
+  std::vector<char*> argv;
+  std::vector<char*> envp;
+
+  explicit ExecLine(const std::vector<std::string>& command, const std::vector<std::string>& extra_env = {})
+      : args(python_command_line(command)) {
+    for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+    env.insert(env.end(), extra_env.begin(), extra_env.end());
+    for (std::string& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    for (std::string& variable : env) envp.push_back(variable.data());
+    envp.push_back(nullptr);
+  }
+  ExecLine(const ExecLine&) = delete;  // argv and envp point into args and env
+  ExecLine& operator=(const ExecLine&) = delete;
+};
+
 // What a multi-threaded template needs to start instances as fresh
 // processes: the command line and environment, built before any fork
 // (after fork, a child of a multi-threaded process may only make
@@ -150,26 +173,21 @@ std::string extra_threads() {
 // (command_line.h).
 struct FreshStart {
   int runtime_module;
-  std::vector<std::string> args;
-  std::vector<char*> argv;
-  std::vector<std::string> env;
-  std::vector<char*> envp;
+  ExecLine exec;
 
   FreshStart(int module_fd, const control::BuildTemplate& spec, const std::string& kind,
              const std::vector<sandbox::InstanceMount>& mounts)
-      : runtime_module(module_fd) {
+      : runtime_module(module_fd), exec(instance_command(spec, kind, mounts)) {}
+
+  static std::vector<std::string> instance_command(const control::BuildTemplate& spec, const std::string& kind,
+                                                   const std::vector<sandbox::InstanceMount>& mounts) {
     std::vector<std::string> command = {"__instance", spec.function, spec.entrypoint, "kind=" + kind};
     for (const sandbox::InstanceMount& m : mounts) {
       command.push_back("volume=" + m.mount + ":" + std::to_string(m.size_mib));
     }
     if (!spec.root_path_in_path.empty()) command.push_back("root_path_in_path=" + spec.root_path_in_path);
     if (!spec.served_under_prefix) command.push_back("served_under_prefix=false");
-    args = python_command_line(command);
-    for (const std::string& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
-    argv.push_back(nullptr);
-    for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);  // the function's, as Python set it
-    for (const std::string& variable : env) envp.push_back(const_cast<char*>(variable.c_str()));
-    envp.push_back(nullptr);
+    return command;
   }
 };
 
@@ -200,7 +218,7 @@ pid_t start_fresh_instance(const FreshStart& fresh, control::Message& request, i
     _exit(126);
   }
   if (::close_range(kRuntimeModuleFd + 1, ~0U, 0) != 0) _exit(126);
-  ::execve("/proc/self/exe", fresh.argv.data(), fresh.envp.data());
+  ::execve("/proc/self/exe", fresh.exec.argv.data(), fresh.exec.envp.data());
   _exit(127);
 }
 
@@ -681,19 +699,10 @@ constexpr int kTemplateSpecFd = 5;     // its kBuildTemplate and host pid, read 
   if (sent) sent = control::send(pair[0], started);
   if (!sent) fail_template(control, "passing the spec on: " + sent.message());
   ::close(pair[0]);
-  std::vector<std::string> args = python_command_line({"__template"});
-  std::vector<char*> argv;
-  for (std::string& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
   // The zygote's environment, with LD_BIND_NOW for the loader (as the host
   // starts the zygote: every symbol bound here, once, rather than in each
   // instance; main.cc removes it from the environment at once).
-  std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
-  env.emplace_back("LD_BIND_NOW=1");
-  std::vector<char*> envp;
-  for (std::string& variable : env) envp.push_back(variable.data());
-  envp.push_back(nullptr);
+  ExecLine exec({"__template"}, {"LD_BIND_NOW=1"});
   // Out of the way first (a wanted fd may sit on 3, 4 or 5), then into place;
   // just above them, since max_open_files (RLIMIT_NOFILE, set by now) may be
   // as low as 16.
@@ -708,7 +717,7 @@ constexpr int kTemplateSpecFd = 5;     // its kBuildTemplate and host pid, read 
       ::dup2(moved_spec, kTemplateSpecFd) < 0 || ::close_range(kTemplateSpecFd + 1, ~0U, 0) != 0) {
     fail_template(moved_control, std::string("moving fds for the exec: ") + std::strerror(errno));
   }
-  ::execve("/proc/self/exe", argv.data(), envp.data());
+  ::execve("/proc/self/exe", exec.argv.data(), exec.envp.data());
   fail_template(kTemplateControlFd, std::string("execve of the template's interpreter: ") + std::strerror(errno));
 }
 

@@ -422,7 +422,7 @@ void FunctionPool::send_body(const std::shared_ptr<Invocation>& invocation, std:
       // A body still coming beside a started response (full duplex) is the
       // stream's activity, as a WebSocket's messages are: an app that reads a
       // slow upload before it answers is not idle.
-      if (invocation->deadline_queue == &stream_deadlines_) stream_deadlines_.push(invocation, Clock::now());
+      client_alive(invocation);
       invocation->body_complete = end;
       break;
     case Invocation::State::kDone:
